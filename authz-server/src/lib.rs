@@ -1,0 +1,14 @@
+//! kubegate's authorization server: the Envoy ext_authz gRPC service that turns a
+//! kubectl request carrying an OpenID Connect token into the Kubernetes identity the
+//! gateway impersonates.
+//!
+//! The map: [`config`] reads the YAML file; [`oidc`] verifies tokens and maps claims to
+//! an identity; [`check`] answers Envoy's `Check` calls; [`server`] puts the gRPC
+//! services on a socket.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod config;
+pub mod oidc;
+pub mod server;

@@ -1,0 +1,22 @@
+//! kubegate's proxy-wasm filter.
+//!
+//! One filter, configured into two places of the Envoy HTTP chain:
+//!
+//! * [`Stage::Strip`], before ext_authz: removes every client-sent `Impersonate-*`
+//!   header (and anything in kubegate's own `x-kubegate-` namespace), and hands what the
+//!   client asked for to authz-server as one `x-kubegate-client-impersonation` header,
+//!   so that authz-server, not the client, decides what `kubectl --as` means.
+//! * [`Stage::Inject`], after ext_authz: reads the [`Decision`] authz-server left in
+//!   dynamic metadata, strips again (nothing between the stages may smuggle headers
+//!   through), removes the user's `Authorization` header, and adds the impersonation
+//!   headers. A missing or malformed decision refuses the request (fail closed).
+//!
+//! The logic lives in [`headers`] and works on any [`headers::HeaderMap`]; the proxy-wasm
+//! shell in [`shell`] only adapts the host to it, so the rules are unit-tested natively.
+
+pub mod config;
+pub mod headers;
+mod shell;
+
+pub use config::{FilterConfig, Stage};
+pub use kubegate_decision::Decision;
