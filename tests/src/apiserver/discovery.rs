@@ -1,0 +1,77 @@
+//! The discovery documents kubectl reads before it does anything (legacy, non-aggregated
+//! form; kubectl falls back to it when the response is plain `application/json`).
+
+use serde_json::{json, Value};
+
+pub fn version() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kubegate-stand-in", "gitCommit": "0000000",
+           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc",
+           "platform": "linux/amd64"})
+}
+
+pub fn api_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"],
+           "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]})
+}
+
+fn group(name: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+    json!({"name": name, "versions": [gv], "preferredVersion": gv})
+}
+
+pub fn api_groups() -> Value {
+    json!({"kind": "APIGroupList", "apiVersion": "v1",
+           "groups": [group("authentication.k8s.io"), group("authorization.k8s.io")]})
+}
+
+fn resource(name: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]) -> Value {
+    json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs, "shortNames": short})
+}
+
+/// The resource list of a group version, or `None` for one the stand-in does not serve.
+pub fn resources(group_version: &str) -> Option<Value> {
+    let list = |resources: Vec<Value>| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources});
+    Some(match group_version {
+        "v1" => list(vec![
+            resource(
+                "namespaces",
+                "Namespace",
+                false,
+                &["get", "list", "watch"],
+                &["ns"],
+            ),
+            resource("pods", "Pod", true, &["get", "list", "watch"], &["po"]),
+            resource("pods/log", "Pod", true, &["get"], &[]),
+            resource("pods/exec", "PodExecOptions", true, &["create", "get"], &[]),
+            resource(
+                "pods/attach",
+                "PodAttachOptions",
+                true,
+                &["create", "get"],
+                &[],
+            ),
+            resource(
+                "pods/portforward",
+                "PodPortForwardOptions",
+                true,
+                &["create", "get"],
+                &[],
+            ),
+        ]),
+        "authentication.k8s.io/v1" => list(vec![resource(
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &["create"],
+            &[],
+        )]),
+        "authorization.k8s.io/v1" => list(vec![resource(
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+            &["create"],
+            &[],
+        )]),
+        _ => return None,
+    })
+}

@@ -1,0 +1,227 @@
+//! Authentication and impersonation, applied the way kube-apiserver applies them.
+//!
+//! Only the gateway's bearer token authenticates (the accepted tokens are re-read from a
+//! file on every request, so a test can rotate them). Impersonation headers are then
+//! honoured like kube-apiserver's `WithImpersonation` filter: one `Impersonate-Group`
+//! line per group, never split on commas; groups, uid or extras without a user are a 400;
+//! `system:authenticated` is added to an impersonated user's groups. The gateway's
+//! service account is the only identity here and it may impersonate, as the Helm
+//! chart's RBAC grants it.
+
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The user a request runs as, after impersonation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserInfo {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// A request that could not be authenticated or impersonated.
+#[derive(Debug)]
+pub enum AuthError {
+    /// 401: no accepted bearer token.
+    Unauthorized,
+    /// 400: impersonation headers that kube-apiserver rejects.
+    BadImpersonation(String),
+}
+
+/// Who the request authenticated as, and as whom it runs.
+pub struct Authenticated {
+    /// The identity the bearer token belongs to (the gateway's service account).
+    pub authenticated_as: String,
+    /// A short, non-reversible fingerprint of the token, for the audit file.
+    pub token_fingerprint: String,
+    pub user: UserInfo,
+}
+
+/// Authenticates `headers`. `accepted_tokens_file` holds one token per line.
+pub fn authenticate(
+    headers: &HeaderMap,
+    accepted_tokens_file: &Path,
+    gateway_user: &str,
+) -> Result<Authenticated, AuthError> {
+    let token = bearer(headers).ok_or(AuthError::Unauthorized)?;
+    let accepted = std::fs::read_to_string(accepted_tokens_file).unwrap_or_default();
+    if !accepted
+        .lines()
+        .map(str::trim)
+        .any(|t| !t.is_empty() && t == token)
+    {
+        return Err(AuthError::Unauthorized);
+    }
+    let gateway = UserInfo {
+        username: gateway_user.to_owned(),
+        uid: String::new(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:authenticated".into(),
+        ],
+        extra: BTreeMap::new(),
+    };
+    let user = match impersonated(headers)? {
+        None => gateway,
+        Some(user) => user,
+    };
+    Ok(Authenticated {
+        authenticated_as: gateway_user.to_owned(),
+        token_fingerprint: fingerprint(token),
+        user,
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The first 16 hex digits of the token's SHA-256.
+pub fn fingerprint(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `None` when no impersonation header is present.
+fn impersonated(headers: &HeaderMap) -> Result<Option<UserInfo>, AuthError> {
+    let users = values(headers, "impersonate-user");
+    let groups = values(headers, "impersonate-group");
+    let uids = values(headers, "impersonate-uid");
+    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
+            let key = percent_decode(key)
+                .ok_or_else(|| AuthError::BadImpersonation(format!("invalid extra key {key}")))?;
+            extra
+                .entry(key)
+                .or_default()
+                .push(value.to_str().unwrap_or_default().to_owned());
+        }
+    }
+    if users.is_empty() {
+        if !groups.is_empty() || !uids.is_empty() || !extra.is_empty() {
+            return Err(AuthError::BadImpersonation(
+                "requested impersonation of groups, uid or extras without impersonating a user"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if users.len() > 1 || uids.len() > 1 {
+        return Err(AuthError::BadImpersonation(
+            "only one Impersonate-User and one Impersonate-Uid are allowed".into(),
+        ));
+    }
+    let mut groups = groups;
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    Ok(Some(UserInfo {
+        username: users[0].clone(),
+        uid: uids.first().cloned().unwrap_or_default(),
+        groups,
+        extra,
+    }))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn file_with(token: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(f.path(), format!("{token}\n")).unwrap_or_else(|e| panic!("{e}"));
+        f
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn repeated_group_lines_are_separate_groups_and_commas_are_not_split() {
+        let f = file_with("gw");
+        let h = headers(&[
+            ("authorization", "Bearer gw"),
+            ("impersonate-user", "alice"),
+            ("impersonate-group", "a, b"),
+            ("impersonate-group", "c"),
+            ("impersonate-extra-kubegate.dev%2frequest-id", "r1"),
+        ]);
+        let user = authenticate(&h, f.path(), "gw-sa")
+            .map(|a| a.user)
+            .unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(user.groups, ["a, b", "c", "system:authenticated"]);
+        assert_eq!(
+            user.extra.get("kubegate.dev/request-id"),
+            Some(&vec!["r1".to_string()])
+        );
+    }
+
+    #[test]
+    fn groups_without_a_user_are_a_bad_request() {
+        let f = file_with("gw");
+        let h = headers(&[
+            ("authorization", "Bearer gw"),
+            ("impersonate-group", "system:masters"),
+        ]);
+        assert!(matches!(
+            authenticate(&h, f.path(), "gw-sa"),
+            Err(AuthError::BadImpersonation(_))
+        ));
+    }
+
+    #[test]
+    fn only_accepted_tokens_authenticate() {
+        let f = file_with("gw");
+        let h = headers(&[("authorization", "Bearer user-id-token")]);
+        assert!(matches!(
+            authenticate(&h, f.path(), "gw-sa"),
+            Err(AuthError::Unauthorized)
+        ));
+        assert!(matches!(
+            authenticate(&HeaderMap::new(), f.path(), "gw-sa"),
+            Err(AuthError::Unauthorized)
+        ));
+    }
+}

@@ -1,0 +1,104 @@
+//! An API-server stand-in for kubegate's tests and sandbox. No kube-apiserver can be
+//! had on these machines; this serves the parts kubegate depends on, faithfully:
+//!
+//! * TLS, and only the gateway's bearer token authenticates ([`identity`]);
+//! * impersonation headers applied like kube-apiserver ([`identity`]);
+//! * an RBAC table answering by the impersonated user and groups ([`rbac`]);
+//! * discovery, pods (list, get, streaming watch), `logs -f`, `auth whoami`
+//!   (SelfSubjectReview) and `auth can-i` (SelfSubjectAccessReview) ([`routes`]);
+//! * one audit line per request ([`audit`]), which tests read.
+//!
+//! A loopback control port lets tests change cluster state (add a pod) without going
+//! through the gateway.
+
+pub mod audit;
+mod cluster;
+mod discovery;
+pub mod identity;
+pub mod rbac;
+pub mod request_info;
+mod routes;
+
+use crate::tls;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The stand-in's configuration file (YAML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StandInConfig {
+    pub listen: SocketAddr,
+    /// Plain-HTTP loopback port for test control (add pods).
+    pub control_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Bearer tokens that authenticate, one per line, re-read on every request.
+    pub accepted_tokens_file: PathBuf,
+    /// The user those tokens authenticate as (the gateway's service account).
+    pub gateway_user: String,
+    pub audit_file: PathBuf,
+    /// RBAC rules in addition to the bootstrap discovery and self-review rules.
+    #[serde(default)]
+    pub rbac: Vec<rbac::Rule>,
+    /// Pods that exist at start, as `namespace/name`.
+    #[serde(default)]
+    pub pods: Vec<String>,
+}
+
+pub(crate) struct StandIn {
+    config: StandInConfig,
+    rules: Vec<rbac::Rule>,
+    audit: audit::AuditLog,
+    cluster: cluster::Cluster,
+}
+
+/// Serves until the process ends.
+pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
+    let mut rules = rbac::bootstrap_rules();
+    rules.extend(config.rbac.iter().cloned());
+    let cluster = cluster::Cluster::new();
+    for pod in &config.pods {
+        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
+        cluster.add_pod(ns, name);
+    }
+    let audit = audit::AuditLog::open(&config.audit_file)?;
+    let state = Arc::new(StandIn {
+        config: config.clone(),
+        rules,
+        audit,
+        cluster,
+    });
+
+    let control = tokio::net::TcpListener::bind(config.control_listen).await?;
+    let state_for_control = state.clone();
+    tokio::spawn(async move { axum::serve(control, routes::control(state_for_control)).await });
+
+    let acceptor = tls::acceptor(&config.tls_cert, &config.tls_key)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let app = routes::api(state);
+    tracing::info!(addr = %config.listen, "kube-apiserver stand-in listening");
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move { serve_connection(acceptor, tcp, app).await });
+    }
+}
+
+async fn serve_connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    app: Router,
+) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(tls) = acceptor.accept(tcp).await else {
+        return;
+    };
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app))
+        .await;
+}

@@ -1,0 +1,66 @@
+//! Renders `envoy/kubegate.yaml` and `envoy/gateway-token-sds.yaml`: every `${NAME}`
+//! placeholder must be given a value, or rendering fails (a half-filled Envoy config
+//! would fail later, less clearly).
+
+use std::collections::BTreeMap;
+
+/// The templates, as shipped in `envoy/`.
+pub const GATEWAY_TEMPLATE: &str = include_str!("../../envoy/kubegate.yaml");
+pub const TOKEN_SDS_TEMPLATE: &str = include_str!("../../envoy/gateway-token-sds.yaml");
+
+/// Why a template could not be rendered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("no value for placeholder ${{{0}}}")]
+    Missing(String),
+    #[error("value given for {0}, which the template does not use")]
+    Unused(String),
+}
+
+/// Replaces every `${NAME}` in `template` with `values[NAME]`.
+pub fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    let mut used = std::collections::BTreeSet::new();
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| RenderError::Missing(after.chars().take(20).collect()))?;
+        let name = &after[..end];
+        let value = values
+            .get(name)
+            .ok_or_else(|| RenderError::Missing(name.to_owned()))?;
+        out.push_str(value);
+        used.insert(name);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    match values.keys().find(|k| !used.contains(*k)) {
+        Some(unused) => Err(RenderError::Unused((*unused).to_owned())),
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_every_placeholder_or_fails() {
+        let values = BTreeMap::from([("A", "1".to_string()), ("B", "2".to_string())]);
+        assert_eq!(
+            render("x ${A} y ${B} ${A}", &values),
+            Ok("x 1 y 2 1".into())
+        );
+        assert_eq!(
+            render("${C}", &values),
+            Err(RenderError::Missing("C".into()))
+        );
+        assert_eq!(
+            render("${A}", &values),
+            Err(RenderError::Unused("B".into()))
+        );
+    }
+}

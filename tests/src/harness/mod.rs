@@ -1,0 +1,481 @@
+//! One harness for every end-to-end test and for `make sandbox`: starts the real OIDC
+//! provider, the API-server stand-in, authz-server, and real Envoy with the real wasm
+//! filter; waits until each is ready; logs each to a file (printed when a test fails);
+//! stops everything on drop.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use kubegate_tests::harness::{GatewayStack, StackOptions, ALICE};
+//! let stack = GatewayStack::start(StackOptions::default()).await?;
+//! let kubeconfig = stack.login(&ALICE).await?;
+//! let out = stack.kubectl(&kubeconfig, &["auth", "whoami"]).await?;
+//! # Ok(()) }
+//! ```
+
+mod http;
+mod kubectl;
+mod login;
+mod process;
+mod tokens;
+pub mod tools;
+
+pub use http::{http2_get, raw_http1, RawResponse};
+pub use kubectl::KubectlOutput;
+pub use process::{free_port, wait_until, ChildProcess};
+pub use tokens::{ForgedToken, SigningKey};
+pub use tools::Tools;
+
+use crate::apiserver::{audit, rbac::Rule};
+use crate::envoy_config;
+use crate::tls::LocalPki;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A demo user of the test identity provider.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoUser {
+    pub email: &'static str,
+    pub password: &'static str,
+}
+
+/// In IdP group `engineering`.
+pub const ALICE: DemoUser = DemoUser {
+    email: "alice@example.com",
+    password: "alice-demo",
+};
+/// In no IdP group.
+pub const BOB: DemoUser = DemoUser {
+    email: "bob@example.com",
+    password: "bob-demo",
+};
+
+/// The OAuth client id the gateway accepts tokens for.
+pub const GATEWAY_CLIENT_ID: &str = "kubegate";
+
+/// How a stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// RBAC rules of the stand-in, beyond the bootstrap discovery rules.
+    pub rbac: Vec<Rule>,
+    /// Pods that exist at start (`namespace/name`).
+    pub pods: Vec<String>,
+    /// Envoy's ext_authz call timeout.
+    pub authz_timeout: String,
+    /// Envoy's stream idle timeout.
+    pub stream_idle_timeout: String,
+    /// Gateway listener port; 0 picks a free one.
+    pub gateway_port: u16,
+    /// Run in this directory instead of a temporary one (the sandbox uses `.sandbox`).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            rbac: vec![engineering_reads_pods()],
+            pods: vec!["default/web-1".into(), "default/web-2".into()],
+            authz_timeout: "1s".into(),
+            stream_idle_timeout: "14400s".into(),
+            gateway_port: 0,
+            dir: None,
+        }
+    }
+}
+
+/// The rule the demo uses: group `engineering` may read pods and their logs.
+pub fn engineering_reads_pods() -> Rule {
+    serde_yaml::from_str(
+        "groups: [engineering]\nverbs: [get, list, watch]\nresources: [pods, pods/log]\n",
+    )
+    .unwrap_or_else(|e| panic!("built-in rule: {e}"))
+}
+
+/// A running kubegate stack on loopback.
+pub struct GatewayStack {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub tools: Tools,
+    pub ca_cert: PathBuf,
+    pub issuer: String,
+    pub gateway_url: String,
+    pub stand_in_control: String,
+    pub audit_file: PathBuf,
+    pub accepted_tokens_file: PathBuf,
+    pub gateway_token_dir: PathBuf,
+    pub oidc_state: PathBuf,
+    pub authz_port: u16,
+    authz_config: PathBuf,
+    // Declared in stop order: the front door closes first.
+    pub envoy: ChildProcess,
+    pub authz: ChildProcess,
+    pub stand_in: ChildProcess,
+    pub oidc: ChildProcess,
+}
+
+const STARTUP: Duration = Duration::from_secs(30);
+
+impl GatewayStack {
+    /// Starts every component and waits until the gateway answers.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let tools = Tools::locate()?;
+        let (dir, tmp) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                (dir.clone(), None)
+            }
+            None => {
+                let tmp = tempfile::Builder::new().prefix("kubegate-e2e-").tempdir()?;
+                if std::env::var_os("KUBEGATE_KEEP_TEST_DIRS").is_some() {
+                    let dir = tmp.keep();
+                    eprintln!("kubegate test directory (kept): {}", dir.display());
+                    (dir, None)
+                } else {
+                    (tmp.path().to_owned(), Some(tmp))
+                }
+            }
+        };
+        let pki = LocalPki::create(&dir.join("pki"))?;
+        let oidc_port = free_port()?;
+        let issuer = format!("https://127.0.0.1:{oidc_port}");
+        let oidc_state = dir.join("oidc-state");
+        let oidc = start_oidc_provider(&tools, &pki, &dir, oidc_port, &oidc_state)?;
+        let discovery = format!("{issuer}/.well-known/openid-configuration");
+        with_log(
+            &oidc,
+            wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await,
+        )?;
+
+        let gateway_token = format!("gateway-sa-token-{}", random_suffix());
+        let gateway_token_dir = dir.join("serviceaccount");
+        write_token_atomically(&gateway_token_dir, &gateway_token)?;
+        let accepted_tokens_file = dir.join("stand-in-accepted-tokens");
+        std::fs::write(&accepted_tokens_file, &gateway_token)?;
+        let audit_file = dir.join("stand-in-audit.jsonl");
+        let (stand_in_port, control_port) = (free_port()?, free_port()?);
+        let stand_in = start_stand_in(
+            &tools,
+            &pki,
+            &dir,
+            &options,
+            stand_in_port,
+            control_port,
+            &accepted_tokens_file,
+            &audit_file,
+        )?;
+        let stand_in_control = format!("http://127.0.0.1:{control_port}");
+        with_log(
+            &stand_in,
+            wait_for_http(
+                &format!("{stand_in_control}/healthz"),
+                "the API-server stand-in",
+            )
+            .await,
+        )?;
+
+        let authz_port = free_port()?;
+        let authz_config = dir.join("authz.yaml");
+        std::fs::write(
+            &authz_config,
+            format!(
+                "listen: 127.0.0.1:{authz_port}\nissuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n",
+                pki.ca_cert.display()
+            ),
+        )?;
+        let authz = start_authz(&tools, &dir, &authz_config)?;
+        with_log(&authz, wait_for_authz(authz_port).await)?;
+
+        let gateway_port = if options.gateway_port == 0 {
+            free_port()?
+        } else {
+            options.gateway_port
+        };
+        let admin_port = free_port()?;
+        let envoy = start_envoy(
+            &tools,
+            &pki,
+            &dir,
+            &options,
+            gateway_port,
+            admin_port,
+            authz_port,
+            stand_in_port,
+            &gateway_token_dir,
+        )?;
+        with_log(
+            &envoy,
+            wait_for_http(&format!("http://127.0.0.1:{admin_port}/ready"), "Envoy").await,
+        )?;
+
+        Ok(Self {
+            ca_cert: pki.ca_cert.clone(),
+            gateway_url: format!("https://127.0.0.1:{gateway_port}"),
+            dir,
+            _tmp: tmp,
+            tools,
+            issuer,
+            stand_in_control,
+            audit_file,
+            accepted_tokens_file,
+            gateway_token_dir,
+            oidc_state,
+            authz_port,
+            authz_config,
+            envoy,
+            authz,
+            stand_in,
+            oidc,
+        })
+    }
+
+    /// Every request the stand-in has seen so far.
+    pub fn audit(&self) -> Vec<audit::AuditRecord> {
+        audit::read_records(&self.audit_file)
+    }
+
+    /// The gateway's current service-account token, as Envoy reads it.
+    pub fn gateway_token(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(
+            self.gateway_token_dir.join("token"),
+        )?)
+    }
+
+    /// Rotates the gateway's token the way kubelet does (write aside, move into place)
+    /// and makes the stand-in accept only the new one.
+    pub fn rotate_gateway_token(&self) -> anyhow::Result<String> {
+        let token = format!("gateway-sa-token-{}", random_suffix());
+        std::fs::write(&self.accepted_tokens_file, &token)?;
+        write_token_atomically(&self.gateway_token_dir, &token)?;
+        Ok(token)
+    }
+
+    /// Adds a pod through the stand-in's control port (not through the gateway).
+    pub async fn add_pod(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/pods", self.stand_in_control))
+            .json(&serde_json::json!({"namespace": namespace, "name": name}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "adding pod: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
+    /// Stops authz-server (as if it crashed).
+    pub fn stop_authz(&mut self) {
+        self.authz.stop();
+    }
+
+    /// Starts authz-server again on the same port and waits until it serves.
+    pub async fn restart_authz(&mut self) -> anyhow::Result<()> {
+        self.authz.stop();
+        self.authz = start_authz(&self.tools, &self.dir, &self.authz_config)?;
+        with_log(&self.authz, wait_for_authz(self.authz_port).await)
+    }
+}
+
+/// Adds the end of a component's log to a startup failure.
+fn with_log<T>(process: &ChildProcess, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{e}; {} log:\n{}", process.name, process.log_tail(30)))
+}
+
+fn random_suffix() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `dir/token` by writing a sibling file and renaming it over, which is the
+/// move event Envoy's watched directory reacts to (and what kubelet does).
+pub fn write_token_atomically(dir: &Path, token: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".token.new");
+    std::fs::write(&tmp, token)?;
+    std::fs::rename(&tmp, dir.join("token"))?;
+    Ok(())
+}
+
+fn start_oidc_provider(
+    tools: &Tools,
+    pki: &LocalPki,
+    dir: &Path,
+    port: u16,
+    state: &Path,
+) -> anyhow::Result<ChildProcess> {
+    let leaf = pki.leaf("oidc-provider")?;
+    let mut command = Command::new(&tools.node);
+    command
+        .arg(&tools.oidc_provider)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--cert")
+        .arg(&leaf.cert)
+        .arg("--key")
+        .arg(&leaf.key)
+        .arg("--state")
+        .arg(state);
+    ChildProcess::spawn("oidc-provider", command, dir)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_stand_in(
+    tools: &Tools,
+    pki: &LocalPki,
+    dir: &Path,
+    options: &StackOptions,
+    port: u16,
+    control_port: u16,
+    accepted_tokens_file: &Path,
+    audit_file: &Path,
+) -> anyhow::Result<ChildProcess> {
+    let leaf = pki.leaf("stand-in")?;
+    let config = serde_json::json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "controlListen": format!("127.0.0.1:{control_port}"),
+        "tlsCert": leaf.cert, "tlsKey": leaf.key,
+        "acceptedTokensFile": accepted_tokens_file,
+        "gatewayUser": "system:serviceaccount:kubegate:kubegate-gateway",
+        "auditFile": audit_file,
+        "rbac": options.rbac.iter().map(rule_json).collect::<Vec<_>>(),
+        "pods": options.pods,
+    });
+    let path = dir.join("stand-in.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    let mut command = Command::new(&tools.stand_in);
+    command.arg("--config").arg(&path);
+    ChildProcess::spawn("kube-apiserver-stand-in", command, dir)
+}
+
+fn rule_json(rule: &Rule) -> serde_json::Value {
+    serde_json::json!({
+        "users": rule.users, "groups": rule.groups, "verbs": rule.verbs, "apiGroups": rule.api_groups,
+        "resources": rule.resources, "namespaces": rule.namespaces, "nonResourceUrls": rule.non_resource_urls,
+    })
+}
+
+fn start_authz(tools: &Tools, dir: &Path, config: &Path) -> anyhow::Result<ChildProcess> {
+    let mut command = Command::new(&tools.authz_server);
+    command.arg("--config").arg(config).env("RUST_LOG", "info");
+    ChildProcess::spawn("authz-server", command, dir)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_envoy(
+    tools: &Tools,
+    pki: &LocalPki,
+    dir: &Path,
+    options: &StackOptions,
+    port: u16,
+    admin_port: u16,
+    authz_port: u16,
+    upstream_port: u16,
+    token_dir: &Path,
+) -> anyhow::Result<ChildProcess> {
+    let serving = pki.leaf("gateway")?;
+    let sds = dir.join("gateway-token-sds.yaml");
+    let token_file = token_dir.join("token");
+    let sds_values = BTreeMap::from([("GATEWAY_TOKEN_FILE", token_file.display().to_string())]);
+    std::fs::write(
+        &sds,
+        envoy_config::render(envoy_config::TOKEN_SDS_TEMPLATE, &sds_values)?,
+    )?;
+    let values = BTreeMap::from([
+        ("ADMIN_PORT", admin_port.to_string()),
+        ("LISTEN_ADDRESS", "127.0.0.1".to_string()),
+        ("LISTEN_PORT", port.to_string()),
+        ("SERVING_CERT", serving.cert.display().to_string()),
+        ("SERVING_KEY", serving.key.display().to_string()),
+        ("STREAM_IDLE_TIMEOUT", options.stream_idle_timeout.clone()),
+        ("WASM_FILTER", tools.wasm_filter.display().to_string()),
+        ("AUTHZ_TIMEOUT", options.authz_timeout.clone()),
+        ("AUTHZ_ADDRESS", "127.0.0.1".to_string()),
+        ("AUTHZ_PORT", authz_port.to_string()),
+        ("GATEWAY_TOKEN_SDS", sds.display().to_string()),
+        ("GATEWAY_TOKEN_DIR", token_dir.display().to_string()),
+        ("UPSTREAM_ADDRESS", "127.0.0.1".to_string()),
+        ("UPSTREAM_PORT", upstream_port.to_string()),
+        ("UPSTREAM_SNI", "localhost".to_string()),
+        ("UPSTREAM_CA", pki.ca_cert.display().to_string()),
+        ("UPSTREAM_SAN_TYPE", "IP_ADDRESS".to_string()),
+        ("UPSTREAM_SAN", "127.0.0.1".to_string()),
+    ]);
+    let config = dir.join("envoy.yaml");
+    std::fs::write(
+        &config,
+        envoy_config::render(envoy_config::GATEWAY_TEMPLATE, &values)?,
+    )?;
+    let mut command = Command::new(&tools.envoy);
+    command.arg("-c").arg(&config).args([
+        "--concurrency",
+        "1",
+        "--disable-hot-restart",
+        "--log-level",
+        "warn",
+    ]);
+    ChildProcess::spawn("envoy", command, dir)
+}
+
+async fn wait_for_http(url: &str, what: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    wait_until(what, STARTUP, || async {
+        client
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    })
+    .await
+}
+
+async fn wait_for_https(url: &str, ca: &Path, what: &str) -> anyhow::Result<()> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    wait_until(what, STARTUP, || async {
+        client
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    })
+    .await
+}
+
+/// Waits until authz-server's gRPC health check says SERVING (its keys are loaded).
+async fn wait_for_authz(port: u16) -> anyhow::Result<()> {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    wait_until("authz-server to serve", STARTUP, || {
+        let endpoint = endpoint.clone();
+        async move {
+            let Ok(endpoint) = tonic::transport::Channel::from_shared(endpoint) else {
+                return false;
+            };
+            let Ok(channel) = endpoint.connect().await else {
+                return false;
+            };
+            let mut client = HealthClient::new(channel);
+            let reply = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            reply.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+        }
+    })
+    .await
+}
