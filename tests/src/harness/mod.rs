@@ -22,7 +22,7 @@ pub mod tools;
 pub use http::{http2_get, raw_http1, RawResponse};
 pub use kubectl::KubectlOutput;
 pub use process::{free_port, wait_until, ChildProcess};
-pub use tokens::{ForgedToken, SigningKey};
+pub use tokens::{now as now_secs, ForgedToken, SigningKey};
 pub use tools::Tools;
 
 use crate::apiserver::{audit, rbac::Rule};
@@ -95,7 +95,6 @@ pub fn engineering_reads_pods() -> Rule {
 /// A running kubegate stack on loopback.
 pub struct GatewayStack {
     pub dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
     pub tools: Tools,
     pub ca_cert: PathBuf,
     pub issuer: String,
@@ -112,6 +111,8 @@ pub struct GatewayStack {
     pub authz: ChildProcess,
     pub stand_in: ChildProcess,
     pub oidc: ChildProcess,
+    /// Last: the directory holds the logs, so it goes after the processes.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 const STARTUP: Duration = Duration::from_secs(30);
