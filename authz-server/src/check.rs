@@ -6,13 +6,9 @@
 
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
-use envoy_types::ext_authz::v3::{
-    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
-};
+use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use kubegate_decision::{
-    Decision, Impersonation, Status, CLIENT_IMPERSONATION_HEADER, METADATA_KEY, REQUEST_ID_EXTRA,
-};
+use kubegate_decision::{Decision, Impersonation, Status, CLIENT_IMPERSONATION_HEADER, METADATA_KEY, REQUEST_ID_EXTRA};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -29,18 +25,9 @@ pub struct GatewayRequest<'a> {
 
 impl<'a> GatewayRequest<'a> {
     fn from_check(check: &'a CheckRequest) -> Self {
-        let http = check
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref());
+        let http = check.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
         match http {
-            Some(http) => Self {
-                id: &http.id,
-                method: &http.method,
-                path: &http.path,
-                headers: Some(&http.headers),
-            },
+            Some(http) => Self { id: &http.id, method: &http.method, path: &http.path, headers: Some(&http.headers) },
             None => Self::default(),
         }
     }
@@ -95,10 +82,7 @@ impl Gatekeeper {
     }
 
     /// Authenticates the request and builds the decision for the filter.
-    pub async fn decide(
-        &self,
-        request: &GatewayRequest<'_>,
-    ) -> Result<(Identity, Decision), Refusal> {
+    pub async fn decide(&self, request: &GatewayRequest<'_>) -> Result<(Identity, Decision), Refusal> {
         let token = request.bearer_token().ok_or(TokenError::Missing)?;
         let identity = self.validator.validate(token).await?;
         if request.header(CLIENT_IMPERSONATION_HEADER).is_some() {
@@ -153,15 +137,11 @@ fn allowed(decision: &Decision) -> CheckResponse {
     let metadata = Struct {
         fields: HashMap::from([(
             METADATA_KEY.to_string(),
-            Value {
-                kind: Some(Kind::StringValue(decision.to_json())),
-            },
+            Value { kind: Some(Kind::StringValue(decision.to_json())) },
         )]),
     };
     let mut response = CheckResponse::with_status(tonic::Status::ok(""));
-    response
-        .set_dynamic_metadata(Some(metadata))
-        .set_http_response(OkHttpResponseBuilder::new());
+    response.set_dynamic_metadata(Some(metadata)).set_http_response(OkHttpResponseBuilder::new());
     response
 }
 
@@ -172,11 +152,8 @@ fn denied(refusal: &Refusal) -> CheckResponse {
     http.set_http_status(http_status)
         .add_header("content-type", "application/json", None, false)
         .set_body(Status::failure(code, &message).to_json());
-    let grpc = if code == 401 {
-        tonic::Status::unauthenticated(message)
-    } else {
-        tonic::Status::permission_denied(message)
-    };
+    let grpc =
+        if code == 401 { tonic::Status::unauthenticated(message) } else { tonic::Status::permission_denied(message) };
     let mut response = CheckResponse::with_status(grpc);
     response.set_http_response(http);
     response
@@ -187,25 +164,16 @@ mod tests {
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn reads_only_bearer_credentials() {
-        for (value, expected) in [
-            ("Bearer abc", Some("abc")),
-            ("bearer abc", Some("abc")),
-            ("Basic YTpi", None),
-            ("Bearer", None),
-        ] {
+        for (value, expected) in
+            [("Bearer abc", Some("abc")), ("bearer abc", Some("abc")), ("Basic YTpi", None), ("Bearer", None)]
+        {
             let h = headers(&[("authorization", value)]);
-            let request = GatewayRequest {
-                headers: Some(&h),
-                ..Default::default()
-            };
+            let request = GatewayRequest { headers: Some(&h), ..Default::default() };
             assert_eq!(request.bearer_token(), expected, "{value}");
         }
     }
@@ -213,22 +181,14 @@ mod tests {
     #[test]
     fn refusals_carry_a_status_body_and_the_right_code() {
         let response = denied(&Refusal::Token(TokenError::Expired));
-        let Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(http)) =
-            response.http_response
-        else {
+        let Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(http)) = response.http_response else {
             panic!("not a denied response")
         };
-        assert_eq!(
-            http.status.map(|s| s.code),
-            Some(HttpStatusCode::Unauthorized as i32)
-        );
+        assert_eq!(http.status.map(|s| s.code), Some(HttpStatusCode::Unauthorized as i32));
         let body: serde_json::Value = serde_json::from_str(&http.body).unwrap_or_default();
         assert_eq!(body["message"], "token expired: run `kubegate login`");
         assert_eq!(body["code"], 401);
-        assert_eq!(
-            response.status.map(|s| s.code),
-            Some(tonic::Code::Unauthenticated as i32)
-        );
+        assert_eq!(response.status.map(|s| s.code), Some(tonic::Code::Unauthenticated as i32));
     }
 
     #[test]
@@ -240,15 +200,8 @@ mod tests {
             extra: BTreeMap::new(),
         });
         let response = allowed(&decision);
-        let field = response
-            .dynamic_metadata
-            .and_then(|m| m.fields.get(METADATA_KEY).cloned());
-        let Some(Value {
-            kind: Some(Kind::StringValue(json)),
-        }) = field
-        else {
-            panic!("no decision field")
-        };
+        let field = response.dynamic_metadata.and_then(|m| m.fields.get(METADATA_KEY).cloned());
+        let Some(Value { kind: Some(Kind::StringValue(json)) }) = field else { panic!("no decision field") };
         assert_eq!(Decision::from_json(json.as_bytes()), Ok(decision));
     }
 }

@@ -65,17 +65,11 @@ fn default_clock_skew() -> u64 {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// The YAML does not parse or does not match the schema; serde's message carries
     /// the line and column.
     #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
+    Parse { path: PathBuf, source: serde_yaml::Error },
     /// The file parses but says something impossible.
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
@@ -84,23 +78,16 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates the configuration at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
     /// Parses configuration text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
-        config.validate().map_err(|reason| ConfigError::Invalid {
-            path: path.to_owned(),
-            reason,
-        })?;
+        let config: Config =
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        config.validate().map_err(|reason| ConfigError::Invalid { path: path.to_owned(), reason })?;
         Ok(config)
     }
 
@@ -111,15 +98,10 @@ impl Config {
         for (i, issuer) in self.issuers.iter().enumerate() {
             let url = url::Url::parse(&issuer.url).map_err(|e| format!("issuers[{i}].url: {e}"))?;
             if url.scheme() != "https" {
-                return Err(format!(
-                    "issuers[{i}].url: must be https, got {}",
-                    issuer.url
-                ));
+                return Err(format!("issuers[{i}].url: must be https, got {}", issuer.url));
             }
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
-                return Err(format!(
-                    "issuers[{i}].audiences: at least one non-empty audience is required"
-                ));
+                return Err(format!("issuers[{i}].audiences: at least one non-empty audience is required"));
             }
         }
         Ok(())
@@ -148,11 +130,7 @@ mod tests {
         assert_eq!(c.listen.port(), 9001);
         let i = &c.issuers[0];
         assert_eq!(
-            (
-                i.username_claim.as_str(),
-                i.groups_claim.as_str(),
-                i.uid_claim.as_str()
-            ),
+            (i.username_claim.as_str(), i.groups_claim.as_str(), i.uid_claim.as_str()),
             ("email", "groups", "sub")
         );
         assert_eq!(i.clock_skew(), Duration::from_secs(60));
@@ -160,12 +138,10 @@ mod tests {
 
     #[test]
     fn refuses_unknown_fields_with_file_and_line() {
-        let err = parse(
-            "issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\n  audience: typo\n",
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        let err = parse("issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\n  audience: typo\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.starts_with("/etc/kubegate/authz.yaml: "), "{err}");
         assert!(err.contains("unknown field `audience`"), "{err}");
         assert!(err.contains("line 4"), "{err}");
@@ -175,14 +151,8 @@ mod tests {
     fn refuses_impossible_settings() {
         for (text, expected) in [
             ("issuers: []\n", "at least one issuer"),
-            (
-                "issuers:\n- url: http://idp\n  audiences: [k]\n",
-                "must be https",
-            ),
-            (
-                "issuers:\n- url: https://idp\n  audiences: []\n",
-                "audiences",
-            ),
+            ("issuers:\n- url: http://idp\n  audiences: [k]\n", "must be https"),
+            ("issuers:\n- url: https://idp\n  audiences: []\n", "audiences"),
         ] {
             let err = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(expected), "{text}: {err}");

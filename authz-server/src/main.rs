@@ -20,8 +20,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format);
-    let config =
-        kubegate_authz_server::config::Config::load(&args.config).context("refusing to start")?;
+    let config = kubegate_authz_server::config::Config::load(&args.config).context("refusing to start")?;
     kubegate_authz_server::server::serve(config, shutdown_signal()).await?;
     Ok(())
 }
@@ -29,9 +28,7 @@ async fn main() -> anyhow::Result<()> {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "text" {
         builder.init();
     } else {

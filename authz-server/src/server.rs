@@ -16,42 +16,29 @@ pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] JwksError),
     #[error("listening on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn serve(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ServeError> {
+pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
     let validator = Arc::new(TokenValidator::new(&config.issuers)?);
     validator.start(KEY_REFRESH_INTERVAL);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_not_serving::<AuthorizationServer<CheckService>>()
-        .await;
+    health.set_not_serving::<AuthorizationServer<CheckService>>().await;
     tokio::spawn(report_readiness(validator.clone(), health));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
     tracing::info!(addr = %config.listen, "authz-server listening");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
 
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(CheckService::new(
-            Gatekeeper::new(validator),
-        )))
+        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator))))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
@@ -59,29 +46,18 @@ pub async fn serve(
 
 /// Ready once every issuer's keys are loaded; a request that arrives earlier is still
 /// answered (and refused, fail-closed, if its issuer has no keys).
-async fn report_readiness(
-    validator: Arc<TokenValidator>,
-    health: tonic_health::server::HealthReporter,
-) {
+async fn report_readiness(validator: Arc<TokenValidator>, health: tonic_health::server::HealthReporter) {
     let mut serving = false;
     loop {
         let ready = validator.is_ready();
         if ready != serving {
             serving = ready;
             if ready {
-                health
-                    .set_serving::<AuthorizationServer<CheckService>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::Serving)
-                    .await;
+                health.set_serving::<AuthorizationServer<CheckService>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
             } else {
-                health
-                    .set_not_serving::<AuthorizationServer<CheckService>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+                health.set_not_serving::<AuthorizationServer<CheckService>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

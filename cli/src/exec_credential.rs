@@ -28,11 +28,7 @@ struct CredentialStatus<'a> {
 pub fn requested_api_version(exec_info: Option<&str>) -> &'static str {
     let asked = exec_info
         .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
-        .and_then(|v| {
-            v.get("apiVersion")
-                .and_then(|a| a.as_str())
-                .map(str::to_owned)
-        });
+        .and_then(|v| v.get("apiVersion").and_then(|a| a.as_str()).map(str::to_owned));
     match asked.as_deref() {
         Some(V1BETA1) => V1BETA1,
         _ => V1,
@@ -41,15 +37,11 @@ pub fn requested_api_version(exec_info: Option<&str>) -> &'static str {
 
 /// The JSON kubectl expects, with the token and its expiry (RFC 3339, UTC).
 pub fn render(api_version: &str, token: &str, expires_at: u64) -> String {
-    let expiry =
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(expires_at)).to_string();
+    let expiry = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(expires_at)).to_string();
     let credential = ExecCredential {
         api_version,
         kind: "ExecCredential",
-        status: CredentialStatus {
-            token,
-            expiration_timestamp: expiry,
-        },
+        status: CredentialStatus { token, expiration_timestamp: expiry },
     };
     serde_json::to_string(&credential).unwrap_or_default()
 }
@@ -60,26 +52,17 @@ mod tests {
 
     #[test]
     fn renders_v1_with_expiry() {
-        let json: serde_json::Value =
-            serde_json::from_str(&render(V1, "t", 1_700_000_000)).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&render(V1, "t", 1_700_000_000)).unwrap_or_default();
         assert_eq!(json["apiVersion"], V1);
         assert_eq!(json["kind"], "ExecCredential");
         assert_eq!(json["status"]["token"], "t");
-        assert_eq!(
-            json["status"]["expirationTimestamp"],
-            "2023-11-14T22:13:20Z"
-        );
+        assert_eq!(json["status"]["expirationTimestamp"], "2023-11-14T22:13:20Z");
     }
 
     #[test]
     fn follows_the_version_kubectl_asks_for() {
         assert_eq!(requested_api_version(None), V1);
-        assert_eq!(
-            requested_api_version(Some(
-                r#"{"apiVersion":"client.authentication.k8s.io/v1beta1"}"#
-            )),
-            V1BETA1
-        );
+        assert_eq!(requested_api_version(Some(r#"{"apiVersion":"client.authentication.k8s.io/v1beta1"}"#)), V1BETA1);
         assert_eq!(requested_api_version(Some("garbage")), V1);
     }
 }

@@ -23,25 +23,16 @@ pub struct LoopbackReceiver {
 
 impl LoopbackReceiver {
     pub async fn bind() -> Result<Self, LoopbackError> {
-        Ok(Self {
-            listener: TcpListener::bind(("127.0.0.1", 0)).await?,
-        })
+        Ok(Self { listener: TcpListener::bind(("127.0.0.1", 0)).await? })
     }
 
     pub fn redirect_uri(&self) -> Result<String, LoopbackError> {
-        Ok(format!(
-            "http://127.0.0.1:{}/callback",
-            self.listener.local_addr()?.port()
-        ))
+        Ok(format!("http://127.0.0.1:{}/callback", self.listener.local_addr()?.port()))
     }
 
     /// Waits for the callback whose `state` matches, ignoring anything else that
     /// connects (a favicon request, a port scanner, a forged callback).
-    pub async fn wait_for_code(
-        self,
-        state: &str,
-        timeout: Duration,
-    ) -> Result<String, LoopbackError> {
+    pub async fn wait_for_code(self, state: &str, timeout: Duration) -> Result<String, LoopbackError> {
         tokio::time::timeout(timeout, self.accept_until_code(state))
             .await
             .map_err(|_| LoopbackError::TimedOut(timeout))?
@@ -55,17 +46,11 @@ impl LoopbackReceiver {
             let request = String::from_utf8_lossy(&buf[..n]);
             let outcome = parse_callback(&request, state);
             let page = match &outcome {
-                Some(Ok(_)) => {
-                    "Logged in to kubegate. You can close this window and return to the terminal."
-                }
+                Some(Ok(_)) => "Logged in to kubegate. You can close this window and return to the terminal.",
                 Some(Err(_)) => "kubegate login failed; see the terminal.",
                 None => "Not found.",
             };
-            let status = if outcome.is_some() {
-                "200 OK"
-            } else {
-                "404 Not Found"
-            };
+            let status = if outcome.is_some() { "200 OK" } else { "404 Not Found" };
             let response = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
                 page.len()
@@ -83,29 +68,18 @@ impl LoopbackReceiver {
 /// `Some(Ok(code))` for the expected callback, `Some(Err)` for a provider error with
 /// the expected state, `None` for anything else.
 fn parse_callback(request: &str, state: &str) -> Option<Result<String, LoopbackError>> {
-    let target = request
-        .lines()
-        .next()?
-        .strip_prefix("GET ")?
-        .split(' ')
-        .next()?;
+    let target = request.lines().next()?.strip_prefix("GET ")?.split(' ').next()?;
     let url = url::Url::parse(&format!("http://127.0.0.1{target}")).ok()?;
     if url.path() != "/callback" {
         return None;
     }
-    let param = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     if param("state").as_deref() != Some(state) {
         return None;
     }
     if let Some(error) = param("error") {
         let description = param("error_description").unwrap_or_default();
-        return Some(Err(LoopbackError::Provider(
-            format!("{error} {description}").trim().to_owned(),
-        )));
+        return Some(Err(LoopbackError::Provider(format!("{error} {description}").trim().to_owned())));
     }
     param("code").map(Ok)
 }
@@ -121,10 +95,7 @@ mod tests {
         assert!(parse_callback("GET /callback?code=abc&state=forged HTTP/1.1\r\n", "s1").is_none());
         assert!(parse_callback("GET /favicon.ico HTTP/1.1\r\n", "s1").is_none());
         assert!(matches!(
-            parse_callback(
-                "GET /callback?error=access_denied&state=s1 HTTP/1.1\r\n",
-                "s1"
-            ),
+            parse_callback("GET /callback?error=access_denied&state=s1 HTTP/1.1\r\n", "s1"),
             Some(Err(LoopbackError::Provider(_)))
         ));
     }

@@ -22,11 +22,7 @@ use token_cache::{CachedTokens, TokenCache};
 const MIN_REMAINING: u64 = 30;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kubegate",
-    version,
-    about = "Log in to Kubernetes through the kubegate gateway"
-)]
+#[command(name = "kubegate", version, about = "Log in to Kubernetes through the kubegate gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,13 +75,8 @@ async fn exec_credential(args: &LoginArgs) -> anyhow::Result<()> {
         Some(tokens) => tokens,
         None => login(args).await?,
     };
-    let api_version = exec_credential::requested_api_version(
-        std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref(),
-    );
-    println!(
-        "{}",
-        exec_credential::render(api_version, tokens.id_token.expose(), tokens.expires_at)
-    );
+    let api_version = exec_credential::requested_api_version(std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref());
+    println!("{}", exec_credential::render(api_version, tokens.id_token.expose(), tokens.expires_at));
     Ok(())
 }
 
@@ -104,8 +95,7 @@ async fn usable_cached_tokens(cache: &TokenCache, args: &LoginArgs) -> Option<Ca
     }
     let refresh_token = cached.refresh_token.as_ref()?;
     let refreshed = async {
-        let client =
-            OidcClient::discover(&args.issuer, &args.client_id, args.ca_file.as_deref()).await?;
+        let client = OidcClient::discover(&args.issuer, &args.client_id, args.ca_file.as_deref()).await?;
         client.refresh(refresh_token).await
     };
     match refreshed.await {
@@ -129,33 +119,18 @@ async fn login(args: &LoginArgs) -> anyhow::Result<CachedTokens> {
     let receiver = loopback::LoopbackReceiver::bind().await?;
     let request = client.authorization_request(&receiver.redirect_uri()?)?;
     if args.no_browser || !open_browser(&request.url) {
-        eprintln!(
-            "Open this URL in a browser to log in:\n\n    {}\n",
-            request.url
-        );
+        eprintln!("Open this URL in a browser to log in:\n\n    {}\n", request.url);
     } else {
-        eprintln!(
-            "Opened your browser to log in. If it did not open, visit:\n\n    {}\n",
-            request.url
-        );
+        eprintln!("Opened your browser to log in. If it did not open, visit:\n\n    {}\n", request.url);
     }
-    let code = receiver
-        .wait_for_code(&request.state, Duration::from_secs(args.timeout))
-        .await?;
-    let tokens = client
-        .exchange_code(&request, &code)
-        .await
-        .context("exchanging the authorization code")?;
+    let code = receiver.wait_for_code(&request.state, Duration::from_secs(args.timeout)).await?;
+    let tokens = client.exchange_code(&request, &code).await.context("exchanging the authorization code")?;
     TokenCache::new(TokenCache::default_dir()).store(&args.issuer, &args.client_id, &tokens)?;
     Ok(tokens)
 }
 
 fn open_browser(url: &str) -> bool {
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
+    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
     std::process::Command::new(opener)
         .arg(url)
         .stdout(std::process::Stdio::null())
@@ -166,8 +141,5 @@ fn open_browser(url: &str) -> bool {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -18,10 +18,7 @@ pub enum OidcError {
     #[error("{url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("the identity provider refused: {error}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Refused {
-        error: String,
-        description: Option<String>,
-    },
+    Refused { error: String, description: Option<String> },
     #[error("the issuer's discovery document is unusable: {0}")]
     BadDiscovery(String),
     #[error("the identity provider answered without an ID token")]
@@ -65,29 +62,15 @@ pub struct AuthorizationRequest {
 
 impl OidcClient {
     /// Reads the issuer's discovery document.
-    pub async fn discover(
-        issuer: &str,
-        client_id: &str,
-        ca_file: Option<&Path>,
-    ) -> Result<Self, OidcError> {
+    pub async fn discover(issuer: &str, client_id: &str, ca_file: Option<&Path>) -> Result<Self, OidcError> {
         let http = http_client(ca_file)?;
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
+        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let discovery = get_json(&http, &url).await?;
-        Ok(Self {
-            http,
-            client_id: client_id.to_owned(),
-            discovery,
-        })
+        Ok(Self { http, client_id: client_id.to_owned(), discovery })
     }
 
     /// The URL the browser opens, with a fresh PKCE challenge and state.
-    pub fn authorization_request(
-        &self,
-        redirect_uri: &str,
-    ) -> Result<AuthorizationRequest, OidcError> {
+    pub fn authorization_request(&self, redirect_uri: &str) -> Result<AuthorizationRequest, OidcError> {
         let verifier = random_token();
         let state = random_token();
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -101,20 +84,11 @@ impl OidcClient {
             .append_pair("state", &state)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        Ok(AuthorizationRequest {
-            url: url.into(),
-            state,
-            verifier,
-            redirect_uri: redirect_uri.to_owned(),
-        })
+        Ok(AuthorizationRequest { url: url.into(), state, verifier, redirect_uri: redirect_uri.to_owned() })
     }
 
     /// Exchanges the authorization code for tokens.
-    pub async fn exchange_code(
-        &self,
-        request: &AuthorizationRequest,
-        code: &str,
-    ) -> Result<CachedTokens, OidcError> {
+    pub async fn exchange_code(&self, request: &AuthorizationRequest, code: &str) -> Result<CachedTokens, OidcError> {
         self.token_request(&[
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -135,31 +109,17 @@ impl OidcClient {
             ])
             .await?;
         // Providers that do not rotate refresh tokens omit it: keep the one we have.
-        tokens
-            .refresh_token
-            .get_or_insert_with(|| refresh_token.clone());
+        tokens.refresh_token.get_or_insert_with(|| refresh_token.clone());
         Ok(tokens)
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<CachedTokens, OidcError> {
         let url = &self.discovery.token_endpoint;
-        let http_error = |source| OidcError::Http {
-            url: url.clone(),
-            source,
-        };
-        let response = self
-            .http
-            .post(url)
-            .form(form)
-            .send()
-            .await
-            .map_err(http_error)?;
+        let http_error = |source| OidcError::Http { url: url.clone(), source };
+        let response = self.http.post(url).form(form).send().await.map_err(http_error)?;
         if !response.status().is_success() {
             let error: ErrorResponse = response.json().await.map_err(http_error)?;
-            return Err(OidcError::Refused {
-                error: error.error,
-                description: error.error_description,
-            });
+            return Err(OidcError::Refused { error: error.error, description: error.error_description });
         }
         let tokens: TokenResponse = response.json().await.map_err(http_error)?;
         let id_token = tokens.id_token.ok_or(OidcError::NoIdToken)?;
@@ -173,42 +133,20 @@ impl OidcClient {
 }
 
 fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, OidcError> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(Duration::from_secs(15));
+    let mut builder = reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(15));
     if let Some(path) = ca_file {
-        let ca_error = |reason: String| OidcError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
+        let ca_error = |reason: String| OidcError::CaFile { path: path.display().to_string(), reason };
         let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-        for cert in
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?
-        {
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))? {
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder.build().map_err(|source| OidcError::Http {
-        url: String::new(),
-        source,
-    })
+    builder.build().map_err(|source| OidcError::Http { url: String::new(), source })
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    url: &str,
-) -> Result<T, OidcError> {
-    let http_error = |source| OidcError::Http {
-        url: url.to_owned(),
-        source,
-    };
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(http_error)?
-        .error_for_status()
-        .map_err(http_error)?;
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<T, OidcError> {
+    let http_error = |source| OidcError::Http { url: url.to_owned(), source };
+    let response = http.get(url).send().await.map_err(http_error)?.error_for_status().map_err(http_error)?;
     response.json().await.map_err(http_error)
 }
 
@@ -222,10 +160,7 @@ fn random_token() -> String {
 /// to stop presenting it; the gateway verifies.
 pub fn jwt_expiry(token: &str) -> Option<u64> {
     let payload = URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&payload)
-        .ok()?
-        .get("exp")?
-        .as_u64()
+    serde_json::from_slice::<serde_json::Value>(&payload).ok()?.get("exp")?.as_u64()
 }
 
 #[cfg(test)]

@@ -26,9 +26,6 @@ impl std::fmt::Debug for Secret {
 mod tests {
     #[test]
     fn debug_never_shows_the_value() {
-        assert_eq!(
-            format!("{:?}", super::Secret::new("eyJ.secret".into())),
-            "REDACTED"
-        );
+        assert_eq!(format!("{:?}", super::Secret::new("eyJ.secret".into())), "REDACTED");
     }
 }

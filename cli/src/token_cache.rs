@@ -24,15 +24,9 @@ pub struct CachedTokens {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("token cache {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("token cache {path} is corrupt ({source}); run `kubegate login`")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
 /// The token cache directory.
@@ -52,9 +46,7 @@ impl TokenCache {
         }
         let base = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache")
-            });
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"));
         base.join("kubegate")
     }
 
@@ -72,30 +64,18 @@ impl TokenCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Io { path, source }),
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| CacheError::Corrupt { path, source })
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| CacheError::Corrupt { path, source })
     }
 
     /// Stores tokens, creating the directory (0700) and the file (0600).
-    pub fn store(
-        &self,
-        issuer: &str,
-        client_id: &str,
-        tokens: &CachedTokens,
-    ) -> Result<(), CacheError> {
+    pub fn store(&self, issuer: &str, client_id: &str, tokens: &CachedTokens) -> Result<(), CacheError> {
         let path = self.path(issuer, client_id);
-        let io = |source| CacheError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| CacheError::Io { path: path.clone(), source };
         create_private_dir(&self.dir).map_err(io)?;
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let mut file = open_private(&tmp).map_err(io)?;
         let json = serde_json::to_vec(tokens).unwrap_or_default();
-        file.write_all(&json)
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
+        file.write_all(&json).and_then(|()| file.sync_all()).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
     }
 }
@@ -103,22 +83,14 @@ impl TokenCache {
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 #[cfg(unix)]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 #[cfg(test)]
@@ -138,25 +110,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let cache = TokenCache::new(dir.path().join("kubegate"));
         assert!(matches!(cache.load("https://idp", "kubegate"), Ok(None)));
-        cache
-            .store("https://idp", "kubegate", &tokens())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let loaded = cache
-            .load("https://idp", "kubegate")
-            .ok()
-            .flatten()
-            .map(|t| t.expires_at);
+        cache.store("https://idp", "kubegate", &tokens()).unwrap_or_else(|e| panic!("{e}"));
+        let loaded = cache.load("https://idp", "kubegate").ok().flatten().map(|t| t.expires_at);
         assert_eq!(loaded, Some(42));
-        assert!(
-            matches!(cache.load("https://idp", "other"), Ok(None)),
-            "per client"
-        );
+        assert!(matches!(cache.load("https://idp", "other"), Ok(None)), "per client");
         use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| {
-            std::fs::metadata(p)
-                .map(|m| m.permissions().mode() & 0o777)
-                .unwrap_or(0)
-        };
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
         assert_eq!(mode(&dir.path().join("kubegate")), 0o700);
         assert_eq!(mode(&cache.path("https://idp", "kubegate")), 0o600);
     }
@@ -166,14 +125,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let cache = TokenCache::new(dir.path().to_owned());
         std::fs::write(cache.path("i", "c"), b"{not json").unwrap_or_else(|e| panic!("{e}"));
-        let err = cache
-            .load("i", "c")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.contains("corrupt") && err.contains("kubegate login"),
-            "{err}"
-        );
+        let err = cache.load("i", "c").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("corrupt") && err.contains("kubegate login"), "{err}");
     }
 }

@@ -79,10 +79,7 @@ pub enum DecisionError {
 impl Decision {
     /// A decision that impersonates `impersonation`.
     pub fn impersonating(impersonation: Impersonation) -> Self {
-        Self {
-            version: CONTRACT_VERSION,
-            impersonate: Some(impersonation),
-        }
+        Self { version: CONTRACT_VERSION, impersonate: Some(impersonation) }
     }
 
     /// Encodes the decision for the metadata field.
@@ -93,8 +90,7 @@ impl Decision {
 
     /// Decodes and validates a decision read from the metadata field.
     pub fn from_json(raw: &[u8]) -> Result<Self, DecisionError> {
-        let decision: Decision =
-            serde_json::from_slice(raw).map_err(|e| DecisionError::Malformed(e.to_string()))?;
+        let decision: Decision = serde_json::from_slice(raw).map_err(|e| DecisionError::Malformed(e.to_string()))?;
         if decision.version != CONTRACT_VERSION {
             return Err(DecisionError::UnknownVersion(decision.version));
         }
@@ -126,9 +122,7 @@ impl Impersonation {
 /// True when `value` can travel as one HTTP header value unchanged: visible ASCII,
 /// spaces and tabs, no control characters (a CR or LF would split the header).
 fn is_header_value(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 /// Encodes an extra key for an `Impersonate-Extra-<key>` header name, the way
@@ -173,36 +167,21 @@ mod tests {
 
     #[test]
     fn leased_credential_only_has_no_impersonation() {
-        let d = Decision {
-            version: CONTRACT_VERSION,
-            impersonate: None,
-        };
+        let d = Decision { version: CONTRACT_VERSION, impersonate: None };
         assert_eq!(Decision::from_json(d.to_json().as_bytes()), Ok(d));
     }
 
     #[test]
     fn refuses_malformed_unknown_version_and_empty_user() {
-        assert!(matches!(
-            Decision::from_json(b"not json"),
-            Err(DecisionError::Malformed(_))
-        ));
-        assert!(matches!(
-            Decision::from_json(b"{}"),
-            Err(DecisionError::Malformed(_))
-        ));
+        assert!(matches!(Decision::from_json(b"not json"), Err(DecisionError::Malformed(_))));
+        assert!(matches!(Decision::from_json(b"{}"), Err(DecisionError::Malformed(_))));
         let mut d = Decision::impersonating(alice());
         d.version = 2;
-        assert_eq!(
-            Decision::from_json(d.to_json().as_bytes()),
-            Err(DecisionError::UnknownVersion(2))
-        );
+        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Err(DecisionError::UnknownVersion(2)));
         let mut imp = alice();
         imp.user.clear();
         let d = Decision::impersonating(imp);
-        assert_eq!(
-            Decision::from_json(d.to_json().as_bytes()),
-            Err(DecisionError::EmptyUser)
-        );
+        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Err(DecisionError::EmptyUser));
     }
 
     /// Attack: header injection through a group name such as "dev\r\nImpersonate-User: admin".
@@ -211,27 +190,18 @@ mod tests {
         let mut imp = alice();
         imp.groups.push("dev\r\nimpersonate-user: admin".into());
         let d = Decision::impersonating(imp);
-        assert_eq!(
-            Decision::from_json(d.to_json().as_bytes()),
-            Err(DecisionError::InvalidHeaderValue)
-        );
+        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Err(DecisionError::InvalidHeaderValue));
     }
 
     #[test]
     fn refuses_unknown_fields() {
         let raw = br#"{"version":1,"impersonate":null,"admin":true}"#;
-        assert!(matches!(
-            Decision::from_json(raw),
-            Err(DecisionError::Malformed(_))
-        ));
+        assert!(matches!(Decision::from_json(raw), Err(DecisionError::Malformed(_))));
     }
 
     #[test]
     fn encodes_extra_keys_like_kube_apiserver() {
-        assert_eq!(
-            encode_extra_key("kubegate.dev/request-id"),
-            "kubegate.dev%2Frequest-id"
-        );
+        assert_eq!(encode_extra_key("kubegate.dev/request-id"), "kubegate.dev%2Frequest-id");
         assert_eq!(encode_extra_key("Scopes"), "scopes");
         assert_eq!(encode_extra_key("a b%c"), "a%20b%25c");
     }
@@ -264,9 +234,6 @@ pub struct RequestedImpersonation {
 impl RequestedImpersonation {
     /// True when the client sent no impersonation header at all.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-            && self.groups.is_empty()
-            && self.uids.is_empty()
-            && self.extra_headers.is_empty()
+        self.users.is_empty() && self.groups.is_empty() && self.uids.is_empty() && self.extra_headers.is_empty()
     }
 }

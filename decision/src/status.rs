@@ -59,10 +59,9 @@ mod tests {
 
     #[test]
     fn renders_the_shape_kubectl_parses() {
-        let body: serde_json::Value = serde_json::from_str(
-            &Status::failure(401, "token expired: run `kubegate login`").to_json(),
-        )
-        .unwrap_or_default();
+        let body: serde_json::Value =
+            serde_json::from_str(&Status::failure(401, "token expired: run `kubegate login`").to_json())
+                .unwrap_or_default();
         assert_eq!(body["kind"], "Status");
         assert_eq!(body["apiVersion"], "v1");
         assert_eq!(body["status"], "Failure");

@@ -2,9 +2,7 @@
 //! and the rustls acceptor the stand-in serves with.
 
 use anyhow::Context;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,34 +24,44 @@ impl LocalPki {
     pub fn create(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kubegate local CA");
+        params.distinguished_name.push(DnType::CommonName, "kubegate local CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let ca_cert = dir.join("ca.crt");
         std::fs::write(&ca_cert, cert.pem())?;
-        Ok(Self {
-            ca_cert,
-            issuer: Issuer::new(params, key),
-            dir: dir.to_owned(),
-        })
+        Ok(Self { ca_cert, issuer: Issuer::new(params, key), dir: dir.to_owned() })
     }
 
     /// A server certificate for 127.0.0.1 and localhost, written as `<name>.crt/.key`.
     pub fn leaf(&self, name: &str) -> anyhow::Result<LeafFiles> {
         let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
+        let files = LeafFiles { cert: self.dir.join(format!("{name}.crt")), key: self.dir.join(format!("{name}.key")) };
+        std::fs::write(&files.cert, cert.pem())?;
+        std::fs::write(&files.key, key.serialize_pem())?;
+        Ok(files)
+    }
+
+    /// A client certificate with `CN=<user>` and `O=<group>` per group, the way
+    /// kube-apiserver reads an identity from a certificate.
+    pub fn client_leaf(&self, user: &str, groups: &[&str]) -> anyhow::Result<LeafFiles> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        for group in groups {
+            params.distinguished_name.push(DnType::OrganizationName, *group);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let name = user.replace([':', '/'], "-");
         let files = LeafFiles {
-            cert: self.dir.join(format!("{name}.crt")),
-            key: self.dir.join(format!("{name}.key")),
+            cert: self.dir.join(format!("{name}.client.crt")),
+            key: self.dir.join(format!("{name}.client.key")),
         };
         std::fs::write(&files.cert, cert.pem())?;
         std::fs::write(&files.key, key.serialize_pem())?;
@@ -61,17 +69,29 @@ impl LocalPki {
     }
 }
 
-/// A TLS acceptor offering HTTP/2 and HTTP/1.1.
-pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+/// A TLS acceptor offering HTTP/2 and HTTP/1.1; with `client_ca`, client certificates
+/// signed by it are verified when presented (and optional, as on kube-apiserver).
+pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert)?))
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("reading {}", cert.display()))?;
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key)?))?
         .with_context(|| format!("no private key in {}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(ca)?)) {
+                roots.add(cert?)?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -1,9 +1,7 @@
 //! The gateway fails closed when its parts fail, recovers when they come back, and
 //! follows a rotated service-account token without a restart.
 
-use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse,
-};
+use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use kubegate_tests::apiserver::identity::fingerprint;
@@ -19,38 +17,16 @@ const UNAVAILABLE: &str = "kubegate's authorization service is unavailable";
 async fn authz_server_down_refuses_then_recovers() -> anyhow::Result<()> {
     let mut stack = GatewayStack::start(StackOptions::default()).await?;
     let kubeconfig = stack.login(&ALICE).await?;
-    assert!(
-        stack
-            .kubectl(
-                &kubeconfig,
-                &["get", "--raw", "/api/v1/namespaces/default/pods"]
-            )
-            .await?
-            .success
-    );
+    assert!(stack.kubectl(&kubeconfig, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await?.success);
     let before = stack.audit().len();
 
     stack.stop_authz();
-    let out = stack
-        .kubectl(
-            &kubeconfig,
-            &["get", "--raw", "/api/v1/namespaces/default/pods"],
-        )
-        .await?;
+    let out = stack.kubectl(&kubeconfig, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await?;
     assert!(!out.success && out.stderr.contains(UNAVAILABLE), "{out:?}");
-    assert_eq!(
-        stack.audit().len(),
-        before,
-        "nothing reached the API server while authz was down"
-    );
+    assert_eq!(stack.audit().len(), before, "nothing reached the API server while authz was down");
 
     stack.restart_authz().await?;
-    let out = stack
-        .kubectl(
-            &kubeconfig,
-            &["get", "--raw", "/api/v1/namespaces/default/pods"],
-        )
-        .await?;
+    let out = stack.kubectl(&kubeconfig, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await?;
     assert!(out.success, "{out:?}");
     Ok(())
 }
@@ -61,32 +37,17 @@ async fn authz_server_down_refuses_then_recovers() -> anyhow::Result<()> {
 async fn authz_server_slow_refuses_then_recovers() -> anyhow::Result<()> {
     let stack = GatewayStack::start(StackOptions::default()).await?;
     let kubeconfig = stack.login(&ALICE).await?;
-    assert!(
-        stack
-            .kubectl(&kubeconfig, &["auth", "whoami"])
-            .await?
-            .success
-    );
+    assert!(stack.kubectl(&kubeconfig, &["auth", "whoami"]).await?.success);
     let before = stack.audit().len();
 
     stack.authz.signal("STOP")?;
-    let out = stack
-        .kubectl(
-            &kubeconfig,
-            &["get", "--raw", "/api/v1/namespaces/default/pods"],
-        )
-        .await;
+    let out = stack.kubectl(&kubeconfig, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await;
     stack.authz.signal("CONT")?;
     let out = out?;
     assert!(!out.success && out.stderr.contains(UNAVAILABLE), "{out:?}");
     assert_eq!(stack.audit().len(), before);
 
-    let out = stack
-        .kubectl(
-            &kubeconfig,
-            &["get", "--raw", "/api/v1/namespaces/default/pods"],
-        )
-        .await?;
+    let out = stack.kubectl(&kubeconfig, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await?;
     assert!(out.success, "{out:?}");
     Ok(())
 }
@@ -99,25 +60,12 @@ async fn gateway_token_rotation_is_followed_without_restart() -> anyhow::Result<
     let kubeconfig = stack.login(&ALICE).await?;
     let envoy_pid = stack.envoy.pid();
     let old = fingerprint(&stack.gateway_token()?);
-    assert!(
-        stack
-            .kubectl(&kubeconfig, &["auth", "whoami"])
-            .await?
-            .success
-    );
+    assert!(stack.kubectl(&kubeconfig, &["auth", "whoami"]).await?.success);
 
     let new = fingerprint(&stack.rotate_gateway_token()?);
-    wait_until(
-        "Envoy to present the rotated token",
-        Duration::from_secs(15),
-        || async {
-            stack
-                .kubectl(&kubeconfig, &["auth", "whoami"])
-                .await
-                .map(|o| o.success)
-                .unwrap_or(false)
-        },
-    )
+    wait_until("Envoy to present the rotated token", Duration::from_secs(15), || async {
+        stack.kubectl(&kubeconfig, &["auth", "whoami"]).await.map(|o| o.success).unwrap_or(false)
+    })
     .await?;
     let last = stack.audit().pop().expect("audited");
     assert_eq!(last.token_fingerprint.as_deref(), Some(new.as_str()));
@@ -135,15 +83,10 @@ struct AllowWithout {
 
 #[tonic::async_trait]
 impl Authorization for AllowWithout {
-    async fn check(
-        &self,
-        _: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+    async fn check(&self, _: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let mut response = CheckResponse::with_status(tonic::Status::ok(""));
         if let Some(decision) = &self.decision {
-            let field = Value {
-                kind: Some(Kind::StringValue(decision.clone())),
-            };
+            let field = Value { kind: Some(Kind::StringValue(decision.clone())) };
             let fields = HashMap::from([(kubegate_decision::METADATA_KEY.to_string(), field)]);
             response.set_dynamic_metadata(Some(Struct { fields }));
         }
@@ -171,32 +114,18 @@ async fn the_filter_refuses_requests_without_a_usable_decision() -> anyhow::Resu
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(AuthorizationServer::new(AllowWithout {
-                    decision: decision.clone(),
-                }))
+                .add_service(AuthorizationServer::new(AllowWithout { decision: decision.clone() }))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
         );
-        let out = stack
-            .kubectl(
-                &kubeconfig,
-                &["get", "--raw", "/api/v1/namespaces/default/pods"],
-            )
-            .await?;
+        let out = stack.kubectl(&kubeconfig, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await?;
         assert!(!out.success, "{decision:?}: {out:?}");
-        assert!(
-            out.stderr.contains("kubegate refused the request"),
-            "{decision:?}: {out:?}"
-        );
+        assert!(out.stderr.contains("kubegate refused the request"), "{decision:?}: {out:?}");
         let _ = stop.send(());
         server.await??;
     }
-    assert!(
-        stack.audit().is_empty(),
-        "nothing reached the API server: {:?}",
-        stack.audit()
-    );
+    assert!(stack.audit().is_empty(), "nothing reached the API server: {:?}", stack.audit());
     stack.restart_authz().await?;
     Ok(())
 }

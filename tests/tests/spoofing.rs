@@ -16,13 +16,9 @@ async fn alice_stack() -> anyhow::Result<(GatewayStack, String)> {
     Ok((stack, token))
 }
 
-async fn http1(
-    stack: &GatewayStack,
-    token: &str,
-    extra: &[&str],
-    connection: &str,
-) -> anyhow::Result<RawResponse> {
-    let mut head = format!("GET {PODS} HTTP/1.1\r\nHost: kubernetes\r\nAuthorization: Bearer {token}\r\nConnection: {connection}");
+async fn http1(stack: &GatewayStack, token: &str, extra: &[&str], connection: &str) -> anyhow::Result<RawResponse> {
+    let mut head =
+        format!("GET {PODS} HTTP/1.1\r\nHost: kubernetes\r\nAuthorization: Bearer {token}\r\nConnection: {connection}");
     for line in extra {
         head.push_str("\r\n");
         head.push_str(line);
@@ -30,11 +26,7 @@ async fn http1(
     raw_http1(&stack.gateway_url, &stack.ca_cert, &head).await
 }
 
-async fn http2(
-    stack: &GatewayStack,
-    token: &str,
-    extra: &[(&str, &str)],
-) -> anyhow::Result<RawResponse> {
+async fn http2(stack: &GatewayStack, token: &str, extra: &[(&str, &str)]) -> anyhow::Result<RawResponse> {
     let bearer = format!("Bearer {token}");
     let mut headers = vec![("authorization", bearer.as_str())];
     headers.extend_from_slice(extra);
@@ -45,14 +37,8 @@ async fn http2(
 /// including a forged copy of kubegate's own request-id extra.
 const SPOOFS: &[&[(&str, &str)]] = &[
     &[("Impersonate-User", "system:admin")],
-    &[
-        ("impersonate-user", "alice@example.com"),
-        ("impersonate-group", "system:masters"),
-    ],
-    &[
-        ("IMPERSONATE-GROUP", "system:masters"),
-        ("Impersonate-Group", "cluster-admins"),
-    ],
+    &[("impersonate-user", "alice@example.com"), ("impersonate-group", "system:masters")],
+    &[("IMPERSONATE-GROUP", "system:masters"), ("Impersonate-Group", "cluster-admins")],
     &[("Impersonate-Uid", "0")],
     &[("Impersonate-Extra-Scopes", "cluster-admin")],
     &[("impersonate-extra-kubegate.dev%2Frequest-id", "forged")],
@@ -60,14 +46,8 @@ const SPOOFS: &[&[(&str, &str)]] = &[
 
 fn assert_refused_as_impersonation(response: &RawResponse, what: &str) {
     assert_eq!(response.status, 403, "{what}: {response:?}");
-    let message = response.json()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        message.contains("kubegate sets your Kubernetes identity"),
-        "{what}: {response:?}"
-    );
+    let message = response.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("kubegate sets your Kubernetes identity"), "{what}: {response:?}");
 }
 
 /// Attack: naming another user, `system:masters`, a uid or extras in Impersonate-*
@@ -81,11 +61,7 @@ async fn spoofed_impersonation_over_http1_never_reaches_the_api_server() -> anyh
         let response = http1(&stack, &token, &lines, "close").await?;
         assert_refused_as_impersonation(&response, &format!("{spoof:?}"));
     }
-    assert!(
-        stack.audit().is_empty(),
-        "nothing reached the API server: {:?}",
-        stack.audit()
-    );
+    assert!(stack.audit().is_empty(), "nothing reached the API server: {:?}", stack.audit());
     Ok(())
 }
 
@@ -94,19 +70,12 @@ async fn spoofed_impersonation_over_http1_never_reaches_the_api_server() -> anyh
 async fn spoofed_impersonation_over_http2_never_reaches_the_api_server() -> anyhow::Result<()> {
     let (stack, token) = alice_stack().await?;
     for spoof in SPOOFS {
-        let lowered: Vec<(String, &str)> = spoof
-            .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), *v))
-            .collect();
+        let lowered: Vec<(String, &str)> = spoof.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
         let headers: Vec<(&str, &str)> = lowered.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         let response = http2(&stack, &token, &headers).await?;
         assert_refused_as_impersonation(&response, &format!("{spoof:?}"));
     }
-    assert!(
-        stack.audit().is_empty(),
-        "nothing reached the API server: {:?}",
-        stack.audit()
-    );
+    assert!(stack.audit().is_empty(), "nothing reached the API server: {:?}", stack.audit());
     Ok(())
 }
 
@@ -117,21 +86,16 @@ async fn spoofed_impersonation_over_http2_never_reaches_the_api_server() -> anyh
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_header_cannot_remove_the_injected_identity() -> anyhow::Result<()> {
     let (stack, token) = alice_stack().await?;
-    let connection = "close, Impersonate-User, Impersonate-Group, Impersonate-Uid, Impersonate-Extra-kubegate.dev%2Frequest-id";
+    let connection =
+        "close, Impersonate-User, Impersonate-Group, Impersonate-Uid, Impersonate-Extra-kubegate.dev%2Frequest-id";
     let response = http1(&stack, &token, &[], connection).await?;
     assert_eq!(response.status, 200, "{response:?}");
     let records = stack.audit();
     assert_eq!(records.len(), 1, "{records:?}");
     let user = records[0].user.clone().expect("authenticated");
-    assert_eq!(
-        user.username, "alice@example.com",
-        "ran as alice, not as the gateway: {records:?}"
-    );
+    assert_eq!(user.username, "alice@example.com", "ran as alice, not as the gateway: {records:?}");
     assert_eq!(user.groups, ["engineering", "system:authenticated"]);
-    assert!(
-        user.extra.contains_key("kubegate.dev/request-id"),
-        "{user:?}"
-    );
+    assert!(user.extra.contains_key("kubegate.dev/request-id"), "{user:?}");
     Ok(())
 }
 
@@ -144,11 +108,7 @@ async fn connection_header_naming_authorization_fails_closed() -> anyhow::Result
     let response = http1(&stack, &token, &[], "close, Authorization").await?;
     assert_eq!(response.status, 401, "{response:?}");
     assert_eq!(response.json()["kind"], "Status");
-    assert!(
-        stack.audit().is_empty(),
-        "nothing ran as the gateway: {:?}",
-        stack.audit()
-    );
+    assert!(stack.audit().is_empty(), "nothing ran as the gateway: {:?}", stack.audit());
     Ok(())
 }
 
@@ -164,11 +124,7 @@ async fn the_users_token_never_reaches_the_api_server() -> anyhow::Result<()> {
     let records = stack.audit();
     assert_eq!(records.len(), 2);
     for record in records {
-        assert_eq!(
-            record.token_fingerprint.as_deref(),
-            Some(gateway.as_str()),
-            "{record:?}"
-        );
+        assert_eq!(record.token_fingerprint.as_deref(), Some(gateway.as_str()), "{record:?}");
         assert_ne!(record.token_fingerprint, Some(fingerprint(&token)));
     }
     Ok(())
@@ -179,26 +135,14 @@ async fn the_users_token_never_reaches_the_api_server() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_internal_header_is_dropped() -> anyhow::Result<()> {
     let (stack, token) = alice_stack().await?;
-    let forged = [
-        ("x-kubegate-client-impersonation", "{}"),
-        ("x-kubegate-anything", "1"),
-    ];
+    let forged = [("x-kubegate-client-impersonation", "{}"), ("x-kubegate-anything", "1")];
     assert_eq!(http2(&stack, &token, &forged).await?.status, 200);
     let lines: Vec<String> = forged.iter().map(|(n, v)| format!("{n}: {v}")).collect();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_eq!(http1(&stack, &token, &lines, "close").await?.status, 200);
     for record in stack.audit() {
-        assert!(
-            !record
-                .header_names
-                .iter()
-                .any(|n| n.starts_with("x-kubegate-")),
-            "{record:?}"
-        );
-        assert_eq!(
-            record.user.map(|u| u.username).as_deref(),
-            Some("alice@example.com")
-        );
+        assert!(!record.header_names.iter().any(|n| n.starts_with("x-kubegate-")), "{record:?}");
+        assert_eq!(record.user.map(|u| u.username).as_deref(), Some("alice@example.com"));
     }
     Ok(())
 }

@@ -34,14 +34,8 @@ mod tests {
 
     #[test]
     fn parses_both_stages_and_refuses_the_rest() {
-        assert_eq!(
-            FilterConfig::parse(Some(br#"{"stage":"strip"}"#)).map(|c| c.stage),
-            Ok(Stage::Strip)
-        );
-        assert_eq!(
-            FilterConfig::parse(Some(br#"{"stage":"inject"}"#)).map(|c| c.stage),
-            Ok(Stage::Inject)
-        );
+        assert_eq!(FilterConfig::parse(Some(br#"{"stage":"strip"}"#)).map(|c| c.stage), Ok(Stage::Strip));
+        assert_eq!(FilterConfig::parse(Some(br#"{"stage":"inject"}"#)).map(|c| c.stage), Ok(Stage::Inject));
         assert!(FilterConfig::parse(None).is_err());
         assert!(FilterConfig::parse(Some(br#"{"stage":"other"}"#)).is_err());
         assert!(FilterConfig::parse(Some(br#"{"stage":"inject","x":1}"#)).is_err());

@@ -20,13 +20,11 @@ pub trait HeaderMap {
 /// True for headers no client may send upstream: any `Impersonate-*` (User, Group, Uid,
 /// every Extra-*, and whatever Kubernetes adds later) and kubegate's own namespace.
 pub fn is_reserved(name: &str) -> bool {
-    starts_with_ignore_case(name, IMPERSONATE_PREFIX)
-        || starts_with_ignore_case(name, INTERNAL_HEADER_PREFIX)
+    starts_with_ignore_case(name, IMPERSONATE_PREFIX) || starts_with_ignore_case(name, INTERNAL_HEADER_PREFIX)
 }
 
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
-    name.len() >= prefix.len()
-        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    name.len() >= prefix.len() && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// Removes every reserved header and returns what the client asked to impersonate.
@@ -116,19 +114,10 @@ mod tests {
 
     impl Lines {
         fn of(pairs: &[(&str, &str)]) -> Self {
-            Self(
-                pairs
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-            )
+            Self(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
         }
         fn values(&self, name: &str) -> Vec<&str> {
-            self.0
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .collect()
+            self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
         }
     }
 
@@ -157,11 +146,7 @@ mod tests {
             ("accept", "application/json"),
         ]);
         strip_stage(&mut h);
-        assert!(h
-            .0
-            .iter()
-            .filter(|(n, _)| n != CLIENT_IMPERSONATION_HEADER)
-            .all(|(n, _)| !is_reserved(n)));
+        assert!(h.0.iter().filter(|(n, _)| n != CLIENT_IMPERSONATION_HEADER).all(|(n, _)| !is_reserved(n)));
         assert_eq!(h.values("accept"), ["application/json"]);
         let reported: RequestedImpersonation =
             serde_json::from_str(h.values(CLIENT_IMPERSONATION_HEADER)[0]).unwrap_or_default();
@@ -192,51 +177,26 @@ mod tests {
         inject_stage(&mut h, &alice());
         assert!(h.values("authorization").is_empty());
         assert_eq!(h.values("impersonate-user"), ["alice@example.com"]);
-        assert_eq!(
-            h.values("impersonate-group"),
-            ["engineering", "system:authenticated"]
-        );
+        assert_eq!(h.values("impersonate-group"), ["engineering", "system:authenticated"]);
         assert_eq!(h.values("impersonate-uid"), ["u-1"]);
-        assert_eq!(
-            h.values("impersonate-extra-kubegate.dev%2Frequest-id"),
-            ["req-1"]
-        );
+        assert_eq!(h.values("impersonate-extra-kubegate.dev%2Frequest-id"), ["req-1"]);
         assert!(h.values("x-kubegate-client-impersonation").is_empty());
         assert_eq!(h.0.len(), 5);
     }
 
     #[test]
     fn inject_without_impersonation_only_strips() {
-        let mut h = Lines::of(&[
-            ("impersonate-user", "mallory"),
-            ("authorization", "Bearer t"),
-        ]);
-        inject_stage(
-            &mut h,
-            &Decision {
-                version: 1,
-                impersonate: None,
-            },
-        );
+        let mut h = Lines::of(&[("impersonate-user", "mallory"), ("authorization", "Bearer t")]);
+        inject_stage(&mut h, &Decision { version: 1, impersonate: None });
         assert!(h.0.is_empty());
     }
 
     #[test]
     fn reserved_names_are_prefix_matches_in_any_case() {
-        for name in [
-            "impersonate-user",
-            "Impersonate-Extra-X",
-            "IMPERSONATE-FUTURE",
-            "X-Kubegate-Anything",
-        ] {
+        for name in ["impersonate-user", "Impersonate-Extra-X", "IMPERSONATE-FUTURE", "X-Kubegate-Anything"] {
             assert!(is_reserved(name), "{name}");
         }
-        for name in [
-            "impersonate",
-            "x-impersonate-user",
-            "authorization",
-            "x-kube",
-        ] {
+        for name in ["impersonate", "x-impersonate-user", "authorization", "x-kube"] {
             assert!(!is_reserved(name), "{name}");
         }
     }

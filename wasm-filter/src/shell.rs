@@ -84,29 +84,16 @@ impl HttpContext for FilterRequest {
 impl FilterRequest {
     fn decision(&self) -> Result<Decision, String> {
         let raw = self
-            .get_property(vec![
-                "metadata",
-                "filter_metadata",
-                EXT_AUTHZ_NAMESPACE,
-                METADATA_KEY,
-            ])
+            .get_property(vec!["metadata", "filter_metadata", EXT_AUTHZ_NAMESPACE, METADATA_KEY])
             .ok_or("no authorization decision reached the gateway filter")?;
-        Decision::from_json(&raw)
-            .map_err(|e| format!("the authorization decision is unusable: {e}"))
+        Decision::from_json(&raw).map_err(|e| format!("the authorization decision is unusable: {e}"))
     }
 
     fn refuse(&self, reason: &str) -> Action {
-        let _ = proxy_wasm::hostcalls::log(
-            LogLevel::Error,
-            &format!("kubegate filter refused a request: {reason}"),
-        );
+        let _ = proxy_wasm::hostcalls::log(LogLevel::Error, &format!("kubegate filter refused a request: {reason}"));
         let message = format!("kubegate refused the request: {reason}");
         let body = Status::failure(403, &message).to_json();
-        self.send_http_response(
-            403,
-            vec![("content-type", "application/json")],
-            Some(body.as_bytes()),
-        );
+        self.send_http_response(403, vec![("content-type", "application/json")], Some(body.as_bytes()));
         Action::Pause
     }
 }

@@ -21,36 +21,19 @@ pub struct Identity {
 const RESERVED_PREFIX: &str = "system:";
 
 /// Maps the claims of a token whose signature and registered claims were verified.
-pub fn identity_from_claims(
-    claims: &Map<String, Value>,
-    issuer: &IssuerConfig,
-) -> Result<Identity, TokenError> {
+pub fn identity_from_claims(claims: &Map<String, Value>, issuer: &IssuerConfig) -> Result<Identity, TokenError> {
     let username = string_claim(claims, &issuer.username_claim)?;
-    if issuer.username_claim == "email" && claims.get("email_verified") != Some(&Value::Bool(true))
-    {
+    if issuer.username_claim == "email" && claims.get("email_verified") != Some(&Value::Bool(true)) {
         return Err(TokenError::InvalidClaim("email_verified".into()));
     }
     let groups = groups_claim(claims, &issuer.groups_claim)?;
     // A person must never become `system:masters` or `system:admin` via their IdP.
-    if username.starts_with(RESERVED_PREFIX)
-        || groups.iter().any(|g| g.starts_with(RESERVED_PREFIX))
-    {
+    if username.starts_with(RESERVED_PREFIX) || groups.iter().any(|g| g.starts_with(RESERVED_PREFIX)) {
         return Err(TokenError::ReservedName);
     }
-    let uid = claims
-        .get(&issuer.uid_claim)
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let expires_at = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .ok_or(TokenError::InvalidClaim("exp".into()))?;
-    Ok(Identity {
-        username,
-        groups,
-        uid,
-        expires_at,
-    })
+    let uid = claims.get(&issuer.uid_claim).and_then(Value::as_str).map(str::to_owned);
+    let expires_at = claims.get("exp").and_then(Value::as_u64).ok_or(TokenError::InvalidClaim("exp".into()))?;
+    Ok(Identity { username, groups, uid, expires_at })
 }
 
 fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, TokenError> {
@@ -67,10 +50,9 @@ fn groups_claim(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, 
     let mut groups: Vec<String> = match claims.get(name) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(invalid))
-            .collect::<Result<_, _>>()?,
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(invalid)).collect::<Result<_, _>>()?
+        }
         Some(_) => return Err(invalid()),
     };
     let mut seen = std::collections::HashSet::new();
@@ -84,8 +66,7 @@ mod tests {
     use serde_json::json;
 
     fn issuer() -> IssuerConfig {
-        serde_yaml::from_str("url: https://idp\naudiences: [kubegate]\n")
-            .unwrap_or_else(|e| panic!("{e}"))
+        serde_yaml::from_str("url: https://idp\naudiences: [kubegate]\n").unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -112,10 +93,7 @@ mod tests {
     #[test]
     fn unverified_email_is_refused() {
         let c = claims(json!({"email":"alice@example.com","email_verified":false,"exp":9}));
-        assert_eq!(
-            identity_from_claims(&c, &issuer()),
-            Err(TokenError::InvalidClaim("email_verified".into()))
-        );
+        assert_eq!(identity_from_claims(&c, &issuer()), Err(TokenError::InvalidClaim("email_verified".into())));
     }
 
     /// Attack: an IdP user whose groups claim is a number or object, hoping for a lax parse.
@@ -123,10 +101,7 @@ mod tests {
     fn groups_of_the_wrong_type_are_refused() {
         for groups in [json!(5), json!({"a":1}), json!(["ok", 3])] {
             let c = claims(json!({"email":"a@b","email_verified":true,"groups":groups,"exp":9}));
-            assert_eq!(
-                identity_from_claims(&c, &issuer()),
-                Err(TokenError::InvalidClaim("groups".into()))
-            );
+            assert_eq!(identity_from_claims(&c, &issuer()), Err(TokenError::InvalidClaim("groups".into())));
         }
     }
 
@@ -134,15 +109,8 @@ mod tests {
     #[test]
     fn reserved_system_names_are_refused() {
         let c = claims(json!({"email":"system:admin","email_verified":true,"exp":9}));
-        assert_eq!(
-            identity_from_claims(&c, &issuer()),
-            Err(TokenError::ReservedName)
-        );
-        let c =
-            claims(json!({"email":"a@b","email_verified":true,"groups":"system:masters","exp":9}));
-        assert_eq!(
-            identity_from_claims(&c, &issuer()),
-            Err(TokenError::ReservedName)
-        );
+        assert_eq!(identity_from_claims(&c, &issuer()), Err(TokenError::ReservedName));
+        let c = claims(json!({"email":"a@b","email_verified":true,"groups":"system:masters","exp":9}));
+        assert_eq!(identity_from_claims(&c, &issuer()), Err(TokenError::ReservedName));
     }
 }

@@ -20,9 +20,7 @@ pub enum TokenError {
     #[error("the token was signed with a key the issuer does not publish: run `kubegate login`")]
     UnknownKey,
     /// The issuer's keys could not be loaded and none are cached.
-    #[error(
-        "the gateway cannot reach the identity provider to check the token; try again shortly"
-    )]
+    #[error("the gateway cannot reach the identity provider to check the token; try again shortly")]
     KeysUnavailable,
     /// The signature does not verify.
     #[error("the token's signature is invalid: run `kubegate login`")]
@@ -40,9 +38,7 @@ pub enum TokenError {
     #[error("the token's `{0}` claim is missing or unusable")]
     InvalidClaim(String),
     /// The identity would be a reserved Kubernetes `system:` name.
-    #[error(
-        "the identity provider asserted a reserved Kubernetes name (`system:` prefix); refused"
-    )]
+    #[error("the identity provider asserted a reserved Kubernetes name (`system:` prefix); refused")]
     ReservedName,
 }
 

@@ -20,18 +20,10 @@ use std::time::{Duration, Instant};
 pub enum JwksError {
     /// The CA bundle for the issuer's TLS could not be used.
     #[error("issuer {issuer}: CA file {path}: {reason}")]
-    CaFile {
-        issuer: String,
-        path: String,
-        reason: String,
-    },
+    CaFile { issuer: String, path: String, reason: String },
     /// The discovery document or JWKS could not be fetched.
     #[error("issuer {issuer}: fetching {url}: {source}")]
-    Fetch {
-        issuer: String,
-        url: String,
-        source: reqwest::Error,
-    },
+    Fetch { issuer: String, url: String, source: reqwest::Error },
     /// The discovery document names a different issuer (OpenID Connect Discovery §4.3).
     #[error("issuer {issuer}: discovery document names issuer {found}")]
     IssuerMismatch { issuer: String, found: String },
@@ -51,11 +43,9 @@ impl KeySet {
     fn lookup(&self, kid: Option<&str>) -> Option<DecodingKey> {
         match kid {
             Some(kid) => self.by_kid.get(kid).cloned(),
-            None if self.without_kid.len() + self.by_kid.len() == 1 => self
-                .without_kid
-                .first()
-                .or_else(|| self.by_kid.values().next())
-                .cloned(),
+            None if self.without_kid.len() + self.by_kid.len() == 1 => {
+                self.without_kid.first().or_else(|| self.by_kid.values().next()).cloned()
+            }
             None => None,
         }
     }
@@ -100,8 +90,7 @@ impl JwksCache {
                 reason,
             };
             let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
             if certs.is_empty() {
                 return Err(ca_error("no certificates in file".into()));
             }
@@ -174,24 +163,15 @@ impl JwksCache {
     }
 
     async fn fetch_and_store(&self) -> Result<(), JwksError> {
-        let discovery_url = format!(
-            "{}/.well-known/openid-configuration",
-            self.issuer.trim_end_matches('/')
-        );
+        let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
         let discovery: Discovery = self.get_json(&discovery_url).await?;
         if discovery.issuer != self.issuer {
-            return Err(JwksError::IssuerMismatch {
-                issuer: self.issuer.clone(),
-                found: discovery.issuer,
-            });
+            return Err(JwksError::IssuerMismatch { issuer: self.issuer.clone(), found: discovery.issuer });
         }
         let raw: RawJwks = self.get_json(&discovery.jwks_uri).await?;
         let keys = parse_signing_keys(raw);
         if keys.is_empty() {
-            return Err(JwksError::NoKeys {
-                issuer: self.issuer.clone(),
-                url: discovery.jwks_uri,
-            });
+            return Err(JwksError::NoKeys { issuer: self.issuer.clone(), url: discovery.jwks_uri });
         }
         tracing::info!(issuer = %self.issuer, keys = keys.by_kid.len() + keys.without_kid.len(), "loaded signing keys");
         match self.keys.write() {
@@ -202,11 +182,7 @@ impl JwksCache {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, JwksError> {
-        let fetch_error = |source| JwksError::Fetch {
-            issuer: self.issuer.clone(),
-            url: url.to_owned(),
-            source,
-        };
+        let fetch_error = |source| JwksError::Fetch { issuer: self.issuer.clone(), url: url.to_owned(), source };
         let response = self.http.get(url).send().await.map_err(fetch_error)?;
         let response = response.error_for_status().map_err(fetch_error)?;
         response.json().await.map_err(fetch_error)
@@ -246,13 +222,8 @@ fn parse_signing_keys(raw: RawJwks) -> KeySet {
         let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
             continue;
         };
-        let usable = matches!(
-            jwk.common.public_key_use,
-            None | Some(jsonwebtoken::jwk::PublicKeyUse::Signature)
-        ) && !matches!(
-            jwk.algorithm,
-            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
-        );
+        let usable = matches!(jwk.common.public_key_use, None | Some(jsonwebtoken::jwk::PublicKeyUse::Signature))
+            && !matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_));
         if !usable {
             continue;
         }

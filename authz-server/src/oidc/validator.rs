@@ -72,19 +72,15 @@ impl TokenValidator {
         }
         let issuer = self.issuer_for(&unverified_issuer(token)?)?;
         let key = issuer.keys.key(header.kid.as_deref()).await?;
-        let claims =
-            decode::<Map<String, Value>>(token, &key, &validation(header.alg, &issuer.config))
-                .map_err(|e| token_error(e.kind()))?
-                .claims;
+        let claims = decode::<Map<String, Value>>(token, &key, &validation(header.alg, &issuer.config))
+            .map_err(|e| token_error(e.kind()))?
+            .claims;
         identity_from_claims(&claims, &issuer.config)
     }
 
     /// Exact match: an issuer differing by a trailing slash or letter case is another issuer.
     fn issuer_for(&self, iss: &str) -> Result<&TrustedIssuer, TokenError> {
-        self.issuers
-            .iter()
-            .find(|i| i.config.url == iss)
-            .ok_or(TokenError::UntrustedIssuer)
+        self.issuers.iter().find(|i| i.config.url == iss).ok_or(TokenError::UntrustedIssuer)
     }
 }
 
@@ -103,9 +99,7 @@ fn validation(alg: Algorithm, issuer: &IssuerConfig) -> Validation {
 /// keys to verify with; the verified decode checks it again.
 fn unverified_issuer(token: &str) -> Result<String, TokenError> {
     let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
     #[derive(serde::Deserialize)]
     struct Iss {
         iss: String,
@@ -132,9 +126,8 @@ mod tests {
     use super::*;
 
     fn validator() -> TokenValidator {
-        let issuer: IssuerConfig =
-            serde_yaml::from_str("url: https://idp.example.com\naudiences: [kubegate]\n")
-                .unwrap_or_else(|e| panic!("{e}"));
+        let issuer: IssuerConfig = serde_yaml::from_str("url: https://idp.example.com\naudiences: [kubegate]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         TokenValidator::new(&[issuer]).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -143,36 +136,21 @@ mod tests {
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"))
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Attack: `alg: none`, an unsigned token that claims to be anyone.
     #[test]
     fn alg_none_is_refused_before_any_key_lookup() {
-        let token = format!(
-            "{}.{}.",
-            b64(r#"{"alg":"none"}"#),
-            b64(r#"{"iss":"https://idp.example.com"}"#)
-        );
+        let token = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"iss":"https://idp.example.com"}"#));
         let result = rt().block_on(validator().validate(&token));
-        assert_eq!(
-            result,
-            Err(TokenError::Malformed),
-            "jsonwebtoken does not even parse `none`"
-        );
+        assert_eq!(result, Err(TokenError::Malformed), "jsonwebtoken does not even parse `none`");
     }
 
     /// Attack: HS256 "signed" with the issuer's public key (algorithm confusion).
     #[test]
     fn hmac_is_refused_before_any_key_lookup() {
-        let token = format!(
-            "{}.{}.c2ln",
-            b64(r#"{"alg":"HS256"}"#),
-            b64(r#"{"iss":"https://idp.example.com"}"#)
-        );
+        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"HS256"}"#), b64(r#"{"iss":"https://idp.example.com"}"#));
         let result = rt().block_on(validator().validate(&token));
         assert_eq!(result, Err(TokenError::DisallowedAlgorithm("HS256".into())));
     }
@@ -180,29 +158,16 @@ mod tests {
     /// Attack: an issuer URL that differs only by a trailing slash.
     #[test]
     fn issuer_match_is_exact() {
-        let token = format!(
-            "{}.{}.c2ln",
-            b64(r#"{"alg":"RS256"}"#),
-            b64(r#"{"iss":"https://idp.example.com/"}"#)
-        );
-        assert_eq!(
-            rt().block_on(validator().validate(&token)),
-            Err(TokenError::UntrustedIssuer)
-        );
+        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":"https://idp.example.com/"}"#));
+        assert_eq!(rt().block_on(validator().validate(&token)), Err(TokenError::UntrustedIssuer));
     }
 
     #[test]
     fn oversized_and_garbage_tokens_are_malformed() {
         let v = validator();
         let rt = rt();
-        assert_eq!(
-            rt.block_on(v.validate(&"a".repeat(MAX_TOKEN_BYTES + 1))),
-            Err(TokenError::Malformed)
-        );
-        assert_eq!(
-            rt.block_on(v.validate("not-a-jwt")),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(rt.block_on(v.validate(&"a".repeat(MAX_TOKEN_BYTES + 1))), Err(TokenError::Malformed));
+        assert_eq!(rt.block_on(v.validate("not-a-jwt")), Err(TokenError::Malformed));
         assert_eq!(rt.block_on(v.validate("")), Err(TokenError::Missing));
     }
 }

@@ -33,12 +33,7 @@ impl AuditRecord {
         let impersonation_headers = headers
             .iter()
             .filter(|(n, _)| n.as_str().starts_with("impersonate-"))
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    v.to_str().unwrap_or_default().to_owned(),
-                )
-            })
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
             .collect();
         let mut header_names: Vec<String> = headers.keys().map(|n| n.as_str().to_owned()).collect();
         header_names.dedup();
@@ -63,13 +58,8 @@ pub struct AuditLog {
 
 impl AuditLog {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Self {
-            file: Mutex::new(file),
-        })
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { file: Mutex::new(file) })
     }
 
     pub fn write(&self, record: &AuditRecord) {

@@ -35,19 +35,13 @@ pub struct Cluster {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Cluster {
     pub fn new() -> Self {
         Self {
-            state: Mutex::new(State {
-                resource_version: 1,
-                ..State::default()
-            }),
+            state: Mutex::new(State { resource_version: 1, ..State::default() }),
             events: broadcast::channel(1024).0,
         }
     }
@@ -64,11 +58,7 @@ impl Cluster {
         let mut state = self.lock();
         state.resource_version += 1;
         let key = (namespace.to_owned(), name.to_owned());
-        let kind = if state.pods.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
+        let kind = if state.pods.contains_key(&key) { "MODIFIED" } else { "ADDED" };
         let pod = Pod {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -76,10 +66,7 @@ impl Cluster {
             created: now(),
         };
         state.pods.insert(key, pod.clone());
-        let event = PodEvent {
-            kind,
-            pod: pod.clone(),
-        };
+        let event = PodEvent { kind, pod: pod.clone() };
         state.history.push(event.clone());
         let _ = self.events.send(event);
         pod
@@ -88,20 +75,12 @@ impl Cluster {
     /// The pods of `namespace` (all namespaces when `None`) and the list's resource version.
     pub fn list(&self, namespace: Option<&str>) -> (u64, Vec<Pod>) {
         let state = self.lock();
-        let pods = state
-            .pods
-            .values()
-            .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
-            .cloned()
-            .collect();
+        let pods = state.pods.values().filter(|p| namespace.is_none_or(|ns| p.namespace == ns)).cloned().collect();
         (state.resource_version, pods)
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Pod> {
-        self.lock()
-            .pods
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        self.lock().pods.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
 
     /// A watch from `since`: the events after it so far, then every later one. With
@@ -111,21 +90,9 @@ impl Cluster {
         // Subscribing under the lock: no event can fall between backlog and stream.
         let receiver = self.events.subscribe();
         let backlog = if since == 0 {
-            state
-                .pods
-                .values()
-                .map(|pod| PodEvent {
-                    kind: "ADDED",
-                    pod: pod.clone(),
-                })
-                .collect()
+            state.pods.values().map(|pod| PodEvent { kind: "ADDED", pod: pod.clone() }).collect()
         } else {
-            state
-                .history
-                .iter()
-                .filter(|e| e.pod.resource_version > since)
-                .cloned()
-                .collect()
+            state.history.iter().filter(|e| e.pod.resource_version > since).cloned().collect()
         };
         (backlog, receiver)
     }

@@ -33,45 +33,19 @@ pub fn resources(group_version: &str) -> Option<Value> {
     let list = |resources: Vec<Value>| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources});
     Some(match group_version {
         "v1" => list(vec![
-            resource(
-                "namespaces",
-                "Namespace",
-                false,
-                &["get", "list", "watch"],
-                &["ns"],
-            ),
+            resource("namespaces", "Namespace", false, &["get", "list", "watch"], &["ns"]),
             resource("pods", "Pod", true, &["get", "list", "watch"], &["po"]),
             resource("pods/log", "Pod", true, &["get"], &[]),
             resource("pods/exec", "PodExecOptions", true, &["create", "get"], &[]),
-            resource(
-                "pods/attach",
-                "PodAttachOptions",
-                true,
-                &["create", "get"],
-                &[],
-            ),
-            resource(
-                "pods/portforward",
-                "PodPortForwardOptions",
-                true,
-                &["create", "get"],
-                &[],
-            ),
+            resource("pods/attach", "PodAttachOptions", true, &["create", "get"], &[]),
+            resource("pods/portforward", "PodPortForwardOptions", true, &["create", "get"], &[]),
         ]),
-        "authentication.k8s.io/v1" => list(vec![resource(
-            "selfsubjectreviews",
-            "SelfSubjectReview",
-            false,
-            &["create"],
-            &[],
-        )]),
-        "authorization.k8s.io/v1" => list(vec![resource(
-            "selfsubjectaccessreviews",
-            "SelfSubjectAccessReview",
-            false,
-            &["create"],
-            &[],
-        )]),
+        "authentication.k8s.io/v1" => {
+            list(vec![resource("selfsubjectreviews", "SelfSubjectReview", false, &["create"], &[])])
+        }
+        "authorization.k8s.io/v1" => {
+            list(vec![resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &["create"], &[])])
+        }
         _ => return None,
     })
 }

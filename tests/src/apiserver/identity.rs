@@ -36,44 +36,60 @@ pub enum AuthError {
 pub struct Authenticated {
     /// The identity the bearer token belongs to (the gateway's service account).
     pub authenticated_as: String,
-    /// A short, non-reversible fingerprint of the token, for the audit file.
-    pub token_fingerprint: String,
+    /// A short, non-reversible fingerprint of the bearer token, for the audit file
+    /// (`None` when a client certificate authenticated).
+    pub token_fingerprint: Option<String>,
     pub user: UserInfo,
 }
 
-/// Authenticates `headers`. `accepted_tokens_file` holds one token per line.
+/// The identity of a verified TLS client certificate: `CN` is the user, each `O` a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateIdentity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+impl CertificateIdentity {
+    /// Reads the subject of a DER certificate (already verified by the TLS layer).
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let subject = cert.subject();
+        let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+        let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_owned).collect();
+        Some(Self { user, groups })
+    }
+}
+
+/// Authenticates a request like kube-apiserver's union authenticator: a verified
+/// client certificate first, then a bearer token from `accepted_tokens_file` (one per
+/// line, which authenticates as `gateway_user`).
 pub fn authenticate(
     headers: &HeaderMap,
+    certificate: Option<&CertificateIdentity>,
     accepted_tokens_file: &Path,
     gateway_user: &str,
 ) -> Result<Authenticated, AuthError> {
-    let token = bearer(headers).ok_or(AuthError::Unauthorized)?;
-    let accepted = std::fs::read_to_string(accepted_tokens_file).unwrap_or_default();
-    if !accepted
-        .lines()
-        .map(str::trim)
-        .any(|t| !t.is_empty() && t == token)
-    {
-        return Err(AuthError::Unauthorized);
-    }
-    let gateway = UserInfo {
-        username: gateway_user.to_owned(),
-        uid: String::new(),
-        groups: vec![
-            "system:serviceaccounts".into(),
-            "system:authenticated".into(),
-        ],
-        extra: BTreeMap::new(),
+    let (authenticated, token_fingerprint) = match certificate {
+        Some(cert) => {
+            let mut groups = cert.groups.clone();
+            groups.push("system:authenticated".into());
+            (UserInfo { username: cert.user.clone(), uid: String::new(), groups, extra: BTreeMap::new() }, None)
+        }
+        None => {
+            let token = bearer(headers).ok_or(AuthError::Unauthorized)?;
+            let accepted = std::fs::read_to_string(accepted_tokens_file).unwrap_or_default();
+            if !accepted.lines().map(str::trim).any(|t| !t.is_empty() && t == token) {
+                return Err(AuthError::Unauthorized);
+            }
+            let groups = vec!["system:serviceaccounts".into(), "system:authenticated".into()];
+            let user =
+                UserInfo { username: gateway_user.to_owned(), uid: String::new(), groups, extra: BTreeMap::new() };
+            (user, Some(fingerprint(token)))
+        }
     };
-    let user = match impersonated(headers)? {
-        None => gateway,
-        Some(user) => user,
-    };
-    Ok(Authenticated {
-        authenticated_as: gateway_user.to_owned(),
-        token_fingerprint: fingerprint(token),
-        user,
-    })
+    let authenticated_as = authenticated.username.clone();
+    let user = impersonated(headers)?.unwrap_or(authenticated);
+    Ok(Authenticated { authenticated_as, token_fingerprint, user })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -84,20 +100,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The first 16 hex digits of the token's SHA-256.
 pub fn fingerprint(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(token.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect()
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
 }
 
 /// `None` when no impersonation header is present.
@@ -108,19 +115,15 @@ fn impersonated(headers: &HeaderMap) -> Result<Option<UserInfo>, AuthError> {
     let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in headers {
         if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
-            let key = percent_decode(key)
-                .ok_or_else(|| AuthError::BadImpersonation(format!("invalid extra key {key}")))?;
-            extra
-                .entry(key)
-                .or_default()
-                .push(value.to_str().unwrap_or_default().to_owned());
+            let key =
+                percent_decode(key).ok_or_else(|| AuthError::BadImpersonation(format!("invalid extra key {key}")))?;
+            extra.entry(key).or_default().push(value.to_str().unwrap_or_default().to_owned());
         }
     }
     if users.is_empty() {
         if !groups.is_empty() || !uids.is_empty() || !extra.is_empty() {
             return Err(AuthError::BadImpersonation(
-                "requested impersonation of groups, uid or extras without impersonating a user"
-                    .into(),
+                "requested impersonation of groups, uid or extras without impersonating a user".into(),
             ));
         }
         return Ok(None);
@@ -134,12 +137,7 @@ fn impersonated(headers: &HeaderMap) -> Result<Option<UserInfo>, AuthError> {
     if !groups.iter().any(|g| g == "system:authenticated") {
         groups.push("system:authenticated".into());
     }
-    Ok(Some(UserInfo {
-        username: users[0].clone(),
-        uid: uids.first().cloned().unwrap_or_default(),
-        groups,
-        extra,
-    }))
+    Ok(Some(UserInfo { username: users[0].clone(), uid: uids.first().cloned().unwrap_or_default(), groups, extra }))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -188,40 +186,43 @@ mod tests {
             ("impersonate-group", "c"),
             ("impersonate-extra-kubegate.dev%2frequest-id", "r1"),
         ]);
-        let user = authenticate(&h, f.path(), "gw-sa")
-            .map(|a| a.user)
-            .unwrap_or_else(|_| panic!("refused"));
+        let user = authenticate(&h, None, f.path(), "gw-sa").map(|a| a.user).unwrap_or_else(|_| panic!("refused"));
         assert_eq!(user.groups, ["a, b", "c", "system:authenticated"]);
-        assert_eq!(
-            user.extra.get("kubegate.dev/request-id"),
-            Some(&vec!["r1".to_string()])
-        );
+        assert_eq!(user.extra.get("kubegate.dev/request-id"), Some(&vec!["r1".to_string()]));
     }
 
     #[test]
     fn groups_without_a_user_are_a_bad_request() {
         let f = file_with("gw");
-        let h = headers(&[
-            ("authorization", "Bearer gw"),
-            ("impersonate-group", "system:masters"),
-        ]);
-        assert!(matches!(
-            authenticate(&h, f.path(), "gw-sa"),
-            Err(AuthError::BadImpersonation(_))
-        ));
+        let h = headers(&[("authorization", "Bearer gw"), ("impersonate-group", "system:masters")]);
+        assert!(matches!(authenticate(&h, None, f.path(), "gw-sa"), Err(AuthError::BadImpersonation(_))));
     }
 
     #[test]
     fn only_accepted_tokens_authenticate() {
         let f = file_with("gw");
         let h = headers(&[("authorization", "Bearer user-id-token")]);
-        assert!(matches!(
-            authenticate(&h, f.path(), "gw-sa"),
-            Err(AuthError::Unauthorized)
-        ));
-        assert!(matches!(
-            authenticate(&HeaderMap::new(), f.path(), "gw-sa"),
-            Err(AuthError::Unauthorized)
-        ));
+        assert!(matches!(authenticate(&h, None, f.path(), "gw-sa"), Err(AuthError::Unauthorized)));
+        assert!(matches!(authenticate(&HeaderMap::new(), None, f.path(), "gw-sa"), Err(AuthError::Unauthorized)));
+    }
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::*;
+
+    #[test]
+    fn reads_user_and_groups_from_a_client_certificate() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pki = crate::tls::LocalPki::create(dir.path())?;
+        let leaf = pki.client_leaf("kind-admin", &["kubeadm:cluster-admins"])?;
+        let pem = std::fs::read(&leaf.cert)?;
+        let der = rustls_pemfile::certs(&mut pem.as_slice()).next().ok_or_else(|| anyhow::anyhow!("no cert"))??;
+        let identity = CertificateIdentity::from_der(&der);
+        assert_eq!(
+            identity,
+            Some(CertificateIdentity { user: "kind-admin".into(), groups: vec!["kubeadm:cluster-admins".into()] })
+        );
+        Ok(())
     }
 }

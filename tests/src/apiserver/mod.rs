@@ -22,7 +22,6 @@ mod routes;
 use crate::tls;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +36,9 @@ pub struct StandInConfig {
     pub control_listen: SocketAddr,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// CA whose client certificates authenticate (CN = user, O = groups), if any.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
     /// Bearer tokens that authenticate, one per line, re-read on every request.
     pub accepted_tokens_file: PathBuf,
     /// The user those tokens authenticate as (the gateway's service account).
@@ -67,18 +69,13 @@ pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
         cluster.add_pod(ns, name);
     }
     let audit = audit::AuditLog::open(&config.audit_file)?;
-    let state = Arc::new(StandIn {
-        config: config.clone(),
-        rules,
-        audit,
-        cluster,
-    });
+    let state = Arc::new(StandIn { config: config.clone(), rules, audit, cluster });
 
     let control = tokio::net::TcpListener::bind(config.control_listen).await?;
     let state_for_control = state.clone();
     tokio::spawn(async move { axum::serve(control, routes::control(state_for_control)).await });
 
-    let acceptor = tls::acceptor(&config.tls_cert, &config.tls_key)?;
+    let acceptor = tls::acceptor(&config.tls_cert, &config.tls_key, config.client_ca_file.as_deref())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let app = routes::api(state);
     tracing::info!(addr = %config.listen, "kube-apiserver stand-in listening");
@@ -89,16 +86,22 @@ pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    app: Router,
-) {
+async fn serve_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, app: Router) {
     let _ = tcp.set_nodelay(true);
     let Ok(tls) = acceptor.accept(tcp).await else {
         return;
     };
+    // kube-apiserver authenticates a verified client certificate: hand its subject to
+    // the handler with every request of this connection.
+    let certificate = tls.get_ref().1.peer_certificates().and_then(|certs| certs.first());
+    let identity = certificate.and_then(|der| identity::CertificateIdentity::from_der(der));
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        if let Some(identity) = &identity {
+            request.extensions_mut().insert(identity.clone());
+        }
+        tower::ServiceExt::oneshot(app.clone(), request)
+    });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app))
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await;
 }

@@ -62,10 +62,7 @@ pub fn bootstrap_rules() -> Vec<Rule> {
             users: vec![],
             groups: authenticated,
             verbs: vec!["create".into()],
-            api_groups: vec![
-                "authentication.k8s.io".into(),
-                "authorization.k8s.io".into(),
-            ],
+            api_groups: vec!["authentication.k8s.io".into(), "authorization.k8s.io".into()],
             resources: vec![
                 "selfsubjectreviews".into(),
                 "selfsubjectaccessreviews".into(),
@@ -79,14 +76,11 @@ pub fn bootstrap_rules() -> Vec<Rule> {
 
 /// True when some rule allows `user` to do `request`.
 pub fn allows(rules: &[Rule], user: &UserInfo, request: &RequestInfo) -> bool {
-    rules
-        .iter()
-        .any(|rule| rule_applies_to(rule, user) && rule_covers(rule, request))
+    rules.iter().any(|rule| rule_applies_to(rule, user) && rule_covers(rule, request))
 }
 
 fn rule_applies_to(rule: &Rule, user: &UserInfo) -> bool {
-    rule.users.iter().any(|u| *u == user.username)
-        || rule.groups.iter().any(|g| user.groups.contains(g))
+    rule.users.iter().any(|u| *u == user.username) || rule.groups.iter().any(|g| user.groups.contains(g))
 }
 
 fn matches(list: &[String], value: &str) -> bool {
@@ -97,30 +91,18 @@ fn rule_covers(rule: &Rule, request: &RequestInfo) -> bool {
     match request {
         RequestInfo::NonResource { verb, path } => {
             matches(&rule.verbs, verb)
-                && rule
-                    .non_resource_urls
-                    .iter()
-                    .any(|u| match u.strip_suffix('*') {
-                        Some(prefix) => path.starts_with(prefix),
-                        None => u == path,
-                    })
+                && rule.non_resource_urls.iter().any(|u| match u.strip_suffix('*') {
+                    Some(prefix) => path.starts_with(prefix),
+                    None => u == path,
+                })
         }
-        RequestInfo::Resource {
-            verb,
-            group,
-            namespace,
-            resource,
-            subresource,
-            ..
-        } => {
+        RequestInfo::Resource { verb, group, namespace, resource, subresource, .. } => {
             let full = match subresource {
                 Some(sub) => format!("{resource}/{sub}"),
                 None => resource.clone(),
             };
-            let namespace_ok = rule.namespaces.is_empty()
-                || namespace
-                    .as_ref()
-                    .is_some_and(|ns| rule.namespaces.contains(ns));
+            let namespace_ok =
+                rule.namespaces.is_empty() || namespace.as_ref().is_some_and(|ns| rule.namespaces.contains(ns));
             matches(&rule.verbs, verb)
                 && matches(&rule.api_groups, group)
                 && matches(&rule.resources, &full)
@@ -133,23 +115,10 @@ fn rule_covers(rule: &Rule, request: &RequestInfo) -> bool {
 pub fn forbidden_message(user: &UserInfo, request: &RequestInfo) -> String {
     match request {
         RequestInfo::NonResource { verb, path } => {
-            format!(
-                "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
-                user.username
-            )
+            format!("forbidden: User \"{}\" cannot {verb} path \"{path}\"", user.username)
         }
-        RequestInfo::Resource {
-            verb,
-            group,
-            namespace,
-            resource,
-            subresource,
-            name,
-        } => {
-            let full = subresource
-                .as_ref()
-                .map(|s| format!("{resource}/{s}"))
-                .unwrap_or_else(|| resource.clone());
+        RequestInfo::Resource { verb, group, namespace, resource, subresource, name } => {
+            let full = subresource.as_ref().map(|s| format!("{resource}/{s}")).unwrap_or_else(|| resource.clone());
             let target = match name {
                 Some(n) => format!("{full} \"{n}\""),
                 None => full.clone(),
@@ -194,26 +163,10 @@ mod tests {
             non_resource_urls: vec![],
         });
         let list = parse("GET", "/api/v1/namespaces/default/pods", None);
-        assert!(allows(
-            &rules,
-            &user("alice", &["engineering", "system:authenticated"]),
-            &list
-        ));
-        assert!(!allows(
-            &rules,
-            &user("bob", &["system:authenticated"]),
-            &list
-        ));
-        assert!(allows(
-            &rules,
-            &user("bob", &["system:authenticated"]),
-            &parse("GET", "/version", None)
-        ));
-        assert!(!allows(
-            &rules,
-            &user("bob", &[]),
-            &parse("GET", "/version", None)
-        ));
+        assert!(allows(&rules, &user("alice", &["engineering", "system:authenticated"]), &list));
+        assert!(!allows(&rules, &user("bob", &["system:authenticated"]), &list));
+        assert!(allows(&rules, &user("bob", &["system:authenticated"]), &parse("GET", "/version", None)));
+        assert!(!allows(&rules, &user("bob", &[]), &parse("GET", "/version", None)));
         let msg = forbidden_message(&user("bob", &[]), &list);
         assert_eq!(msg, "pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"");
     }

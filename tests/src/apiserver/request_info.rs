@@ -20,20 +20,11 @@ pub enum RequestInfo {
 
 pub fn parse(method: &str, path: &str, query: Option<&str>) -> RequestInfo {
     let watch = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
-    let parts: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, rest) = match parts.as_slice() {
         ["api", _version, rest @ ..] if !rest.is_empty() => (String::new(), rest),
         ["apis", group, _version, rest @ ..] if !rest.is_empty() => ((*group).to_owned(), rest),
-        _ => {
-            return RequestInfo::NonResource {
-                verb: method.to_ascii_lowercase(),
-                path: path.to_owned(),
-            }
-        }
+        _ => return RequestInfo::NonResource { verb: method.to_ascii_lowercase(), path: path.to_owned() },
     };
     let (namespace, rest) = match rest {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
@@ -59,14 +50,7 @@ pub fn parse(method: &str, path: &str, query: Option<&str>) -> RequestInfo {
         Some("exec" | "attach" | "portforward") => "create",
         _ => verb,
     };
-    RequestInfo::Resource {
-        verb: verb.to_owned(),
-        group,
-        namespace,
-        resource,
-        subresource,
-        name,
-    }
+    RequestInfo::Resource { verb: verb.to_owned(), group, namespace, resource, subresource, name }
 }
 
 #[cfg(test)]
@@ -75,17 +59,15 @@ mod tests {
 
     #[test]
     fn parses_the_shapes_the_stand_in_serves() {
-        let r = |verb: &str,
-                 ns: Option<&str>,
-                 resource: &str,
-                 sub: Option<&str>,
-                 name: Option<&str>| RequestInfo::Resource {
-            verb: verb.into(),
-            group: String::new(),
-            namespace: ns.map(Into::into),
-            resource: resource.into(),
-            subresource: sub.map(Into::into),
-            name: name.map(Into::into),
+        let r = |verb: &str, ns: Option<&str>, resource: &str, sub: Option<&str>, name: Option<&str>| {
+            RequestInfo::Resource {
+                verb: verb.into(),
+                group: String::new(),
+                namespace: ns.map(Into::into),
+                resource: resource.into(),
+                subresource: sub.map(Into::into),
+                name: name.map(Into::into),
+            }
         };
         assert_eq!(
             parse("GET", "/api/v1/namespaces/default/pods", None),
@@ -103,23 +85,14 @@ mod tests {
             parse("GET", "/api/v1/namespaces/d/pods/web/exec", None),
             r("create", Some("d"), "pods", Some("exec"), Some("web"))
         );
-        assert_eq!(
-            parse("GET", "/api/v1/pods", None),
-            r("list", None, "pods", None, None)
-        );
+        assert_eq!(parse("GET", "/api/v1/pods", None), r("list", None, "pods", None, None));
         assert_eq!(
             parse("GET", "/version", None),
-            RequestInfo::NonResource {
-                verb: "get".into(),
-                path: "/version".into()
-            }
+            RequestInfo::NonResource { verb: "get".into(), path: "/version".into() }
         );
         assert_eq!(
             parse("GET", "/api/v1", None),
-            RequestInfo::NonResource {
-                verb: "get".into(),
-                path: "/api/v1".into()
-            }
+            RequestInfo::NonResource { verb: "get".into(), path: "/api/v1".into() }
         );
     }
 }

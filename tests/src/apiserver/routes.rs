@@ -2,7 +2,7 @@
 
 use super::audit::AuditRecord;
 use super::cluster::{pod_list, pod_table, PodEvent};
-use super::identity::{authenticate, AuthError, UserInfo};
+use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{parse, RequestInfo};
 use super::{discovery, rbac, StandIn};
 use axum::body::{Body, Bytes};
@@ -23,10 +23,7 @@ pub(crate) fn api(state: Arc<StandIn>) -> Router {
 }
 
 pub(crate) fn control(state: Arc<StandIn>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/pods", post(add_pod))
-        .with_state(state)
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/pods", post(add_pod)).with_state(state)
 }
 
 #[derive(serde::Deserialize)]
@@ -47,40 +44,30 @@ fn status(code: u16, message: &str) -> Response {
 }
 
 fn json_response(value: Value) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
 async fn handle(State(s): State<Arc<StandIn>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let (method, path, query) = (
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query().unwrap_or(""),
-    );
+    let certificate = parts.extensions.get::<CertificateIdentity>();
+    let (method, path, query) = (parts.method.as_str(), parts.uri.path(), parts.uri.query().unwrap_or(""));
     let mut record = AuditRecord::new(method, path, query, &parts.headers);
-    let response = match authenticate(
-        &parts.headers,
-        &s.config.accepted_tokens_file,
-        &s.config.gateway_user,
-    ) {
-        Err(AuthError::Unauthorized) => status(401, "Unauthorized"),
-        Err(AuthError::BadImpersonation(message)) => status(400, &message),
-        Ok(auth) => {
-            record.authenticated_as = Some(auth.authenticated_as);
-            record.token_fingerprint = Some(auth.token_fingerprint);
-            record.user = Some(auth.user.clone());
-            let info = parse(method, path, Some(query));
-            if rbac::allows(&s.rules, &auth.user, &info) {
-                serve(&s, &parts.headers, query, body, &auth.user, &info).await
-            } else {
-                status(403, &rbac::forbidden_message(&auth.user, &info))
+    let response =
+        match authenticate(&parts.headers, certificate, &s.config.accepted_tokens_file, &s.config.gateway_user) {
+            Err(AuthError::Unauthorized) => status(401, "Unauthorized"),
+            Err(AuthError::BadImpersonation(message)) => status(400, &message),
+            Ok(auth) => {
+                record.authenticated_as = Some(auth.authenticated_as);
+                record.token_fingerprint = auth.token_fingerprint;
+                record.user = Some(auth.user.clone());
+                let info = parse(method, path, Some(query));
+                if rbac::allows(&s.rules, &auth.user, &info) {
+                    serve(&s, &parts.headers, query, body, &auth.user, &info).await
+                } else {
+                    status(403, &rbac::forbidden_message(&auth.user, &info))
+                }
             }
-        }
-    };
+        };
     record.status = response.status().as_u16();
     s.audit.write(&record);
     response
@@ -96,30 +83,14 @@ async fn serve(
 ) -> Response {
     match info {
         RequestInfo::NonResource { path, .. } => non_resource(path),
-        RequestInfo::Resource {
-            verb,
-            group,
-            namespace,
-            resource,
-            subresource,
-            name,
-        } => {
-            match (
-                group.as_str(),
-                resource.as_str(),
-                subresource.as_deref(),
-                verb.as_str(),
-            ) {
+        RequestInfo::Resource { verb, group, namespace, resource, subresource, name } => {
+            match (group.as_str(), resource.as_str(), subresource.as_deref(), verb.as_str()) {
                 ("", "pods", None, "list") => list_pods(s, headers, namespace.as_deref()),
                 ("", "pods", None, "watch") => watch_pods(s, headers, query, namespace.clone()),
                 ("", "pods", None, "get") => get_pod(s, namespace.as_deref(), name.as_deref()),
-                ("", "pods", Some("log"), "get") => {
-                    pod_logs(s, namespace.as_deref(), name.as_deref(), query, user)
-                }
+                ("", "pods", Some("log"), "get") => pod_logs(s, namespace.as_deref(), name.as_deref(), query, user),
                 ("authentication.k8s.io", "selfsubjectreviews", None, "create") => whoami(user),
-                ("authorization.k8s.io", "selfsubjectaccessreviews", None, "create") => {
-                    can_i(s, body, user).await
-                }
+                ("authorization.k8s.io", "selfsubjectaccessreviews", None, "create") => can_i(s, body, user).await,
                 _ => status(404, "the server could not find the requested resource"),
             }
         }
@@ -131,10 +102,7 @@ fn non_resource(path: &str) -> Response {
         "/version" => Some(discovery::version()),
         "/api" => Some(discovery::api_versions()),
         "/apis" => Some(discovery::api_groups()),
-        other => other
-            .strip_prefix("/api/")
-            .or_else(|| other.strip_prefix("/apis/"))
-            .and_then(discovery::resources),
+        other => other.strip_prefix("/api/").or_else(|| other.strip_prefix("/apis/")).and_then(discovery::resources),
     };
     match doc {
         Some(doc) => json_response(doc),
@@ -143,98 +111,52 @@ fn non_resource(path: &str) -> Response {
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"))
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
 }
 
 fn list_pods(s: &StandIn, headers: &HeaderMap, namespace: Option<&str>) -> Response {
     let (rv, pods) = s.cluster.list(namespace);
-    json_response(if wants_table(headers) {
-        pod_table(rv, &pods)
-    } else {
-        pod_list(rv, &pods)
-    })
+    json_response(if wants_table(headers) { pod_table(rv, &pods) } else { pod_list(rv, &pods) })
 }
 
 fn get_pod(s: &StandIn, namespace: Option<&str>, name: Option<&str>) -> Response {
-    match s
-        .cluster
-        .get(namespace.unwrap_or_default(), name.unwrap_or_default())
-    {
+    match s.cluster.get(namespace.unwrap_or_default(), name.unwrap_or_default()) {
         Some(pod) => json_response(pod.to_json()),
-        None => status(
-            404,
-            &format!("pods \"{}\" not found", name.unwrap_or_default()),
-        ),
+        None => status(404, &format!("pods \"{}\" not found", name.unwrap_or_default())),
     }
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// A streaming watch: one JSON event per line, open until the client goes away.
-fn watch_pods(
-    s: &StandIn,
-    headers: &HeaderMap,
-    query: &str,
-    namespace: Option<String>,
-) -> Response {
-    let since = query_param(query, "resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+fn watch_pods(s: &StandIn, headers: &HeaderMap, query: &str, namespace: Option<String>) -> Response {
+    let since = query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let table = wants_table(headers);
     let (backlog, receiver) = s.cluster.watch_from(since);
     let live = BroadcastStream::new(receiver).filter_map(|e| async move { e.ok() });
     let events = futures_util::stream::iter(backlog)
         .chain(live)
-        .filter(move |e| {
-            std::future::ready(namespace.as_ref().is_none_or(|ns| *ns == e.pod.namespace))
-        })
+        .filter(move |e| std::future::ready(namespace.as_ref().is_none_or(|ns| *ns == e.pod.namespace)))
         .map(move |e| Ok::<_, std::convert::Infallible>(Bytes::from(watch_line(&e, table))));
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(events),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(events)).into_response()
 }
 
 fn watch_line(event: &PodEvent, table: bool) -> String {
     let pod = &event.pod;
-    let object = if table {
-        pod_table(pod.resource_version, std::slice::from_ref(pod))
-    } else {
-        pod.to_json()
-    };
+    let object = if table { pod_table(pod.resource_version, std::slice::from_ref(pod)) } else { pod.to_json() };
     format!("{}\n", json!({"type": event.kind, "object": object}))
 }
 
 /// `logs`: three lines; `logs -f`: a line every 300 ms until the client goes away.
-fn pod_logs(
-    s: &StandIn,
-    namespace: Option<&str>,
-    name: Option<&str>,
-    query: &str,
-    user: &UserInfo,
-) -> Response {
-    let Some(pod) = s
-        .cluster
-        .get(namespace.unwrap_or_default(), name.unwrap_or_default())
-    else {
-        return status(
-            404,
-            &format!("pods \"{}\" not found", name.unwrap_or_default()),
-        );
+fn pod_logs(s: &StandIn, namespace: Option<&str>, name: Option<&str>, query: &str, user: &UserInfo) -> Response {
+    let Some(pod) = s.cluster.get(namespace.unwrap_or_default(), name.unwrap_or_default()) else {
+        return status(404, &format!("pods \"{}\" not found", name.unwrap_or_default()));
     };
     let (pod_name, username) = (pod.name.clone(), user.username.clone());
     let line = move |n: usize| {
-        Ok::<_, std::convert::Infallible>(Bytes::from(format!(
-            "{pod_name} log line {n} (read by {username})\n"
-        )))
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{pod_name} log line {n} (read by {username})\n")))
     };
     let body = if query_param(query, "follow") == Some("true") {
         let ticks = IntervalStream::new(tokio::time::interval(Duration::from_millis(300)));
@@ -262,12 +184,7 @@ async fn can_i(s: &StandIn, body: Body, user: &UserInfo) -> Response {
     };
     let spec = &review["spec"];
     let info = if let Some(ra) = spec.get("resourceAttributes") {
-        let field = |k: &str| {
-            ra.get(k)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
+        let field = |k: &str| ra.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
         RequestInfo::Resource {
             verb: field("verb").unwrap_or_default(),
             group: field("group").unwrap_or_default(),

@@ -32,23 +32,15 @@ fn root_store(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
 /// line) over TLS with ALPN `http/1.1`, and reads the response until the server closes.
 pub async fn raw_http1(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Result<RawResponse> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(root_store(ca)?)
-        .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(root_store(ca)?).with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let address = gateway_url.trim_start_matches("https://");
     let tcp = tokio::net::TcpStream::connect(address).await?;
     let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
     tls.write_all(format!("{head}\r\n\r\n").as_bytes()).await?;
     let mut bytes = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        tls.read_to_end(&mut bytes),
-    )
-    .await?;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read_to_end(&mut bytes)).await?;
     // Envoy may close without close_notify; what was read is still the response.
     if let Err(e) = read {
         anyhow::ensure!(!bytes.is_empty(), "reading response: {e}");
@@ -57,32 +49,16 @@ pub async fn raw_http1(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Resu
 }
 
 fn parse_http1(text: &str) -> anyhow::Result<RawResponse> {
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end in {text:?}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no header end in {text:?}"))?;
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok(RawResponse {
-        status,
-        headers,
-        body,
-    })
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Ok(RawResponse { status, headers, body })
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -108,39 +84,18 @@ pub async fn http2_get(
     headers: &[(&str, &str)],
 ) -> anyhow::Result<RawResponse> {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(ca)
-        .http2_prior_knowledge()
-        .build()?;
+    let client =
+        reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).http2_prior_knowledge().build()?;
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
-        map.append(
-            reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
-            value.parse()?,
-        );
+        map.append(reqwest::header::HeaderName::from_bytes(name.as_bytes())?, value.parse()?);
     }
-    let response = client
-        .get(format!("{gateway_url}{path}"))
-        .headers(map)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.version() == reqwest::Version::HTTP_2,
-        "not HTTP/2: {:?}",
-        response.version()
-    );
+    let response = client.get(format!("{gateway_url}{path}")).headers(map).send().await?;
+    anyhow::ensure!(response.version() == reqwest::Version::HTTP_2, "not HTTP/2: {:?}", response.version());
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    Ok(RawResponse {
-        status,
-        headers,
-        body: response.text().await?,
-    })
+    let headers =
+        response.headers().iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned())).collect();
+    Ok(RawResponse { status, headers, body: response.text().await? })
 }
 
 #[cfg(test)]
@@ -149,9 +104,7 @@ mod tests {
 
     #[test]
     fn parses_chunked_responses() {
-        let r = parse_http1(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        );
+        let r = parse_http1("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
         let r = r.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((r.status, r.body.as_str()), (200, "abcde"));
     }

@@ -40,15 +40,7 @@ impl GatewayStack {
     }
 
     /// Starts a long-running kubectl (`--watch`, `logs -f`) with stdout piped.
-    pub fn kubectl_streaming(
-        &self,
-        kubeconfig: &Path,
-        args: &[&str],
-    ) -> anyhow::Result<tokio::process::Child> {
-        Ok(self
-            .kubectl_command(kubeconfig, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?)
+    pub fn kubectl_streaming(&self, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<tokio::process::Child> {
+        Ok(self.kubectl_command(kubeconfig, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?)
     }
 }

@@ -18,24 +18,13 @@ impl GatewayStack {
 
     /// The token cache directory of `user` for `client_id`.
     pub fn cache_dir(&self, user: &DemoUser, client_id: &str) -> PathBuf {
-        self.dir
-            .join("token-cache")
-            .join(format!("{}-{client_id}", user.email))
+        self.dir.join("token-cache").join(format!("{}-{client_id}", user.email))
     }
 
     /// Runs `kubegate login` for `user` and `client_id`, completing the browser part.
     pub async fn login_as_client(&self, user: &DemoUser, client_id: &str) -> anyhow::Result<()> {
         let mut cli = tokio::process::Command::new(&self.tools.kubegate)
-            .args([
-                "login",
-                "--no-browser",
-                "--timeout",
-                "60",
-                "--issuer",
-                &self.issuer,
-                "--client-id",
-                client_id,
-            ])
+            .args(["login", "--no-browser", "--timeout", "60", "--issuer", &self.issuer, "--client-id", client_id])
             .arg("--ca-file")
             .arg(&self.ca_cert)
             .env("KUBEGATE_CACHE_DIR", self.cache_dir(user, client_id))
@@ -44,10 +33,7 @@ impl GatewayStack {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        let stderr = cli
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        let stderr = cli.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
         let mut lines = BufReader::new(stderr).lines();
         let url = loop {
             let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -80,30 +66,16 @@ impl GatewayStack {
         let login_page = browser.get(url).send().await?;
         let form_url = format!("{}/login", login_page.url().as_str().trim_end_matches('/'));
         let body = login_page.text().await?;
-        anyhow::ensure!(
-            body.contains("<form"),
-            "expected the provider's login form, got: {body}"
-        );
-        let done = browser
-            .post(&form_url)
-            .form(&[("login", user.email), ("password", user.password)])
-            .send()
-            .await?;
+        anyhow::ensure!(body.contains("<form"), "expected the provider's login form, got: {body}");
+        let done = browser.post(&form_url).form(&[("login", user.email), ("password", user.password)]).send().await?;
         let status = done.status();
         let text = done.text().await?;
-        anyhow::ensure!(
-            text.contains("Logged in to kubegate"),
-            "login did not reach the CLI ({status}): {text}"
-        );
+        anyhow::ensure!(text.contains("Logged in to kubegate"), "login did not reach the CLI ({status}): {text}");
         Ok(())
     }
 
     /// A kubeconfig for `user` whose exec plugin is the kubegate CLI.
-    pub fn write_exec_kubeconfig(
-        &self,
-        user: &DemoUser,
-        client_id: &str,
-    ) -> anyhow::Result<PathBuf> {
+    pub fn write_exec_kubeconfig(&self, user: &DemoUser, client_id: &str) -> anyhow::Result<PathBuf> {
         let exec = serde_json::json!({
             "apiVersion": "client.authentication.k8s.io/v1",
             "command": self.tools.kubegate,
@@ -111,19 +83,13 @@ impl GatewayStack {
             "env": [{"name": "KUBEGATE_CACHE_DIR", "value": self.cache_dir(user, client_id)}],
             "interactiveMode": "IfAvailable",
         });
-        let path = self
-            .dir
-            .join(format!("kubeconfig-{}-{client_id}", user.email));
+        let path = self.dir.join(format!("kubeconfig-{}-{client_id}", user.email));
         self.write_kubeconfig(&path, serde_json::json!({"exec": exec}))?;
         Ok(path)
     }
 
     /// A kubeconfig that presents a fixed bearer token (or none, with `None`).
-    pub fn static_token_kubeconfig(
-        &self,
-        name: &str,
-        token: Option<&str>,
-    ) -> anyhow::Result<PathBuf> {
+    pub fn static_token_kubeconfig(&self, name: &str, token: Option<&str>) -> anyhow::Result<PathBuf> {
         let user = match token {
             Some(token) => serde_json::json!({"token": token}),
             None => serde_json::json!({}),
@@ -133,11 +99,7 @@ impl GatewayStack {
         Ok(path)
     }
 
-    fn write_kubeconfig(
-        &self,
-        path: &std::path::Path,
-        user: serde_json::Value,
-    ) -> anyhow::Result<()> {
+    fn write_kubeconfig(&self, path: &std::path::Path, user: serde_json::Value) -> anyhow::Result<()> {
         let config = serde_json::json!({
             "apiVersion": "v1", "kind": "Config",
             "clusters": [{"name": "kubegate", "cluster": {"server": self.gateway_url, "certificate-authority": self.ca_cert}}],
@@ -153,25 +115,14 @@ impl GatewayStack {
     /// exactly as kubectl would.
     pub async fn id_token(&self, user: &DemoUser, client_id: &str) -> anyhow::Result<String> {
         let output = tokio::process::Command::new(&self.tools.kubegate)
-            .args([
-                "exec-credential",
-                "--no-browser",
-                "--issuer",
-                &self.issuer,
-                "--client-id",
-                client_id,
-            ])
+            .args(["exec-credential", "--no-browser", "--issuer", &self.issuer, "--client-id", client_id])
             .arg("--ca-file")
             .arg(&self.ca_cert)
             .env("KUBEGATE_CACHE_DIR", self.cache_dir(user, client_id))
             .stdin(Stdio::null())
             .output()
             .await?;
-        anyhow::ensure!(
-            output.status.success(),
-            "exec-credential: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        anyhow::ensure!(output.status.success(), "exec-credential: {}", String::from_utf8_lossy(&output.stderr));
         let credential: serde_json::Value = serde_json::from_slice(&output.stdout)?;
         credential["status"]["token"]
             .as_str()

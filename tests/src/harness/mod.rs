@@ -18,12 +18,14 @@ mod login;
 mod process;
 mod tokens;
 pub mod tools;
+mod upstream;
 
 pub use http::{http2_get, raw_http1, RawResponse};
 pub use kubectl::KubectlOutput;
 pub use process::{free_port, wait_until, ChildProcess};
 pub use tokens::{now as now_secs, ForgedToken, SigningKey};
 pub use tools::Tools;
+pub use upstream::{ClusterUpstream, Upstream, UpstreamCredential};
 
 use crate::apiserver::{audit, rbac::Rule};
 use crate::envoy_config;
@@ -41,15 +43,9 @@ pub struct DemoUser {
 }
 
 /// In IdP group `engineering`.
-pub const ALICE: DemoUser = DemoUser {
-    email: "alice@example.com",
-    password: "alice-demo",
-};
+pub const ALICE: DemoUser = DemoUser { email: "alice@example.com", password: "alice-demo" };
 /// In no IdP group.
-pub const BOB: DemoUser = DemoUser {
-    email: "bob@example.com",
-    password: "bob-demo",
-};
+pub const BOB: DemoUser = DemoUser { email: "bob@example.com", password: "bob-demo" };
 
 /// The OAuth client id the gateway accepts tokens for.
 pub const GATEWAY_CLIENT_ID: &str = "kubegate";
@@ -69,6 +65,8 @@ pub struct StackOptions {
     pub gateway_port: u16,
     /// Run in this directory instead of a temporary one (the sandbox uses `.sandbox`).
     pub dir: Option<PathBuf>,
+    /// The API server behind the gateway.
+    pub upstream: Upstream,
 }
 
 impl Default for StackOptions {
@@ -80,26 +78,30 @@ impl Default for StackOptions {
             stream_idle_timeout: "14400s".into(),
             gateway_port: 0,
             dir: None,
+            upstream: Upstream::StandIn,
         }
     }
 }
 
 /// The rule the demo uses: group `engineering` may read pods and their logs.
 pub fn engineering_reads_pods() -> Rule {
-    serde_yaml::from_str(
-        "groups: [engineering]\nverbs: [get, list, watch]\nresources: [pods, pods/log]\n",
-    )
-    .unwrap_or_else(|e| panic!("built-in rule: {e}"))
+    serde_yaml::from_str("groups: [engineering]\nverbs: [get, list, watch]\nresources: [pods, pods/log]\n")
+        .unwrap_or_else(|e| panic!("built-in rule: {e}"))
 }
 
 /// A running kubegate stack on loopback.
 pub struct GatewayStack {
     pub dir: PathBuf,
     pub tools: Tools,
+    /// The stack's CA: it signs every serving certificate, and client certificates the
+    /// stand-in accepts.
+    pub pki: LocalPki,
     pub ca_cert: PathBuf,
     pub issuer: String,
     pub gateway_url: String,
-    pub stand_in_control: String,
+    /// The stand-in's API URL and control URL (`None` with a real cluster upstream).
+    pub stand_in_url: Option<String>,
+    pub stand_in_control: Option<String>,
     pub audit_file: PathBuf,
     pub accepted_tokens_file: PathBuf,
     pub gateway_token_dir: PathBuf,
@@ -109,7 +111,7 @@ pub struct GatewayStack {
     // Declared in stop order: the front door closes first.
     pub envoy: ChildProcess,
     pub authz: ChildProcess,
-    pub stand_in: ChildProcess,
+    pub stand_in: Option<ChildProcess>,
     pub oidc: ChildProcess,
     /// Last: the directory holds the logs, so it goes after the processes.
     _tmp: Option<tempfile::TempDir>,
@@ -143,37 +145,51 @@ impl GatewayStack {
         let oidc_state = dir.join("oidc-state");
         let oidc = start_oidc_provider(&tools, &pki, &dir, oidc_port, &oidc_state)?;
         let discovery = format!("{issuer}/.well-known/openid-configuration");
-        with_log(
-            &oidc,
-            wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await,
-        )?;
+        with_log(&oidc, wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await)?;
 
-        let gateway_token = format!("gateway-sa-token-{}", random_suffix());
         let gateway_token_dir = dir.join("serviceaccount");
-        write_token_atomically(&gateway_token_dir, &gateway_token)?;
         let accepted_tokens_file = dir.join("stand-in-accepted-tokens");
-        std::fs::write(&accepted_tokens_file, &gateway_token)?;
         let audit_file = dir.join("stand-in-audit.jsonl");
-        let (stand_in_port, control_port) = (free_port()?, free_port()?);
-        let stand_in = start_stand_in(
-            &tools,
-            &pki,
-            &dir,
-            &options,
-            stand_in_port,
-            control_port,
-            &accepted_tokens_file,
-            &audit_file,
-        )?;
-        let stand_in_control = format!("http://127.0.0.1:{control_port}");
-        with_log(
-            &stand_in,
-            wait_for_http(
-                &format!("{stand_in_control}/healthz"),
-                "the API-server stand-in",
-            )
-            .await,
-        )?;
+        let (upstream, stand_in) = match &options.upstream {
+            Upstream::StandIn => {
+                let gateway_token = format!("gateway-sa-token-{}", random_suffix());
+                write_token_atomically(&gateway_token_dir, &gateway_token)?;
+                std::fs::write(&accepted_tokens_file, &gateway_token)?;
+                let (port, control_port) = (free_port()?, free_port()?);
+                let process = start_stand_in(
+                    &tools,
+                    &pki,
+                    &dir,
+                    &options,
+                    port,
+                    control_port,
+                    &accepted_tokens_file,
+                    &audit_file,
+                )?;
+                let control = format!("http://127.0.0.1:{control_port}");
+                with_log(&process, wait_for_http(&format!("{control}/healthz"), "the API-server stand-in").await)?;
+                let upstream = ClusterUpstream {
+                    host: "127.0.0.1".into(),
+                    port,
+                    ca_file: pki.ca_cert.clone(),
+                    credential: UpstreamCredential::Token(gateway_token),
+                };
+                (upstream, Some((process, control)))
+            }
+            Upstream::Cluster(cluster) => {
+                let token = match &cluster.credential {
+                    UpstreamCredential::Token(token) => token.as_str(),
+                    UpstreamCredential::ClientCertificate { .. } => "",
+                };
+                write_token_atomically(&gateway_token_dir, token)?;
+                (cluster.clone(), None)
+            }
+        };
+        let stand_in_url = stand_in.as_ref().map(|_| format!("https://127.0.0.1:{}", upstream.port));
+        let (stand_in, stand_in_control) = match stand_in {
+            Some((process, control)) => (Some(process), Some(control)),
+            None => (None, None),
+        };
 
         let authz_port = free_port()?;
         let authz_config = dir.join("authz.yaml");
@@ -187,11 +203,7 @@ impl GatewayStack {
         let authz = start_authz(&tools, &dir, &authz_config)?;
         with_log(&authz, wait_for_authz(authz_port).await)?;
 
-        let gateway_port = if options.gateway_port == 0 {
-            free_port()?
-        } else {
-            options.gateway_port
-        };
+        let gateway_port = if options.gateway_port == 0 { free_port()? } else { options.gateway_port };
         let admin_port = free_port()?;
         let envoy = start_envoy(
             &tools,
@@ -201,20 +213,19 @@ impl GatewayStack {
             gateway_port,
             admin_port,
             authz_port,
-            stand_in_port,
+            &upstream,
             &gateway_token_dir,
         )?;
-        with_log(
-            &envoy,
-            wait_for_http(&format!("http://127.0.0.1:{admin_port}/ready"), "Envoy").await,
-        )?;
+        with_log(&envoy, wait_for_http(&format!("http://127.0.0.1:{admin_port}/ready"), "Envoy").await)?;
 
         Ok(Self {
             ca_cert: pki.ca_cert.clone(),
             gateway_url: format!("https://127.0.0.1:{gateway_port}"),
+            stand_in_url,
             dir,
             _tmp: tmp,
             tools,
+            pki,
             issuer,
             stand_in_control,
             audit_file,
@@ -237,9 +248,7 @@ impl GatewayStack {
 
     /// The gateway's current service-account token, as Envoy reads it.
     pub fn gateway_token(&self) -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(
-            self.gateway_token_dir.join("token"),
-        )?)
+        Ok(std::fs::read_to_string(self.gateway_token_dir.join("token"))?)
     }
 
     /// Rotates the gateway's token the way kubelet does (write aside, move into place)
@@ -253,16 +262,13 @@ impl GatewayStack {
 
     /// Adds a pod through the stand-in's control port (not through the gateway).
     pub async fn add_pod(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
+        let control = self.stand_in_control.as_ref().ok_or_else(|| anyhow::anyhow!("no stand-in in this stack"))?;
         let response = reqwest::Client::new()
-            .post(format!("{}/pods", self.stand_in_control))
+            .post(format!("{control}/pods"))
             .json(&serde_json::json!({"namespace": namespace, "name": name}))
             .send()
             .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "adding pod: {}",
-            response.status()
-        );
+        anyhow::ensure!(response.status().is_success(), "adding pod: {}", response.status());
         Ok(())
     }
 
@@ -338,7 +344,7 @@ fn start_stand_in(
     let config = serde_json::json!({
         "listen": format!("127.0.0.1:{port}"),
         "controlListen": format!("127.0.0.1:{control_port}"),
-        "tlsCert": leaf.cert, "tlsKey": leaf.key,
+        "tlsCert": leaf.cert, "tlsKey": leaf.key, "clientCaFile": pki.ca_cert,
         "acceptedTokensFile": accepted_tokens_file,
         "gatewayUser": "system:serviceaccount:kubegate:kubegate-gateway",
         "auditFile": audit_file,
@@ -374,17 +380,15 @@ fn start_envoy(
     port: u16,
     admin_port: u16,
     authz_port: u16,
-    upstream_port: u16,
+    upstream: &ClusterUpstream,
     token_dir: &Path,
 ) -> anyhow::Result<ChildProcess> {
     let serving = pki.leaf("gateway")?;
+    let host_is_ip = upstream.host.parse::<std::net::IpAddr>().is_ok();
     let sds = dir.join("gateway-token-sds.yaml");
     let token_file = token_dir.join("token");
     let sds_values = BTreeMap::from([("GATEWAY_TOKEN_FILE", token_file.display().to_string())]);
-    std::fs::write(
-        &sds,
-        envoy_config::render(envoy_config::TOKEN_SDS_TEMPLATE, &sds_values)?,
-    )?;
+    std::fs::write(&sds, envoy_config::render(envoy_config::TOKEN_SDS_TEMPLATE, &sds_values)?)?;
     let values = BTreeMap::from([
         ("ADMIN_PORT", admin_port.to_string()),
         ("LISTEN_ADDRESS", "127.0.0.1".to_string()),
@@ -398,67 +402,46 @@ fn start_envoy(
         ("AUTHZ_PORT", authz_port.to_string()),
         ("GATEWAY_TOKEN_SDS", sds.display().to_string()),
         ("GATEWAY_TOKEN_DIR", token_dir.display().to_string()),
-        ("UPSTREAM_ADDRESS", "127.0.0.1".to_string()),
-        ("UPSTREAM_PORT", upstream_port.to_string()),
-        ("UPSTREAM_SNI", "localhost".to_string()),
-        ("UPSTREAM_CA", pki.ca_cert.display().to_string()),
-        ("UPSTREAM_SAN_TYPE", "IP_ADDRESS".to_string()),
-        ("UPSTREAM_SAN", "127.0.0.1".to_string()),
+        ("UPSTREAM_ADDRESS", upstream.host.clone()),
+        ("UPSTREAM_PORT", upstream.port.to_string()),
+        ("UPSTREAM_SNI", if host_is_ip { "kubernetes".to_string() } else { upstream.host.clone() }),
+        ("UPSTREAM_CA", upstream.ca_file.display().to_string()),
+        ("UPSTREAM_SAN_TYPE", if host_is_ip { "IP_ADDRESS" } else { "DNS" }.to_string()),
+        ("UPSTREAM_SAN", upstream.host.clone()),
     ]);
+    let mut rendered = envoy_config::render(envoy_config::GATEWAY_TEMPLATE, &values)?;
+    if let UpstreamCredential::ClientCertificate { cert, key } = &upstream.credential {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        rendered = envoy_config::use_upstream_client_certificate(&rendered, &cert, &key)?;
+    }
     let config = dir.join("envoy.yaml");
-    std::fs::write(
-        &config,
-        envoy_config::render(envoy_config::GATEWAY_TEMPLATE, &values)?,
-    )?;
+    std::fs::write(&config, rendered)?;
     let mut command = Command::new(&tools.envoy);
-    command.arg("-c").arg(&config).args([
-        "--concurrency",
-        "1",
-        "--disable-hot-restart",
-        "--log-level",
-        "warn",
-    ]);
+    command.arg("-c").arg(&config).args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]);
     ChildProcess::spawn("envoy", command, dir)
 }
 
 async fn wait_for_http(url: &str, what: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     wait_until(what, STARTUP, || async {
-        client
-            .get(url)
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
+        client.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
     })
     .await
 }
 
 async fn wait_for_https(url: &str, ca: &Path, what: &str) -> anyhow::Result<()> {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(ca)
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let client =
+        reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).timeout(Duration::from_secs(2)).build()?;
     wait_until(what, STARTUP, || async {
-        client
-            .get(url)
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
+        client.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
     })
     .await
 }
 
 /// Waits until authz-server's gRPC health check says SERVING (its keys are loaded).
 async fn wait_for_authz(port: u16) -> anyhow::Result<()> {
-    use tonic_health::pb::{
-        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-    };
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
     let endpoint = format!("http://127.0.0.1:{port}");
     wait_until("authz-server to serve", STARTUP, || {
         let endpoint = endpoint.clone();
@@ -470,11 +453,7 @@ async fn wait_for_authz(port: u16) -> anyhow::Result<()> {
                 return false;
             };
             let mut client = HealthClient::new(channel);
-            let reply = client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
+            let reply = client.check(HealthCheckRequest { service: String::new() }).await;
             reply.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
         }
     })

@@ -14,22 +14,11 @@ impl ChildProcess {
     /// Starts `command`, sending stdout and stderr to `<log_dir>/<name>.log`.
     pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        command
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .stdin(Stdio::null());
-        let child = command
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting {name} ({:?}): {e}", command.get_program()))?;
-        Ok(Self {
-            name: name.to_owned(),
-            log,
-            child: Some(child),
-        })
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        command.stdout(file.try_clone()?).stderr(file).stdin(Stdio::null());
+        let child =
+            command.spawn().map_err(|e| anyhow::anyhow!("starting {name} ({:?}): {e}", command.get_program()))?;
+        Ok(Self { name: name.to_owned(), log, child: Some(child) })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -40,11 +29,7 @@ impl ChildProcess {
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(child) = &mut self.child {
             if let Some(status) = child.try_wait()? {
-                anyhow::bail!(
-                    "{} exited ({status}); log:\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
+                anyhow::bail!("{} exited ({status}); log:\n{}", self.name, self.log_tail(40));
             }
         }
         Ok(())
@@ -52,13 +37,8 @@ impl ChildProcess {
 
     /// Sends a signal (e.g. `STOP`, `CONT`) to the process.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()?;
+        let pid = self.pid().ok_or_else(|| anyhow::anyhow!("{} is not running", self.name))?;
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
     }
@@ -82,12 +62,7 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- {} log ({}) ---\n{}",
-                self.name,
-                self.log.display(),
-                self.log_tail(60)
-            );
+            eprintln!("--- {} log ({}) ---\n{}", self.name, self.log.display(), self.log_tail(60));
         }
         self.stop();
     }
@@ -95,17 +70,11 @@ impl Drop for ChildProcess {
 
 /// A free loopback port (bound, then released; good enough on a test machine).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Polls `check` every 100 ms until it succeeds or `timeout` passes.
-pub async fn wait_until<F, Fut>(
-    what: &str,
-    timeout: std::time::Duration,
-    mut check: F,
-) -> anyhow::Result<()>
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -23,10 +23,7 @@ pub struct ForgedToken {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl GatewayStack {
@@ -38,25 +35,17 @@ impl GatewayStack {
 
     /// Signs `token.claims` with the chosen key.
     pub fn sign(&self, token: &ForgedToken) -> anyhow::Result<String> {
-        let kid = std::fs::read_to_string(self.oidc_state.join("signing-key.kid"))?
-            .trim()
-            .to_owned();
+        let kid = std::fs::read_to_string(self.oidc_state.join("signing-key.kid"))?.trim().to_owned();
         let pem = match token.key {
             SigningKey::Issuer => std::fs::read(self.oidc_state.join("signing-key.pem"))?,
             SigningKey::Foreign => {
-                let out = std::process::Command::new("openssl")
-                    .args(["genrsa", "2048"])
-                    .output()?;
+                let out = std::process::Command::new("openssl").args(["genrsa", "2048"]).output()?;
                 anyhow::ensure!(out.status.success(), "openssl genrsa failed");
                 out.stdout
             }
         };
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(kid);
-        Ok(encode(
-            &header,
-            &token.claims,
-            &EncodingKey::from_rsa_pem(&pem)?,
-        )?)
+        Ok(encode(&header, &token.claims, &EncodingKey::from_rsa_pem(&pem)?)?)
     }
 }

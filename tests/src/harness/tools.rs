@@ -19,10 +19,7 @@ pub struct Tools {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The cargo target profile directory the running executable was built into.
@@ -64,19 +61,13 @@ impl Tools {
                 "KUBEGATE_WASM_FILTER",
                 target.join("wasm32-wasip1/release/kubegate_wasm_filter.wasm"),
             ),
-            authz_server: from_env_or(
-                "KUBEGATE_AUTHZ_SERVER",
-                profile.join("kubegate-authz-server"),
-            ),
+            authz_server: from_env_or("KUBEGATE_AUTHZ_SERVER", profile.join("kubegate-authz-server")),
             stand_in: from_env_or("KUBEGATE_STAND_IN", profile.join("kube-apiserver-stand-in")),
             kubegate: from_env_or("KUBEGATE_CLI", profile.join("kubegate")),
         };
         for (name, path) in [
             ("envoy (make tools)", &tools.envoy),
-            (
-                "oidc-provider modules (make tools)",
-                &root.join("tests/oidc-provider/node_modules/oidc-provider"),
-            ),
+            ("oidc-provider modules (make tools)", &root.join("tests/oidc-provider/node_modules/oidc-provider")),
             ("wasm filter (make build)", &tools.wasm_filter),
             ("authz-server (make build)", &tools.authz_server),
             ("API-server stand-in (make build)", &tools.stand_in),
