@@ -80,7 +80,7 @@ pub fn allows(rules: &[Rule], user: &UserInfo, request: &RequestInfo) -> bool {
 }
 
 fn rule_applies_to(rule: &Rule, user: &UserInfo) -> bool {
-    rule.users.iter().any(|u| *u == user.username) || rule.groups.iter().any(|g| user.groups.contains(g))
+    rule.users.contains(&user.username) || rule.groups.iter().any(|g| user.groups.contains(g))
 }
 
 fn matches(list: &[String], value: &str) -> bool {

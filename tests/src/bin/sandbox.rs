@@ -36,9 +36,22 @@ async fn main() -> anyhow::Result<()> {
     let stack = GatewayStack::start(options).await?;
     let kubeconfig = write_sandbox_kubeconfig(&stack, &dir)?;
     print_usage(&stack, &kubeconfig, args.upstream_kubeconfig.as_deref());
-    tokio::signal::ctrl_c().await?;
+    wait_for_stop_signal().await?;
     eprintln!("\nstopping kubegate sandbox");
     drop(stack);
+    Ok(())
+}
+
+/// Ctrl-C, `kill`, or the terminal closing: all stop the sandbox cleanly, so no
+/// process outlives it.
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut hup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
     Ok(())
 }
 
