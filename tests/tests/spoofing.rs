@@ -146,3 +146,21 @@ async fn a_forged_internal_header_is_dropped() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What a user gets from `kubectl --as`/`--as-group`: a refusal that says why, not a
+/// request silently run as themselves or as someone else.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_as_is_refused_with_a_message() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(StackOptions::default()).await?;
+    let kubeconfig = stack.login(&ALICE).await?;
+    for args in [
+        &["--as", "system:admin", "get", "--raw", PODS][..],
+        &["--as", "alice@example.com", "--as-group", "system:masters", "get", "--raw", PODS],
+    ] {
+        let out = stack.kubectl(&kubeconfig, args).await?;
+        assert!(!out.success, "{args:?}: {out:?}");
+        assert!(out.stderr.contains("kubegate sets your Kubernetes identity from your login"), "{args:?}: {out:?}");
+    }
+    assert!(stack.audit().is_empty(), "{:?}", stack.audit());
+    Ok(())
+}

@@ -67,6 +67,8 @@ pub struct StackOptions {
     pub dir: Option<PathBuf>,
     /// The API server behind the gateway.
     pub upstream: Upstream,
+    /// Lifetime of the ID tokens the OIDC provider issues, in seconds.
+    pub id_token_ttl: u64,
 }
 
 impl Default for StackOptions {
@@ -79,6 +81,7 @@ impl Default for StackOptions {
             gateway_port: 0,
             dir: None,
             upstream: Upstream::StandIn,
+            id_token_ttl: 3600,
         }
     }
 }
@@ -143,7 +146,7 @@ impl GatewayStack {
         let oidc_port = free_port()?;
         let issuer = format!("https://127.0.0.1:{oidc_port}");
         let oidc_state = dir.join("oidc-state");
-        let oidc = start_oidc_provider(&tools, &pki, &dir, oidc_port, &oidc_state)?;
+        let oidc = start_oidc_provider(&tools, &pki, &dir, oidc_port, &oidc_state, options.id_token_ttl)?;
         let discovery = format!("{issuer}/.well-known/openid-configuration");
         with_log(&oidc, wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await)?;
 
@@ -260,6 +263,13 @@ impl GatewayStack {
         Ok(token)
     }
 
+    /// How many requests the OIDC provider has answered, by path.
+    pub async fn provider_request_counts(&self) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca_cert)?)?;
+        let client = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).build()?;
+        Ok(client.get(format!("{}/test/request-counts", self.issuer)).send().await?.json().await?)
+    }
+
     /// Adds a pod through the stand-in's control port (not through the gateway).
     pub async fn add_pod(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
         let control = self.stand_in_control.as_ref().ok_or_else(|| anyhow::anyhow!("no stand-in in this stack"))?;
@@ -313,6 +323,7 @@ fn start_oidc_provider(
     dir: &Path,
     port: u16,
     state: &Path,
+    id_token_ttl: u64,
 ) -> anyhow::Result<ChildProcess> {
     let leaf = pki.leaf("oidc-provider")?;
     let mut command = Command::new(&tools.node);
@@ -325,7 +336,9 @@ fn start_oidc_provider(
         .arg("--key")
         .arg(&leaf.key)
         .arg("--state")
-        .arg(state);
+        .arg(state)
+        .arg("--id-token-ttl")
+        .arg(id_token_ttl.to_string());
     ChildProcess::spawn("oidc-provider", command, dir)
 }
 
