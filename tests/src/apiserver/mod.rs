@@ -15,6 +15,7 @@ pub mod audit;
 mod cluster;
 mod discovery;
 pub mod identity;
+mod protobuf;
 pub mod rbac;
 pub mod request_info;
 mod routes;

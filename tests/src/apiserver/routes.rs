@@ -4,7 +4,7 @@ use super::audit::AuditRecord;
 use super::cluster::{pod_list, pod_table, PodEvent};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{parse, RequestInfo};
-use super::{discovery, rbac, StandIn};
+use super::{discovery, protobuf, rbac, StandIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -179,8 +179,10 @@ async fn can_i(s: &StandIn, body: Body, user: &UserInfo) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
         return status(400, "unreadable body");
     };
-    let Ok(mut review) = serde_json::from_slice::<Value>(&bytes) else {
-        return status(400, "body is not JSON");
+    let parsed =
+        serde_json::from_slice::<Value>(&bytes).ok().or_else(|| protobuf::self_subject_access_review_json(&bytes));
+    let Some(mut review) = parsed else {
+        return status(400, "the body is neither JSON nor a Kubernetes protobuf SelfSubjectAccessReview");
     };
     let spec = &review["spec"];
     let info = if let Some(ra) = spec.get("resourceAttributes") {

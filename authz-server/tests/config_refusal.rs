@@ -1,0 +1,40 @@
+//! The built binary refuses a broken configuration file at startup, naming the file,
+//! the line and the reason, and does not start serving.
+
+use std::process::Command;
+
+fn run_with_config(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("authz.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    Command::new(env!("CARGO_BIN_EXE_kubegate-authz-server"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--log-format")
+        .arg("text")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_misspelt_field_is_refused_with_file_line_and_reason() {
+    let out =
+        run_with_config("listen: 127.0.0.1:0\nissuers:\n- url: https://idp.example.com\n  audience: [kubegate]\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(stderr.contains("authz.yaml"), "{stderr}");
+    assert!(stderr.contains("line 4"), "{stderr}");
+    assert!(stderr.contains("unknown field `audience`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_refused_with_its_path() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubegate-authz-server"))
+        .args(["--config", "/nonexistent/kubegate/authz.yaml"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("/nonexistent/kubegate/authz.yaml"), "{stderr}");
+}
