@@ -4,6 +4,7 @@
 //! refused ones carry a Kubernetes `Status` body that kubectl prints. Either way one
 //! audit event is logged, with reason codes and never the token.
 
+use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
@@ -82,7 +83,7 @@ impl Gatekeeper {
     }
 
     /// Authenticates the request and builds the decision for the filter.
-    pub async fn decide(&self, request: &GatewayRequest<'_>) -> Result<(Identity, Decision), Refusal> {
+    pub async fn decide(&self, request: &GatewayRequest<'_>) -> Result<(Arc<Identity>, Decision), Refusal> {
         let token = request.bearer_token().ok_or(TokenError::Missing)?;
         let identity = self.validator.validate(token).await?;
         if request.header(CLIENT_IMPERSONATION_HEADER).is_some() {
@@ -101,11 +102,12 @@ impl Gatekeeper {
 /// The gRPC service Envoy calls.
 pub struct CheckService {
     gatekeeper: Gatekeeper,
+    metrics: Arc<Metrics>,
 }
 
 impl CheckService {
-    pub fn new(gatekeeper: Gatekeeper) -> Self {
-        Self { gatekeeper }
+    pub fn new(gatekeeper: Gatekeeper, metrics: Arc<Metrics>) -> Self {
+        Self { gatekeeper, metrics }
     }
 }
 
@@ -121,11 +123,13 @@ impl Authorization for CheckService {
             Ok((identity, decision)) => {
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
                     path = request.path, user = %identity.username, groups = ?identity.groups, decision = "allow");
+                self.metrics.record_allowed();
                 allowed(&decision)
             }
             Err(refusal) => {
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
                     path = request.path, decision = "deny", reason = refusal.code());
+                self.metrics.record_denied(refusal.code());
                 denied(&refusal)
             }
         };

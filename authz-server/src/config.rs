@@ -2,6 +2,7 @@
 //! names the file and, where serde can tell, the line and column.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +14,12 @@ pub struct Config {
     /// Address of the gRPC ext_authz and health service. Default `127.0.0.1:9001`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Prometheus metrics at `/metrics` on this address; off when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How many verified tokens to remember (0 turns the cache off). Default 10,000.
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: usize,
     /// The OpenID Connect issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerConfig>,
 }
@@ -26,22 +33,74 @@ pub struct IssuerConfig {
     pub url: String,
     /// Accepted audiences: a token's `aud` must contain one (the gateway's client id).
     pub audiences: Vec<String>,
-    /// Claim holding the Kubernetes user name. Default `email`.
+    /// Accepted signing algorithms. Default RS256, ES256, EdDSA; only asymmetric
+    /// algorithms can be configured (never `none`, never HMAC).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim holding the Kubernetes user name (a name, or a dot path such as
+    /// `profile.login`). Default `email`.
     #[serde(default = "default_username_claim")]
     pub username_claim: String,
-    /// Claim holding the user's IdP groups (a string or a list). Default `groups`.
+    /// Prepended to every user name (e.g. `oidc:`). Default none.
+    #[serde(default)]
+    pub username_prefix: String,
+    /// With `usernameClaim: email`, require `email_verified: true`. Default true.
+    #[serde(default = "default_true")]
+    pub require_email_verified: bool,
+    /// Claim holding the user's IdP groups (a name or a dot path such as
+    /// `realm_access.roles`; a string or a list). Default `groups`.
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Prepended to every group. Default none.
+    #[serde(default)]
+    pub groups_prefix: String,
     /// Claim sent as `Impersonate-Uid`. Default `sub`.
     #[serde(default = "default_uid_claim")]
     pub uid_claim: String,
-    /// PEM bundle trusted for the issuer's TLS, in addition to nothing else. When
-    /// unset, the system's web PKI roots are trusted.
+    /// Claims that must be present with these values (a list claim must contain it).
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, String>,
+    /// Accept user names and groups starting with `system:` after prefixing. Default
+    /// false: nobody becomes `system:masters` through their identity provider.
+    #[serde(default)]
+    pub allow_reserved_names: bool,
+    /// PEM bundle trusted for the issuer's TLS, instead of the system's web PKI roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Allowed clock skew for `exp` and `nbf`, in seconds. Default 60.
+    /// Allowed clock skew for `exp`, `nbf` and `iat`, in seconds. Default 60.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
+    /// Upper bound of the background key refresh interval; a JWKS `Cache-Control:
+    /// max-age` shortens it (to no less than 30 s). Default 300.
+    #[serde(default = "default_key_refresh")]
+    pub key_refresh_seconds: u64,
+    /// A token with an unknown `kid` refetches the JWKS at most once per this many
+    /// seconds. Default 10.
+    #[serde(default = "default_unknown_key_refetch")]
+    pub unknown_key_refetch_seconds: u64,
+    /// While the issuer cannot be reached, cached keys keep validating tokens for at
+    /// most this long after the last successful fetch. Default 86400 (a day).
+    #[serde(default = "default_max_key_staleness")]
+    pub max_key_staleness_seconds: u64,
+}
+
+fn default_token_cache_size() -> usize {
+    10_000
+}
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "ES256", "EdDSA"].map(String::from).to_vec()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_key_refresh() -> u64 {
+    300
+}
+fn default_unknown_key_refetch() -> u64 {
+    10
+}
+fn default_max_key_staleness() -> u64 {
+    86_400
 }
 
 fn default_listen() -> SocketAddr {
@@ -103,6 +162,24 @@ impl Config {
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
                 return Err(format!("issuers[{i}].audiences: at least one non-empty audience is required"));
             }
+            if issuer.algorithms.is_empty() {
+                return Err(format!("issuers[{i}].algorithms: at least one algorithm is required"));
+            }
+            for name in &issuer.algorithms {
+                parse_algorithm(name).map_err(|reason| format!("issuers[{i}].algorithms: {reason}"))?;
+            }
+            for (field, prefix) in
+                [("usernamePrefix", &issuer.username_prefix), ("groupsPrefix", &issuer.groups_prefix)]
+            {
+                if prefix.starts_with("system:") && !issuer.allow_reserved_names {
+                    return Err(format!("issuers[{i}].{field}: {prefix:?} would produce reserved `system:` names"));
+                }
+            }
+        }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if self.issuers[..i].iter().any(|other| other.url == issuer.url) {
+                return Err(format!("issuers[{i}].url: {} is configured twice", issuer.url));
+            }
         }
         Ok(())
     }
@@ -112,6 +189,32 @@ impl IssuerConfig {
     /// The allowed clock skew.
     pub fn clock_skew(&self) -> Duration {
         Duration::from_secs(self.clock_skew_seconds)
+    }
+
+    /// The accepted algorithms (validated at load, so none is dropped here).
+    pub fn accepted_algorithms(&self) -> Vec<jsonwebtoken::Algorithm> {
+        self.algorithms.iter().filter_map(|name| parse_algorithm(name).ok()).collect()
+    }
+}
+
+/// An asymmetric JWS algorithm by its registered name.
+pub fn parse_algorithm(name: &str) -> Result<jsonwebtoken::Algorithm, String> {
+    use jsonwebtoken::Algorithm::*;
+    match name {
+        "RS256" => Ok(RS256),
+        "RS384" => Ok(RS384),
+        "RS512" => Ok(RS512),
+        "PS256" => Ok(PS256),
+        "PS384" => Ok(PS384),
+        "PS512" => Ok(PS512),
+        "ES256" => Ok(ES256),
+        "ES384" => Ok(ES384),
+        "EdDSA" => Ok(EdDSA),
+        "HS256" | "HS384" | "HS512" => {
+            Err(format!("{name} is a shared-secret algorithm; only the issuer's public keys may verify tokens"))
+        }
+        "none" => Err("`none` means unsigned tokens; refused".into()),
+        other => Err(format!("unknown algorithm {other:?}")),
     }
 }
 
@@ -153,6 +256,10 @@ mod tests {
             ("issuers: []\n", "at least one issuer"),
             ("issuers:\n- url: http://idp\n  audiences: [k]\n", "must be https"),
             ("issuers:\n- url: https://idp\n  audiences: []\n", "audiences"),
+            ("issuers:\n- url: https://idp\n  audiences: [k]\n  algorithms: [HS256]\n", "shared-secret"),
+            ("issuers:\n- url: https://idp\n  audiences: [k]\n  algorithms: [none]\n", "unsigned"),
+            ("issuers:\n- url: https://idp\n  audiences: [k]\n  usernamePrefix: 'system:'\n", "reserved"),
+            ("issuers:\n- url: https://idp\n  audiences: [k]\n- url: https://idp\n  audiences: [j]\n", "twice"),
         ] {
             let err = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(expected), "{text}: {err}");

@@ -3,12 +3,13 @@
 //! gateway impersonates.
 //!
 //! The map: [`config`] reads the YAML file; [`oidc`] verifies tokens and maps claims to
-//! an identity; [`check`] answers Envoy's `Check` calls; [`server`] puts the gRPC
-//! services on a socket.
+//! an identity; [`check`] answers Envoy's `Check` calls; [`metrics`] counts what
+//! happened; [`server`] puts the gRPC services on a socket.
 
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod config;
+pub mod metrics;
 pub mod oidc;
 pub mod server;

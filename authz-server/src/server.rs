@@ -2,13 +2,11 @@
 
 use crate::check::{CheckService, Gatekeeper};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::oidc::{JwksError, TokenValidator};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How often issuers' keys are refreshed in the background.
-const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +21,15 @@ pub enum ServeError {
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
-    let validator = Arc::new(TokenValidator::new(&config.issuers)?);
-    validator.start(KEY_REFRESH_INTERVAL);
+    let validator = Arc::new(TokenValidator::new(&config.issuers, config.token_cache_size)?);
+    validator.start();
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = config.metrics_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+        tracing::info!(%addr, "metrics listening");
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), validator.clone()));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<AuthorizationServer<CheckService>>().await;
@@ -38,13 +43,13 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
 
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator))))
+        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator), metrics)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }
 
-/// Ready once every issuer's keys are loaded; a request that arrives earlier is still
+/// Ready once some issuer's keys are loaded; a request that arrives earlier is still
 /// answered (and refused, fail-closed, if its issuer has no keys).
 async fn report_readiness(validator: Arc<TokenValidator>, health: tonic_health::server::HealthReporter) {
     let mut serving = false;

@@ -2,15 +2,16 @@
 // (OpenID Certified) with two demo users, kubegate's public client, and a login page
 // of our own (the library's dev interactions accept any password).
 //
-// Usage: node server.mjs --port P --cert F --key F --state DIR
-//   DIR/signing-key.pem and DIR/signing-key.kid: the RSA key tokens are signed with,
-//   created on first start and reused after, so tests can forge tokens that only the
-//   issuer could sign (expired, wrong audience, ...) to test refusal paths.
+// Usage: node server.mjs --port P --cert F --key F --state DIR [--keys a,b] [--id-token-ttl S]
+//   --keys: the published signing keys, in order; the first one signs. Each is the RSA
+//   key DIR/<name>.pem (created on first use, reused after) with `kid` <name>. Default
+//   `signing-key`. Tests restart the provider with another list to rotate keys, and
+//   read a key to forge tokens only the issuer could sign (to test refusal paths).
 //   Prints "ready <issuer>" on stdout once listening.
 
 import { createServer } from 'node:https';
 import { readFileSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
-import { generateKeyPairSync, createPrivateKey, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, createPrivateKey } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import Provider from 'oidc-provider';
 
@@ -21,6 +22,7 @@ const { values: args } = parseArgs({
     key: { type: 'string' },
     state: { type: 'string' },
     'id-token-ttl': { type: 'string', default: '3600' },
+    keys: { type: 'string', default: 'signing-key' },
   },
 });
 
@@ -29,17 +31,15 @@ const ACCOUNTS = {
   'bob@example.com': { password: 'bob-demo', groups: [], sub: 'c9d2e7f4-bob' },
 };
 
-function signingKey(stateDir) {
+function signingKey(stateDir, name) {
   mkdirSync(stateDir, { recursive: true });
-  const pemPath = `${stateDir}/signing-key.pem`;
-  const kidPath = `${stateDir}/signing-key.kid`;
+  const pemPath = `${stateDir}/${name}.pem`;
   if (!existsSync(pemPath)) {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     writeFileSync(pemPath, privateKey.export({ type: 'pkcs1', format: 'pem' }), { mode: 0o600 });
-    writeFileSync(kidPath, randomUUID());
   }
   const jwk = createPrivateKey(readFileSync(pemPath)).export({ format: 'jwk' });
-  return { ...jwk, kid: readFileSync(kidPath, 'utf8').trim(), use: 'sig', alg: 'RS256' };
+  return { ...jwk, kid: name, use: 'sig', alg: 'RS256' };
 }
 
 const port = Number(args.port);
@@ -66,7 +66,7 @@ const provider = new Provider(issuer, {
       redirect_uris: ['http://127.0.0.1/callback'],
     },
   ],
-  jwks: { keys: [signingKey(args.state)] },
+  jwks: { keys: args.keys.split(',').map((name) => signingKey(args.state, name)) },
   scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], groups: ['groups'] },
   // Put the requested claims in the ID token, which is the token kubectl presents.

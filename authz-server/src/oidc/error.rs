@@ -37,6 +37,15 @@ pub enum TokenError {
     /// A claim the gateway needs is absent or has the wrong type or value.
     #[error("the token's `{0}` claim is missing or unusable")]
     InvalidClaim(String),
+    /// `iat` is in the future (beyond the allowed skew).
+    #[error("the token claims to be issued in the future; check the identity provider's clock")]
+    IssuedInFuture,
+    /// A configured required claim is missing or has another value.
+    #[error("the token lacks the required claim `{0}` (or it has another value)")]
+    RequiredClaim(String),
+    /// The token header names a critical extension the gateway does not implement.
+    #[error("the token requires an extension this gateway does not support (`crit` header)")]
+    UnsupportedCritical,
     /// The identity would be a reserved Kubernetes `system:` name.
     #[error("the identity provider asserted a reserved Kubernetes name (`system:` prefix); refused")]
     ReservedName,
@@ -57,6 +66,9 @@ impl TokenError {
             TokenError::NotYetValid => "token_not_yet_valid",
             TokenError::WrongAudience => "audience_wrong",
             TokenError::InvalidClaim(_) => "claim_invalid",
+            TokenError::IssuedInFuture => "token_issued_in_future",
+            TokenError::RequiredClaim(_) => "claim_required",
+            TokenError::UnsupportedCritical => "header_crit_unsupported",
             TokenError::ReservedName => "name_reserved",
         }
     }

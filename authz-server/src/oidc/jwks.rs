@@ -2,9 +2,11 @@
 //!
 //! Keys come only from the JWKS the issuer's discovery document names; nothing in a
 //! token (`jku`, `x5u`, an embedded `jwk`) can add a key. An unknown `kid` triggers a
-//! refetch at most once per `min_refetch_interval`, so a flood of random kids cannot
-//! become a flood of requests to the identity provider. When the provider is down the
-//! last good keys keep serving.
+//! refetch at most once per `unknown_key_refetch` interval, so a flood of random kids
+//! cannot become a flood of requests to the identity provider. The background refresh
+//! follows the JWKS `Cache-Control: max-age` within bounds. When the provider is down
+//! the last good keys keep serving for at most `max_staleness`, and every failed fetch
+//! is logged and counted.
 
 use super::TokenError;
 use crate::config::IssuerConfig;
@@ -12,8 +14,13 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+/// A JWKS `max-age` never makes the background refresh run more often than this
+/// (a configured `keyRefreshSeconds` below it still applies).
+const MIN_REFRESH: Duration = Duration::from_secs(30);
 
 /// Why keys could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,12 @@ struct KeySet {
     by_kid: HashMap<String, DecodingKey>,
     /// Keys published without a `kid`; used only for tokens without one.
     without_kid: Vec<DecodingKey>,
+    /// When these keys were fetched (`None` for the empty set before any fetch).
+    fetched_at: Option<Instant>,
+    /// Changes whenever the key set is replaced by a different one.
+    generation: u64,
+    /// Digest of the JWKS document the keys came from.
+    fingerprint: u64,
 }
 
 impl KeySet {
@@ -66,6 +79,15 @@ struct RawJwks {
     keys: Vec<serde_json::Value>,
 }
 
+/// Fetch outcomes, for metrics.
+#[derive(Debug, Default)]
+pub struct JwksStats {
+    pub fetch_successes: AtomicU64,
+    pub fetch_failures: AtomicU64,
+    /// Refetches caused by a token with an unknown `kid`.
+    pub unknown_key_refetches: AtomicU64,
+}
+
 /// The cached keys of one issuer.
 pub struct JwksCache {
     issuer: String,
@@ -73,12 +95,15 @@ pub struct JwksCache {
     keys: RwLock<Arc<KeySet>>,
     /// When keys were last fetched (successfully or not); serialises refetches.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
-    min_refetch_interval: Duration,
+    unknown_key_refetch: Duration,
+    max_refresh: Duration,
+    max_staleness: Duration,
+    pub stats: JwksStats,
 }
 
 impl JwksCache {
     /// A cache for `issuer` with no keys yet; call [`JwksCache::refresh`] to load them.
-    pub fn new(issuer: &IssuerConfig, min_refetch_interval: Duration) -> Result<Self, JwksError> {
+    pub fn new(issuer: &IssuerConfig) -> Result<Self, JwksError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(Duration::from_secs(5))
@@ -109,13 +134,31 @@ impl JwksCache {
             http,
             keys: RwLock::new(Arc::default()),
             last_fetch: tokio::sync::Mutex::new(None),
-            min_refetch_interval,
+            unknown_key_refetch: Duration::from_secs(issuer.unknown_key_refetch_seconds),
+            max_refresh: Duration::from_secs(issuer.key_refresh_seconds.max(1)),
+            max_staleness: Duration::from_secs(issuer.max_key_staleness_seconds),
+            stats: JwksStats::default(),
         })
+    }
+
+    /// The issuer these keys belong to.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     /// True once keys have been loaded at least once.
     pub fn has_keys(&self) -> bool {
         !self.current().is_empty()
+    }
+
+    /// Changes whenever the key set changes: results derived from older keys are void.
+    pub fn generation(&self) -> u64 {
+        self.current().generation
+    }
+
+    /// How long ago the current keys were fetched.
+    pub fn age(&self) -> Option<Duration> {
+        self.current().fetched_at.map(|at| at.elapsed())
     }
 
     fn current(&self) -> Arc<KeySet> {
@@ -128,9 +171,15 @@ impl JwksCache {
     /// The verification key for a token's `kid`, refetching the JWKS (rate-limited)
     /// when the kid is unknown.
     pub async fn key(&self, kid: Option<&str>) -> Result<DecodingKey, TokenError> {
-        if let Some(key) = self.current().lookup(kid) {
+        let keys = self.current();
+        if keys.fetched_at.is_some_and(|at| at.elapsed() > self.max_staleness) {
+            // The provider has been unreachable for too long to trust what we hold.
+            return Err(TokenError::KeysUnavailable);
+        }
+        if let Some(key) = keys.lookup(kid) {
             return Ok(key);
         }
+        self.stats.unknown_key_refetches.fetch_add(1, Ordering::Relaxed);
         let refreshed = self.refresh_if_due().await;
         let keys = self.current();
         match keys.lookup(kid) {
@@ -148,32 +197,61 @@ impl JwksCache {
     /// Refetches unless a fetch happened within the minimum interval.
     async fn refresh_if_due(&self) -> Result<(), JwksError> {
         let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.min_refetch_interval) {
+        if last.is_some_and(|at| at.elapsed() < self.unknown_key_refetch) {
             return Ok(());
         }
         *last = Some(Instant::now());
-        self.fetch_and_store().await
+        self.fetch_and_store().await.map(|_| ())
     }
 
-    /// Fetches discovery and the JWKS now, replacing the cached keys on success.
-    pub async fn refresh(&self) -> Result<(), JwksError> {
+    /// Fetches discovery and the JWKS now, replacing the cached keys on success;
+    /// returns when the next background refresh is due.
+    pub async fn refresh(&self) -> Result<Duration, JwksError> {
         let mut last = self.last_fetch.lock().await;
         *last = Some(Instant::now());
         self.fetch_and_store().await
     }
 
-    async fn fetch_and_store(&self) -> Result<(), JwksError> {
+    async fn fetch_and_store(&self) -> Result<Duration, JwksError> {
+        let result = self.fetch().await;
+        let counter = if result.is_ok() { &self.stats.fetch_successes } else { &self.stats.fetch_failures };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let (raw, max_age, url) = result?;
+        self.store(raw).map_err(|()| JwksError::NoKeys { issuer: self.issuer.clone(), url })?;
+        // Refresh before the JWKS's max-age runs out, within [30 s, the configured bound].
+        let floor = MIN_REFRESH.min(self.max_refresh);
+        Ok(max_age.map_or(self.max_refresh, |age| (age * 3 / 4).clamp(floor, self.max_refresh)))
+    }
+
+    async fn fetch(&self) -> Result<(RawJwks, Option<Duration>, String), JwksError> {
         let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
-        let discovery: Discovery = self.get_json(&discovery_url).await?;
+        let (discovery, _): (Discovery, _) = self.get_json(&discovery_url).await?;
         if discovery.issuer != self.issuer {
             return Err(JwksError::IssuerMismatch { issuer: self.issuer.clone(), found: discovery.issuer });
         }
-        let raw: RawJwks = self.get_json(&discovery.jwks_uri).await?;
-        let keys = parse_signing_keys(raw);
+        let (raw, max_age) = self.get_json(&discovery.jwks_uri).await?;
+        Ok((raw, max_age, discovery.jwks_uri))
+    }
+
+    /// Replaces the keys with the signing keys of a JWKS document; `Err` when it has
+    /// none (the old keys stay). The generation changes only if the keys did.
+    fn store(&self, raw: RawJwks) -> Result<(), ()> {
+        let fingerprint = jwks_fingerprint(&raw);
+        let mut keys = parse_signing_keys(raw);
         if keys.is_empty() {
-            return Err(JwksError::NoKeys { issuer: self.issuer.clone(), url: discovery.jwks_uri });
+            return Err(());
         }
-        tracing::info!(issuer = %self.issuer, keys = keys.by_kid.len() + keys.without_kid.len(), "loaded signing keys");
+        let current = self.current();
+        keys.generation = if current.is_empty() || fingerprint != current.fingerprint {
+            current.generation + 1
+        } else {
+            current.generation
+        };
+        keys.fetched_at = Some(Instant::now());
+        keys.fingerprint = fingerprint;
+        if keys.generation != current.generation {
+            tracing::info!(issuer = %self.issuer, keys = keys.by_kid.len() + keys.without_kid.len(), "loaded signing keys");
+        }
         match self.keys.write() {
             Ok(mut slot) => *slot = Arc::new(keys),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
@@ -181,28 +259,41 @@ impl JwksCache {
         Ok(())
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, JwksError> {
+    /// Loads keys from a JWKS document obtained some other way (benchmarks, tests);
+    /// returns false if it holds no usable signing key.
+    pub fn load_jwks_document(&self, jwks_json: &str) -> bool {
+        serde_json::from_str::<RawJwks>(jwks_json).ok().is_some_and(|raw| self.store(raw).is_ok())
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<(T, Option<Duration>), JwksError> {
         let fetch_error = |source| JwksError::Fetch { issuer: self.issuer.clone(), url: url.to_owned(), source };
         let response = self.http.get(url).send().await.map_err(fetch_error)?;
         let response = response.error_for_status().map_err(fetch_error)?;
-        response.json().await.map_err(fetch_error)
+        let max_age = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(cache_control_max_age);
+        Ok((response.json().await.map_err(fetch_error)?, max_age))
     }
 
-    /// Refreshes every `every` for as long as the cache lives, keeping old keys when a
-    /// refresh fails.
-    pub fn spawn_background_refresh(self: &Arc<Self>, every: Duration) {
+    /// Refreshes for as long as the cache lives (as `Cache-Control` and the configured
+    /// bound say; quickly again after a failure), keeping old keys when a refresh fails.
+    pub fn spawn_background_refresh(self: &Arc<Self>) {
         let cache = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut retry = Duration::from_secs(1);
             loop {
                 let Some(cache) = cache.upgrade() else { return };
                 let wait = match cache.refresh().await {
-                    Ok(()) => {
+                    Ok(next) => {
                         retry = Duration::from_secs(1);
-                        every
+                        next
                     }
                     Err(e) => {
-                        tracing::warn!(issuer = %cache.issuer, error = %e, "refreshing signing keys failed; cached keys stay in use");
+                        let age = cache.age().map(|a| a.as_secs());
+                        tracing::warn!(issuer = %cache.issuer, error = %e, cached_keys_age_seconds = ?age,
+                            "refreshing signing keys failed; cached keys stay in use until they are too old");
                         retry = (retry * 2).min(Duration::from_secs(30));
                         retry
                     }
@@ -212,6 +303,24 @@ impl JwksCache {
             }
         });
     }
+}
+
+/// `max-age=N` from a `Cache-Control` header (`no-store`/`no-cache` mean "as often as allowed").
+fn cache_control_max_age(value: &str) -> Option<Duration> {
+    value.split(',').map(str::trim).find_map(|directive| match directive {
+        "no-cache" | "no-store" => Some(Duration::ZERO),
+        _ => directive.strip_prefix("max-age=")?.parse().ok().map(Duration::from_secs),
+    })
+}
+
+/// A digest of the raw key material, to tell whether a refetch changed anything.
+fn jwks_fingerprint(raw: &RawJwks) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for key in &raw.keys {
+        key.to_string().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Keeps asymmetric signature keys only: an `oct` (shared-secret) key in a public
@@ -263,5 +372,29 @@ mod tests {
         assert!(set.lookup(Some("enc")).is_none());
         // A token without a kid may use the only key there is.
         assert!(set.lookup(None).is_some());
+    }
+
+    #[test]
+    fn reads_max_age() {
+        assert_eq!(cache_control_max_age("public, max-age=600"), Some(Duration::from_secs(600)));
+        assert_eq!(cache_control_max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(cache_control_max_age("public"), None);
+    }
+
+    #[test]
+    fn generation_changes_only_with_the_keys() {
+        let issuer: IssuerConfig =
+            serde_yaml::from_str("url: https://idp\naudiences: [k]\n").unwrap_or_else(|e| panic!("{e}"));
+        let cache = JwksCache::new(&issuer).unwrap_or_else(|e| panic!("{e}"));
+        let one = json!({"keys":[{"kty":"RSA","kid":"1","n":RSA_N,"e":"AQAB"}]}).to_string();
+        let two = json!({"keys":[{"kty":"RSA","kid":"2","n":RSA_N,"e":"AQAB"}]}).to_string();
+        assert!(cache.load_jwks_document(&one));
+        let first = cache.generation();
+        assert!(cache.load_jwks_document(&one));
+        assert_eq!(cache.generation(), first);
+        assert!(cache.load_jwks_document(&two));
+        assert_ne!(cache.generation(), first);
+        assert!(!cache.load_jwks_document(r#"{"keys":[]}"#), "an empty JWKS is refused");
+        assert!(cache.has_keys(), "and the old keys stay");
     }
 }

@@ -8,8 +8,9 @@ mod claims;
 mod error;
 mod jwks;
 mod validator;
+mod verified_cache;
 
 pub use claims::Identity;
 pub use error::TokenError;
-pub use jwks::{JwksCache, JwksError};
-pub use validator::TokenValidator;
+pub use jwks::{JwksCache, JwksError, JwksStats};
+pub use validator::{TokenValidator, MAX_TOKEN_BYTES};

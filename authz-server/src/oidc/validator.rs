@@ -2,86 +2,145 @@
 
 use super::claims::{identity_from_claims, Identity};
 use super::jwks::{JwksCache, JwksError};
+use super::verified_cache::{digest, VerifiedTokenCache};
 use super::TokenError;
-use crate::config::IssuerConfig;
+use crate::config::{parse_algorithm, IssuerConfig};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, Validation};
+use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, Validation};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Tokens larger than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// Asymmetric algorithms only: never `none`, never HMAC (whose "secret" would be the
-/// issuer's public key in an algorithm-confusion attack).
-const ALLOWED_ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
-
-/// How often an unknown `kid` may trigger a JWKS refetch, per issuer.
-const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-
 struct TrustedIssuer {
     config: IssuerConfig,
+    algorithms: Vec<Algorithm>,
     keys: Arc<JwksCache>,
 }
 
 /// Validates bearer tokens from any configured issuer.
 pub struct TokenValidator {
     issuers: Vec<TrustedIssuer>,
+    verified: VerifiedTokenCache,
+}
+
+/// The JOSE header fields kubegate reads. `jku`, `x5u`, `jwk` and `x5c` are never
+/// read: keys come from the issuer's JWKS only.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    /// RFC 7515 §4.1.11: extensions the token says must be understood. kubegate
+    /// understands none, so any `crit` is a refusal.
+    #[serde(default)]
+    crit: Option<Value>,
 }
 
 impl TokenValidator {
-    /// A validator for `issuers`; keys load on the first [`TokenValidator::start`].
-    pub fn new(issuers: &[IssuerConfig]) -> Result<Self, JwksError> {
+    /// A validator for `issuers` remembering up to `cache_size` verified tokens; keys
+    /// load once [`TokenValidator::start`] runs (or through [`TokenValidator::keys`]).
+    pub fn new(issuers: &[IssuerConfig], cache_size: usize) -> Result<Self, JwksError> {
         let issuers = issuers
             .iter()
             .map(|config| {
                 Ok(TrustedIssuer {
                     config: config.clone(),
-                    keys: Arc::new(JwksCache::new(config, MIN_REFETCH_INTERVAL)?),
+                    algorithms: config.accepted_algorithms(),
+                    keys: Arc::new(JwksCache::new(config)?),
                 })
             })
             .collect::<Result<_, JwksError>>()?;
-        Ok(Self { issuers })
+        Ok(Self { issuers, verified: VerifiedTokenCache::new(cache_size) })
     }
 
     /// Starts background key refresh for every issuer.
-    pub fn start(&self, refresh_every: Duration) {
+    pub fn start(&self) {
         for issuer in &self.issuers {
-            issuer.keys.spawn_background_refresh(refresh_every);
+            issuer.keys.spawn_background_refresh();
         }
     }
 
-    /// True when every issuer has keys, so every configured user can be served.
+    /// Ready once some issuer's keys are loaded: an issuer that is down at startup
+    /// refuses its own users, not everyone's.
     pub fn is_ready(&self) -> bool {
-        self.issuers.iter().all(|i| i.keys.has_keys())
+        self.issuers.iter().any(|i| i.keys.has_keys())
+    }
+
+    /// Every issuer's key cache, for metrics and for loading keys directly.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<JwksCache>> {
+        self.issuers.iter().map(|i| &i.keys)
+    }
+
+    /// How many verified tokens are cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.count()
     }
 
     /// Verifies `token` and returns the identity it names.
-    pub async fn validate(&self, token: &str) -> Result<Identity, TokenError> {
+    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
-        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if !ALLOWED_ALGORITHMS.contains(&header.alg) {
-            return Err(TokenError::DisallowedAlgorithm(format!("{:?}", header.alg)));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let token_digest = digest(token);
+        if let Some(identity) = self.verified.get(&token_digest, now, |i| self.issuers[i].keys.generation()) {
+            return Ok(identity);
         }
-        let issuer = self.issuer_for(&unverified_issuer(token)?)?;
+        let (index, issuer, header) = self.inspect(token)?;
+        let generation = issuer.keys.generation();
         let key = issuer.keys.key(header.kid.as_deref()).await?;
-        let claims = decode::<Map<String, Value>>(token, &key, &validation(header.alg, &issuer.config))
+        let alg = parse_algorithm(&header.alg).map_err(|_| TokenError::Malformed)?;
+        let claims = decode::<Map<String, Value>>(token, &key, &validation(alg, &issuer.config))
             .map_err(|e| token_error(e.kind()))?
             .claims;
-        identity_from_claims(&claims, &issuer.config)
+        let identity = Arc::new(identity_from_claims(&claims, &issuer.config, now)?);
+        self.verified.insert(token_digest, identity.clone(), index, generation, now);
+        Ok(identity)
     }
 
-    /// Exact match: an issuer differing by a trailing slash or letter case is another issuer.
-    fn issuer_for(&self, iss: &str) -> Result<&TrustedIssuer, TokenError> {
-        self.issuers.iter().find(|i| i.config.url == iss).ok_or(TokenError::UntrustedIssuer)
+    /// Reads the unverified header and issuer, to choose the issuer and key and to
+    /// refuse what no key can make acceptable.
+    fn inspect(&self, token: &str) -> Result<(usize, &TrustedIssuer, JoseHeader), TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: JoseHeader = decode_segment(header)?;
+        if header.crit.is_some() {
+            return Err(TokenError::UnsupportedCritical);
+        }
+        let alg = parse_algorithm(&header.alg).map_err(|_| TokenError::DisallowedAlgorithm(header.alg.clone()))?;
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: String,
+        }
+        let iss: Iss = decode_segment(payload)?;
+        // Exact match: an issuer differing by a trailing slash or letter case is another issuer.
+        let (index, issuer) = self
+            .issuers
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.config.url == iss.iss)
+            .ok_or(TokenError::UntrustedIssuer)?;
+        if !issuer.algorithms.contains(&alg) {
+            return Err(TokenError::DisallowedAlgorithm(header.alg));
+        }
+        Ok((index, issuer, header))
     }
+}
+
+fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
 fn validation(alg: Algorithm, issuer: &IssuerConfig) -> Validation {
@@ -93,19 +152,6 @@ fn validation(alg: Algorithm, issuer: &IssuerConfig) -> Validation {
     v.validate_nbf = true;
     v.leeway = issuer.clock_skew().as_secs();
     v
-}
-
-/// Reads `iss` from the payload before verification, only to choose which issuer's
-/// keys to verify with; the verified decode checks it again.
-fn unverified_issuer(token: &str) -> Result<String, TokenError> {
-    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
-    #[derive(serde::Deserialize)]
-    struct Iss {
-        iss: String,
-    }
-    let iss: Iss = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-    Ok(iss.iss)
 }
 
 fn token_error(kind: &ErrorKind) -> TokenError {
@@ -128,46 +174,71 @@ mod tests {
     fn validator() -> TokenValidator {
         let issuer: IssuerConfig = serde_yaml::from_str("url: https://idp.example.com\naudiences: [kubegate]\n")
             .unwrap_or_else(|e| panic!("{e}"));
-        TokenValidator::new(&[issuer]).unwrap_or_else(|e| panic!("{e}"))
+        TokenValidator::new(&[issuer], 100).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn b64(s: &str) -> String {
         URL_SAFE_NO_PAD.encode(s)
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"))
+    fn validate(token: &str) -> Result<Arc<Identity>, TokenError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(validator().validate(token))
     }
+
+    const ISS: &str = r#"{"iss":"https://idp.example.com"}"#;
 
     /// Attack: `alg: none`, an unsigned token that claims to be anyone.
     #[test]
     fn alg_none_is_refused_before_any_key_lookup() {
-        let token = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"iss":"https://idp.example.com"}"#));
-        let result = rt().block_on(validator().validate(&token));
-        assert_eq!(result, Err(TokenError::Malformed), "jsonwebtoken does not even parse `none`");
+        let token = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(ISS));
+        assert_eq!(validate(&token).err(), Some(TokenError::DisallowedAlgorithm("none".into())));
     }
 
     /// Attack: HS256 "signed" with the issuer's public key (algorithm confusion).
     #[test]
     fn hmac_is_refused_before_any_key_lookup() {
-        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"HS256"}"#), b64(r#"{"iss":"https://idp.example.com"}"#));
-        let result = rt().block_on(validator().validate(&token));
-        assert_eq!(result, Err(TokenError::DisallowedAlgorithm("HS256".into())));
+        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"HS256"}"#), b64(ISS));
+        assert_eq!(validate(&token).err(), Some(TokenError::DisallowedAlgorithm("HS256".into())));
     }
 
-    /// Attack: an issuer URL that differs only by a trailing slash.
+    /// Attack: an algorithm the issuer is not configured for (RS512 here).
+    #[test]
+    fn algorithms_outside_the_issuers_list_are_refused() {
+        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"RS512"}"#), b64(ISS));
+        assert_eq!(validate(&token).err(), Some(TokenError::DisallowedAlgorithm("RS512".into())));
+    }
+
+    /// Attack: a `crit` header demanding an extension the verifier ignores.
+    #[test]
+    fn critical_extensions_are_refused() {
+        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256","crit":["exp-ext"],"exp-ext":1}"#), b64(ISS));
+        assert_eq!(validate(&token).err(), Some(TokenError::UnsupportedCritical));
+    }
+
+    /// Attack: an issuer URL that differs only by a trailing slash, or by case.
     #[test]
     fn issuer_match_is_exact() {
-        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":"https://idp.example.com/"}"#));
-        assert_eq!(rt().block_on(validator().validate(&token)), Err(TokenError::UntrustedIssuer));
+        for iss in ["https://idp.example.com/", "https://IDP.example.com"] {
+            let token = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(&format!(r#"{{"iss":"{iss}"}}"#)));
+            assert_eq!(validate(&token).err(), Some(TokenError::UntrustedIssuer), "{iss}");
+        }
     }
 
+    /// Attack: inputs built to break parsers (oversize, bad base64, bad JSON, deep nesting).
     #[test]
-    fn oversized_and_garbage_tokens_are_malformed() {
-        let v = validator();
-        let rt = rt();
-        assert_eq!(rt.block_on(v.validate(&"a".repeat(MAX_TOKEN_BYTES + 1))), Err(TokenError::Malformed));
-        assert_eq!(rt.block_on(v.validate("not-a-jwt")), Err(TokenError::Malformed));
-        assert_eq!(rt.block_on(v.validate("")), Err(TokenError::Missing));
+    fn hostile_inputs_are_malformed() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        for token in [
+            "a".repeat(MAX_TOKEN_BYTES + 1),
+            "not-a-jwt".into(),
+            "a.b.c.d".into(),
+            format!("{}.{}.c2ln", "!!!", b64(ISS)),
+            format!("{}.{}.c2ln", b64("{"), b64(ISS)),
+            format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(&deep)),
+        ] {
+            assert_eq!(validate(&token).err(), Some(TokenError::Malformed), "{}", &token[..token.len().min(40)]);
+        }
+        assert_eq!(validate("").err(), Some(TokenError::Missing));
     }
 }

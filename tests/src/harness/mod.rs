@@ -23,13 +23,13 @@ mod upstream;
 pub use http::{http2_get, raw_http1, RawResponse};
 pub use kubectl::KubectlOutput;
 pub use process::{free_port, wait_until, ChildProcess};
-pub use tokens::{now as now_secs, ForgedToken, SigningKey};
+pub use tokens::{now as now_secs, ForgedToken, SigningKey, ISSUER_KEY};
 pub use tools::Tools;
 pub use upstream::{ClusterUpstream, Upstream, UpstreamCredential};
 
 use crate::apiserver::{audit, rbac::Rule};
 use crate::envoy_config;
-use crate::tls::LocalPki;
+use crate::tls::{LeafFiles, LocalPki};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,6 +69,9 @@ pub struct StackOptions {
     pub upstream: Upstream,
     /// Lifetime of the ID tokens the OIDC provider issues, in seconds.
     pub id_token_ttl: u64,
+    /// Extra authz-server issuer settings, as YAML lines indented for the issuer entry
+    /// (e.g. `"  unknownKeyRefetchSeconds: 1\n"`).
+    pub issuer_settings: String,
 }
 
 impl Default for StackOptions {
@@ -82,6 +85,7 @@ impl Default for StackOptions {
             dir: None,
             upstream: Upstream::StandIn,
             id_token_ttl: 3600,
+            issuer_settings: String::new(),
         }
     }
 }
@@ -110,7 +114,11 @@ pub struct GatewayStack {
     pub gateway_token_dir: PathBuf,
     pub oidc_state: PathBuf,
     pub authz_port: u16,
+    /// authz-server's Prometheus endpoint.
+    pub authz_metrics_url: String,
     authz_config: PathBuf,
+    oidc_port: u16,
+    id_token_ttl: u64,
     // Declared in stop order: the front door closes first.
     pub envoy: ChildProcess,
     pub authz: ChildProcess,
@@ -146,7 +154,9 @@ impl GatewayStack {
         let oidc_port = free_port()?;
         let issuer = format!("https://127.0.0.1:{oidc_port}");
         let oidc_state = dir.join("oidc-state");
-        let oidc = start_oidc_provider(&tools, &pki, &dir, oidc_port, &oidc_state, options.id_token_ttl)?;
+        let oidc_leaf = pki.leaf("oidc-provider")?;
+        let oidc =
+            start_oidc_provider(&tools, &oidc_leaf, &dir, oidc_port, &oidc_state, options.id_token_ttl, &[ISSUER_KEY])?;
         let discovery = format!("{issuer}/.well-known/openid-configuration");
         with_log(&oidc, wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await)?;
 
@@ -194,15 +204,14 @@ impl GatewayStack {
             None => (None, None),
         };
 
-        let authz_port = free_port()?;
+        let (authz_port, metrics_port) = (free_port()?, free_port()?);
         let authz_config = dir.join("authz.yaml");
-        std::fs::write(
-            &authz_config,
-            format!(
-                "listen: 127.0.0.1:{authz_port}\nissuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n",
-                pki.ca_cert.display()
-            ),
-        )?;
+        let authz_yaml = format!(
+            "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\nissuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
+            pki.ca_cert.display(),
+            options.issuer_settings
+        );
+        std::fs::write(&authz_config, authz_yaml)?;
         let authz = start_authz(&tools, &dir, &authz_config)?;
         with_log(&authz, wait_for_authz(authz_port).await)?;
 
@@ -236,7 +245,10 @@ impl GatewayStack {
             gateway_token_dir,
             oidc_state,
             authz_port,
+            authz_metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             authz_config,
+            oidc_port,
+            id_token_ttl: options.id_token_ttl,
             envoy,
             authz,
             stand_in,
@@ -282,6 +294,35 @@ impl GatewayStack {
         Ok(())
     }
 
+    /// Stops the identity provider (an outage).
+    pub fn stop_oidc_provider(&mut self) {
+        self.oidc.stop();
+    }
+
+    /// Restarts the identity provider on the same issuer URL, publishing `keys` (the
+    /// first one signs). Its sessions are gone: users log in again.
+    pub async fn restart_oidc_provider(&mut self, keys: &[&str]) -> anyhow::Result<()> {
+        self.oidc.stop();
+        let leaf =
+            LeafFiles { cert: self.dir.join("pki/oidc-provider.crt"), key: self.dir.join("pki/oidc-provider.key") };
+        self.oidc = start_oidc_provider(
+            &self.tools,
+            &leaf,
+            &self.dir,
+            self.oidc_port,
+            &self.oidc_state,
+            self.id_token_ttl,
+            keys,
+        )?;
+        let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
+        with_log(&self.oidc, wait_for_https(&discovery, &self.ca_cert, "the OIDC provider").await)
+    }
+
+    /// authz-server's metrics, as Prometheus text.
+    pub async fn authz_metrics(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(&self.authz_metrics_url).await?.text().await?)
+    }
+
     /// Stops authz-server (as if it crashed).
     pub fn stop_authz(&mut self) {
         self.authz.stop();
@@ -319,13 +360,13 @@ pub fn write_token_atomically(dir: &Path, token: &str) -> anyhow::Result<()> {
 
 fn start_oidc_provider(
     tools: &Tools,
-    pki: &LocalPki,
+    leaf: &LeafFiles,
     dir: &Path,
     port: u16,
     state: &Path,
     id_token_ttl: u64,
+    keys: &[&str],
 ) -> anyhow::Result<ChildProcess> {
-    let leaf = pki.leaf("oidc-provider")?;
     let mut command = Command::new(&tools.node);
     command
         .arg(&tools.oidc_provider)
@@ -338,7 +379,9 @@ fn start_oidc_provider(
         .arg("--state")
         .arg(state)
         .arg("--id-token-ttl")
-        .arg(id_token_ttl.to_string());
+        .arg(id_token_ttl.to_string())
+        .arg("--keys")
+        .arg(keys.join(","));
     ChildProcess::spawn("oidc-provider", command, dir)
 }
 
