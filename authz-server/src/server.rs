@@ -32,7 +32,9 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    // tonic-health starts the overall service "" as SERVING; not until keys are loaded.
     health.set_not_serving::<AuthorizationServer<CheckService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     tokio::spawn(report_readiness(validator.clone(), health));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -61,7 +63,9 @@ async fn report_readiness(validator: Arc<TokenValidator>, health: tonic_health::
                 health.set_serving::<AuthorizationServer<CheckService>>().await;
                 health.set_service_status("", tonic_health::ServingStatus::Serving).await;
             } else {
-                health.set_not_serving::<AuthorizationServer<CheckService>>().await;
+                // tonic-health starts the overall service "" as SERVING; not until keys are loaded.
+    health.set_not_serving::<AuthorizationServer<CheckService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             }
         }

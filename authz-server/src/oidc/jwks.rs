@@ -156,6 +156,13 @@ impl JwksCache {
         self.current().generation
     }
 
+    /// The generation of keys still fresh enough to trust, `None` once the issuer has
+    /// been unreachable for longer than the staleness bound (or before any fetch).
+    pub fn trusted_generation(&self) -> Option<u64> {
+        let keys = self.current();
+        keys.fetched_at.filter(|at| at.elapsed() <= self.max_staleness).map(|_| keys.generation)
+    }
+
     /// How long ago the current keys were fetched.
     pub fn age(&self) -> Option<Duration> {
         self.current().fetched_at.map(|at| at.elapsed())
@@ -180,16 +187,13 @@ impl JwksCache {
             return Ok(key);
         }
         self.stats.unknown_key_refetches.fetch_add(1, Ordering::Relaxed);
-        let refreshed = self.refresh_if_due().await;
+        if let Err(e) = self.refresh_if_due().await {
+            tracing::warn!(issuer = %self.issuer, error = %e, "refetching signing keys for an unknown kid failed");
+        }
         let keys = self.current();
         match keys.lookup(kid) {
             Some(key) => Ok(key),
-            None if keys.is_empty() => {
-                if let Err(e) = refreshed {
-                    tracing::warn!(issuer = %self.issuer, error = %e, "no signing keys available");
-                }
-                Err(TokenError::KeysUnavailable)
-            }
+            None if keys.is_empty() => Err(TokenError::KeysUnavailable),
             None => Err(TokenError::UnknownKey),
         }
     }

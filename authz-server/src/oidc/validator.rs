@@ -91,7 +91,7 @@ impl TokenValidator {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let token_digest = digest(token);
-        if let Some(identity) = self.verified.get(&token_digest, now, |i| self.issuers[i].keys.generation()) {
+        if let Some(identity) = self.verified.get(&token_digest, now, |i| self.issuers[i].keys.trusted_generation()) {
             return Ok(identity);
         }
         let (index, issuer, header) = self.inspect(token)?;

@@ -42,14 +42,20 @@ impl VerifiedTokenCache {
     }
 
     /// The identity of a token verified before, if it has not expired and the issuer's
-    /// keys are still those it was verified with.
-    pub fn get(&self, digest: &TokenDigest, now: u64, key_generation: impl Fn(usize) -> u64) -> Option<Arc<Identity>> {
+    /// keys are still those it was verified with (`key_generation` answers `None` when
+    /// an issuer's keys are no longer trusted at all).
+    pub fn get(
+        &self,
+        digest: &TokenDigest,
+        now: u64,
+        key_generation: impl Fn(usize) -> Option<u64>,
+    ) -> Option<Arc<Identity>> {
         if self.capacity == 0 {
             return None;
         }
         let mut entries = self.lock();
         let entry = entries.get(digest)?;
-        if now >= entry.identity.expires_at || key_generation(entry.issuer) != entry.key_generation {
+        if now >= entry.identity.expires_at || key_generation(entry.issuer) != Some(entry.key_generation) {
             entries.remove(digest);
             return None;
         }
@@ -92,8 +98,8 @@ mod tests {
     fn entries_die_with_the_token() {
         let cache = VerifiedTokenCache::new(10);
         cache.insert(digest("t"), identity(100), 0, 1, 50);
-        assert!(cache.get(&digest("t"), 99, |_| 1).is_some());
-        assert!(cache.get(&digest("t"), 100, |_| 1).is_none(), "not at or after exp");
+        assert!(cache.get(&digest("t"), 99, |_| Some(1)).is_some());
+        assert!(cache.get(&digest("t"), 100, |_| Some(1)).is_none(), "not at or after exp");
         assert_eq!(cache.count(), 0);
     }
 
@@ -101,7 +107,14 @@ mod tests {
     fn entries_die_with_the_keys_they_were_verified_with() {
         let cache = VerifiedTokenCache::new(10);
         cache.insert(digest("t"), identity(100), 0, 1, 50);
-        assert!(cache.get(&digest("t"), 60, |_| 2).is_none());
+        assert!(cache.get(&digest("t"), 60, |_| Some(2)).is_none());
+    }
+
+    #[test]
+    fn entries_die_when_the_keys_are_no_longer_trusted() {
+        let cache = VerifiedTokenCache::new(10);
+        cache.insert(digest("t"), identity(100), 0, 1, 50);
+        assert!(cache.get(&digest("t"), 60, |_| None).is_none());
     }
 
     #[test]
@@ -111,13 +124,13 @@ mod tests {
             cache.insert(digest(&i.to_string()), identity(10_000), 0, 1, 0);
         }
         assert!(cache.count() <= 100);
-        assert!(cache.get(&digest("999"), 1, |_| 1).is_some(), "the newest is kept");
+        assert!(cache.get(&digest("999"), 1, |_| Some(1)).is_some(), "the newest is kept");
     }
 
     #[test]
     fn capacity_zero_is_off() {
         let cache = VerifiedTokenCache::new(0);
         cache.insert(digest("t"), identity(100), 0, 1, 50);
-        assert!(cache.get(&digest("t"), 60, |_| 1).is_none());
+        assert!(cache.get(&digest("t"), 60, |_| Some(1)).is_none());
     }
 }
