@@ -64,8 +64,8 @@ async fn report_readiness(validator: Arc<TokenValidator>, health: tonic_health::
                 health.set_service_status("", tonic_health::ServingStatus::Serving).await;
             } else {
                 // tonic-health starts the overall service "" as SERVING; not until keys are loaded.
-    health.set_not_serving::<AuthorizationServer<CheckService>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                health.set_not_serving::<AuthorizationServer<CheckService>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             }
         }

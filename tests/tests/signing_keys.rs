@@ -132,7 +132,7 @@ async fn authz_server_is_not_ready_until_it_has_keys() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn key_rotation_is_followed_with_no_failed_request() -> anyhow::Result<()> {
     let settings = "  keyRefreshSeconds: 1\n  unknownKeyRefetchSeconds: 1\n".to_string();
-    let mut stack = GatewayStack::start(StackOptions { issuer_settings: settings, ..StackOptions::default() }).await?;
+    let stack = GatewayStack::start(StackOptions { issuer_settings: settings, ..StackOptions::default() }).await?;
     stack.login(&ALICE).await?;
     let old = stack.id_token(&ALICE, GATEWAY_CLIENT_ID).await?;
     assert_eq!(status_of(&stack, &old).await?, 200);

@@ -93,7 +93,7 @@ fn check_required_claims(claims: &Map<String, Value>, issuer: &IssuerConfig) -> 
     for (name, expected) in &issuer.required_claims {
         let matches = |v: &Value| match v {
             Value::String(s) => s == expected,
-            Value::Bool(_) | Value::Number(_) => v.to_string() == *expected,
+            Value::Bool(_) | Value::Number(_) => expected.as_str() == v.to_string().as_str(),
             _ => false,
         };
         let ok = match claim(claims, name) {

@@ -1,0 +1,93 @@
+//! `TokenValidator` with two issuers at once, keys loaded from the fixture JWKS and
+//! tokens signed with the fixture keys (no network).
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use kubegate_authz_server::config::IssuerConfig;
+use kubegate_authz_server::oidc::{TokenError, TokenValidator};
+use serde_json::json;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const JWKS: &str = include_str!("fixtures/jwks.json");
+const RSA: &[u8] = include_bytes!("fixtures/rsa.pem");
+const EC: &[u8] = include_bytes!("fixtures/ec.pem");
+
+fn issuer(yaml: &str) -> IssuerConfig {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn validator() -> TokenValidator {
+    let a = issuer("url: https://idp-a.example.com\naudiences: [kubegate]\nalgorithms: [RS256]\n");
+    let b = issuer("url: https://idp-b.example.com\naudiences: [kubegate-bots]\nalgorithms: [ES256]\nusernameClaim: sub\ngroupsPrefix: 'bots:'\n");
+    let validator = TokenValidator::new(&[a, b], 100).unwrap_or_else(|e| panic!("{e}"));
+    for keys in validator.keys() {
+        assert!(keys.load_jwks_document(JWKS));
+    }
+    validator
+}
+
+fn token(alg: Algorithm, kid: &str, claims: serde_json::Value) -> String {
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(EC),
+        _ => EncodingKey::from_rsa_pem(RSA),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    encode(&header, &claims, &key).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}")).block_on(f)
+}
+
+#[test]
+fn each_issuer_validates_its_own_tokens_with_its_own_settings() {
+    let v = validator();
+    let person = token(
+        Algorithm::RS256,
+        "rsa-1",
+        json!({"iss": "https://idp-a.example.com", "aud": "kubegate",
+        "email": "alice@example.com", "email_verified": true, "groups": ["engineering"], "exp": now() + 600}),
+    );
+    let bot = token(
+        Algorithm::ES256,
+        "ec-1",
+        json!({"iss": "https://idp-b.example.com", "aud": "kubegate-bots",
+        "sub": "ci-deployer", "groups": "deployers", "exp": now() + 600}),
+    );
+    let alice = run(v.validate(&person)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (alice.username.as_str(), alice.groups.as_slice()),
+        ("alice@example.com", &["engineering".to_string()][..])
+    );
+    let ci = run(v.validate(&bot)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((ci.username.as_str(), ci.groups.as_slice()), ("ci-deployer", &["bots:deployers".to_string()][..]));
+    assert_eq!(v.cached_tokens(), 2);
+    assert!(run(v.validate(&person)).is_ok(), "served from the cache");
+    assert_eq!(v.cached_tokens(), 2);
+}
+
+/// Attack: a token valid at one issuer presented as another's (its `aud`, or an
+/// algorithm the other issuer is not configured for).
+#[test]
+fn one_issuers_settings_do_not_leak_to_the_other() {
+    let v = validator();
+    let es256_for_a = token(
+        Algorithm::ES256,
+        "ec-1",
+        json!({"iss": "https://idp-a.example.com", "aud": "kubegate",
+        "email": "alice@example.com", "email_verified": true, "exp": now() + 600}),
+    );
+    assert_eq!(run(v.validate(&es256_for_a)).err(), Some(TokenError::DisallowedAlgorithm("ES256".into())));
+    let a_audience_at_b = token(
+        Algorithm::ES256,
+        "ec-1",
+        json!({"iss": "https://idp-b.example.com", "aud": "kubegate",
+        "sub": "x", "exp": now() + 600}),
+    );
+    assert_eq!(run(v.validate(&a_audience_at_b)).err(), Some(TokenError::WrongAudience));
+}
