@@ -176,9 +176,17 @@ impl Config {
                 }
             }
         }
+        // One issuer may appear more than once (people and bots, with their own claim
+        // mappings) if the audiences tell its tokens apart.
         for (i, issuer) in self.issuers.iter().enumerate() {
-            if self.issuers[..i].iter().any(|other| other.url == issuer.url) {
-                return Err(format!("issuers[{i}].url: {} is configured twice", issuer.url));
+            let overlapping = self.issuers[..i]
+                .iter()
+                .any(|other| other.url == issuer.url && other.audiences.iter().any(|a| issuer.audiences.contains(a)));
+            if overlapping {
+                return Err(format!(
+                    "issuers[{i}]: {} is configured twice with a shared audience; entries for one issuer need disjoint audiences",
+                    issuer.url
+                ));
             }
         }
         Ok(())
@@ -251,6 +259,12 @@ mod tests {
     }
 
     #[test]
+    fn one_issuer_may_serve_people_and_bots_with_disjoint_audiences() {
+        let c = parse("issuers:\n- url: https://idp\n  audiences: [kubegate]\n- url: https://idp\n  audiences: [kubegate-bots]\n  usernameClaim: sub\n");
+        assert!(c.is_ok(), "{:?}", c.err().map(|e| e.to_string()));
+    }
+
+    #[test]
     fn refuses_impossible_settings() {
         for (text, expected) in [
             ("issuers: []\n", "at least one issuer"),
@@ -259,7 +273,7 @@ mod tests {
             ("issuers:\n- url: https://idp\n  audiences: [k]\n  algorithms: [HS256]\n", "shared-secret"),
             ("issuers:\n- url: https://idp\n  audiences: [k]\n  algorithms: [none]\n", "unsigned"),
             ("issuers:\n- url: https://idp\n  audiences: [k]\n  usernamePrefix: 'system:'\n", "reserved"),
-            ("issuers:\n- url: https://idp\n  audiences: [k]\n- url: https://idp\n  audiences: [j]\n", "twice"),
+            ("issuers:\n- url: https://idp\n  audiences: [k]\n- url: https://idp\n  audiences: [j, k]\n", "twice"),
         ] {
             let err = parse(text).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(expected), "{text}: {err}");

@@ -57,6 +57,15 @@ const provider = new Provider(issuer, {
       redirect_uris: ['http://127.0.0.1/callback', 'http://localhost/callback'],
     },
     {
+      // A bot (CI deployer): client credentials, JWT access tokens for `kubegate-bots`.
+      client_id: 'ci-deployer',
+      client_secret: 'ci-deployer-secret',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    {
       // Another application of the same organisation: its tokens must not open the gateway.
       client_id: 'other-app',
       application_type: 'native',
@@ -75,6 +84,20 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     deviceFlow: { enabled: true },
     revocation: { enabled: true },
+    clientCredentials: { enabled: true },
+    // Only bots get a resource (and so a JWT access token); people keep ID tokens.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: (_ctx, client) => (client?.clientId === 'ci-deployer' ? 'urn:kubegate:bots' : undefined),
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({
+        scope: 'kubernetes',
+        audience: 'kubegate-bots',
+        accessTokenFormat: 'jwt',
+        accessTokenTTL: 600,
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
   },
   pkce: { required: () => true },
   ttl: { IdToken: Number(args['id-token-ttl']), AccessToken: 3600, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600, DeviceCode: 600 },

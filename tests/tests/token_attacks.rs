@@ -23,6 +23,15 @@ async fn assert_refused(stack: &GatewayStack, token: &str, message: &str, code: 
     let metrics = stack.authz_metrics().await?;
     assert!(metrics.contains(&format!("reason=\"{code}\"")), "reason {code} counted: {metrics}");
     assert!(stack.audit().is_empty(), "nothing reached the API server: {:?}", stack.audit());
+    // Logged as a reason code; the token itself is never logged.
+    let payload = token.split('.').nth(1).filter(|p| p.len() > 16).unwrap_or(token);
+    for log in [stack.authz.log_tail(100_000), stack.envoy.log_tail(100_000)] {
+        assert!(!log.contains(payload), "a log contains the token");
+    }
+    assert!(
+        stack.authz.log_tail(100_000).contains(&format!("\"reason\":\"{code}\"")),
+        "the refusal is logged with its reason"
+    );
     Ok(())
 }
 

@@ -106,6 +106,23 @@ impl TokenValidator {
         Ok(identity)
     }
 
+    /// The configured entry for a token's `iss` (exact match: an issuer differing by a
+    /// trailing slash or letter case is another issuer); when one issuer has several
+    /// entries, the one whose audiences the token's `aud` names. The verified decode
+    /// checks both again.
+    fn issuer_for(&self, iss: &str, aud: Option<&Value>) -> Result<(usize, &TrustedIssuer), TokenError> {
+        let names_audience = |issuer: &TrustedIssuer| match aud {
+            Some(Value::String(a)) => issuer.config.audiences.contains(a),
+            Some(Value::Array(list)) => {
+                list.iter().filter_map(Value::as_str).any(|a| issuer.config.audiences.iter().any(|c| c == a))
+            }
+            _ => false,
+        };
+        let mut candidates = self.issuers.iter().enumerate().filter(|(_, i)| i.config.url == iss).peekable();
+        let first = *candidates.peek().ok_or(TokenError::UntrustedIssuer)?;
+        Ok(candidates.find(|(_, i)| names_audience(i)).unwrap_or(first))
+    }
+
     /// Reads the unverified header and issuer, to choose the issuer and key and to
     /// refuse what no key can make acceptable.
     fn inspect(&self, token: &str) -> Result<(usize, &TrustedIssuer, JoseHeader), TokenError> {
@@ -120,17 +137,13 @@ impl TokenValidator {
         }
         let alg = parse_algorithm(&header.alg).map_err(|_| TokenError::DisallowedAlgorithm(header.alg.clone()))?;
         #[derive(Deserialize)]
-        struct Iss {
+        struct Routing {
             iss: String,
+            #[serde(default)]
+            aud: Option<Value>,
         }
-        let iss: Iss = decode_segment(payload)?;
-        // Exact match: an issuer differing by a trailing slash or letter case is another issuer.
-        let (index, issuer) = self
-            .issuers
-            .iter()
-            .enumerate()
-            .find(|(_, i)| i.config.url == iss.iss)
-            .ok_or(TokenError::UntrustedIssuer)?;
+        let routing: Routing = decode_segment(payload)?;
+        let (index, issuer) = self.issuer_for(&routing.iss, routing.aud.as_ref())?;
         if !issuer.algorithms.contains(&alg) {
             return Err(TokenError::DisallowedAlgorithm(header.alg));
         }

@@ -70,7 +70,8 @@ pub struct StackOptions {
     /// Lifetime of the ID tokens the OIDC provider issues, in seconds.
     pub id_token_ttl: u64,
     /// Extra authz-server issuer settings, as YAML lines indented for the issuer entry
-    /// (e.g. `"  unknownKeyRefetchSeconds: 1\n"`).
+    /// (e.g. `"  unknownKeyRefetchSeconds: 1\n"`); further `- url:` entries may follow.
+    /// `{issuer}` and `{ca}` are replaced by the provider's URL and the CA file.
     pub issuer_settings: String,
 }
 
@@ -209,7 +210,7 @@ impl GatewayStack {
         let authz_yaml = format!(
             "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\nissuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
             pki.ca_cert.display(),
-            options.issuer_settings
+            options.issuer_settings.replace("{issuer}", &issuer).replace("{ca}", &pki.ca_cert.display().to_string())
         );
         std::fs::write(&authz_config, authz_yaml)?;
         let authz = start_authz(&tools, &dir, &authz_config)?;
@@ -273,6 +274,20 @@ impl GatewayStack {
         std::fs::write(&self.accepted_tokens_file, &token)?;
         write_token_atomically(&self.gateway_token_dir, &token)?;
         Ok(token)
+    }
+
+    /// A bot's access token from the provider's client-credentials grant.
+    pub async fn client_credentials_token(&self, client_id: &str, secret: &str) -> anyhow::Result<String> {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca_cert)?)?;
+        let client = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).build()?;
+        let response = client
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client_id, Some(secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "kubernetes")])
+            .send()
+            .await?;
+        let body: serde_json::Value = response.json().await?;
+        body["access_token"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no access token: {body}"))
     }
 
     /// How many requests the OIDC provider has answered, by path.
