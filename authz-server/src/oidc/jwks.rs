@@ -222,9 +222,7 @@ impl JwksCache {
         counter.fetch_add(1, Ordering::Relaxed);
         let (raw, max_age, url) = result?;
         self.store(raw).map_err(|()| JwksError::NoKeys { issuer: self.issuer.clone(), url })?;
-        // Refresh before the JWKS's max-age runs out, within [30 s, the configured bound].
-        let floor = MIN_REFRESH.min(self.max_refresh);
-        Ok(max_age.map_or(self.max_refresh, |age| (age * 3 / 4).clamp(floor, self.max_refresh)))
+        Ok(next_refresh(max_age, self.max_refresh))
     }
 
     async fn fetch(&self) -> Result<(RawJwks, Option<Duration>, String), JwksError> {
@@ -309,6 +307,13 @@ impl JwksCache {
     }
 }
 
+/// When to refresh next: before the JWKS's `max-age` runs out (at 3/4 of it), within
+/// [30 s, the configured bound]; at the bound when the response gave no `max-age`.
+fn next_refresh(max_age: Option<Duration>, max_refresh: Duration) -> Duration {
+    let floor = MIN_REFRESH.min(max_refresh);
+    max_age.map_or(max_refresh, |age| (age * 3 / 4).clamp(floor, max_refresh))
+}
+
 /// `max-age=N` from a `Cache-Control` header (`no-store`/`no-cache` mean "as often as allowed").
 fn cache_control_max_age(value: &str) -> Option<Duration> {
     value.split(',').map(str::trim).find_map(|directive| match directive {
@@ -383,6 +388,16 @@ mod tests {
         assert_eq!(cache_control_max_age("public, max-age=600"), Some(Duration::from_secs(600)));
         assert_eq!(cache_control_max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(cache_control_max_age("public"), None);
+    }
+
+    #[test]
+    fn refresh_follows_max_age_within_bounds() {
+        let s = Duration::from_secs;
+        assert_eq!(next_refresh(None, s(300)), s(300), "no max-age: the bound");
+        assert_eq!(next_refresh(Some(s(200)), s(300)), s(150), "before max-age runs out");
+        assert_eq!(next_refresh(Some(s(86_400)), s(300)), s(300), "never past the bound");
+        assert_eq!(next_refresh(Some(s(0)), s(300)), s(30), "no-store: not more often than 30 s");
+        assert_eq!(next_refresh(Some(s(0)), s(2)), s(2), "a bound below 30 s still applies");
     }
 
     #[test]
