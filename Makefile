@@ -11,7 +11,7 @@ ENVOY_VERSION := 1.40.0
 OIDC_PROVIDER := tests/oidc-provider/node_modules/oidc-provider/package.json
 WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 
-.PHONY: test sandbox build tools wasm-target lint bench
+.PHONY: test sandbox build tools wasm-target lint bench bench-load
 
 ## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
 test: tools build
@@ -36,6 +36,16 @@ $(OIDC_PROVIDER): tests/oidc-provider/package-lock.json
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+## Micro-benchmarks (criterion).
+bench: tools build
+	cargo bench -p kubegate-benches --bench filter --bench token_validation
+
+## The load benchmark through Envoy (release build): plain Envoy vs kubegate vs jwt_authn.
+bench-load: tools wasm-target
+	cargo build --release --workspace --bins
+	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
+	"$(CARGO_TARGET_DIR)/release/kubegate-load-bench" $(BENCH_ARGS)
 
 lint:
 	cargo fmt --all -- --check

@@ -1,0 +1,22 @@
+//! A smoke run of the load benchmark (a few hundred requests, one round), so the
+//! benchmark cannot rot between the times someone runs it for figures.
+
+#[test]
+fn the_load_benchmark_runs_and_prints_its_table() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubegate-load-bench"))
+        .args(["--requests", "200", "--rounds", "1", "--users", "1,20"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for variant in ["| plain Envoy |", "| plain + wasm filter |", "| kubegate |", "| jwt_authn |"] {
+        assert_eq!(stdout.matches(variant).count(), 8, "{variant} for 4 loads x 2 user counts:\n{stdout}");
+    }
+    assert!(stdout.contains("authz-server peak resident memory"), "{stdout}");
+    assert_eq!(
+        stdout.matches("| repeated (cache hit) |").count() + stdout.matches("| never seen (cache miss) |").count(),
+        4,
+        "{stdout}"
+    );
+}
