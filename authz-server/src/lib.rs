@@ -12,5 +12,6 @@ pub mod check;
 pub mod config;
 pub mod metrics;
 pub mod oidc;
+pub mod policy;
 pub mod request_info;
 pub mod server;

@@ -1,0 +1,196 @@
+//! The Cedar entities and requests for one question about one user.
+
+use crate::request_info::RequestInfo;
+use cedar_policy::{Context, Entities, Entity, EntityUid, Request, RestrictedExpression, Schema};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+
+/// Who is asking: the user, their IdP groups and the standing roles they hold.
+#[derive(Debug, Clone, Default)]
+pub struct Principal {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+/// Facts about the request besides its target.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// The client's address, as Envoy saw it.
+    pub source_ip: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+    pub path: String,
+    pub query: String,
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
+    let kind = cedar_policy::EntityTypeName::from_str(&format!("k8s::{kind}")).map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(kind, cedar_policy::EntityId::new(id)))
+}
+
+fn action(name: &str) -> Result<EntityUid, String> {
+    let kind = cedar_policy::EntityTypeName::from_str("k8s::Action").map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(kind, cedar_policy::EntityId::new(name)))
+}
+
+fn string(value: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(value.to_owned())
+}
+
+fn ip(value: &str) -> RestrictedExpression {
+    // An unparsable address becomes the unspecified one rather than an evaluation error.
+    let value = if value.parse::<std::net::IpAddr>().is_ok() { value } else { "0.0.0.0" };
+    RestrictedExpression::new_ip(value)
+}
+
+fn levels_record(levels: &BTreeSet<String>) -> RestrictedExpression {
+    let set = RestrictedExpression::new_set(levels.iter().map(|l| string(l)));
+    RestrictedExpression::new_record([("groups".to_string(), set)])
+        .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+}
+
+/// The user (in their groups and roles), those groups and roles, and the cluster.
+fn principal_entities(principal: &Principal, cluster: &EntityUid) -> Result<(EntityUid, Vec<Entity>), String> {
+    let user = uid("User", &principal.user)?;
+    let mut parents = HashSet::new();
+    let mut entities = vec![Entity::new_no_attrs(cluster.clone(), HashSet::new())];
+    for group in &principal.groups {
+        let g = uid("Group", group)?;
+        parents.insert(g.clone());
+        entities.push(Entity::new_no_attrs(g, HashSet::new()));
+    }
+    for role in &principal.roles {
+        let r = uid("Role", role)?;
+        parents.insert(r.clone());
+        entities.push(Entity::new_no_attrs(r, HashSet::new()));
+    }
+    let attrs = HashMap::from([("name".to_string(), string(&principal.user))]);
+    entities.push(Entity::new(user.clone(), attrs, parents).map_err(|e| e.to_string())?);
+    Ok((user, entities))
+}
+
+/// The context record; `Request::new` validates it against the schema for the action.
+fn context(pairs: Vec<(&str, RestrictedExpression)>) -> Result<Context, String> {
+    Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v))).map_err(|e| e.to_string())
+}
+
+fn base_context(meta: &RequestMeta) -> Vec<(&'static str, RestrictedExpression)> {
+    vec![("sourceIp", ip(&meta.source_ip)), ("time", RestrictedExpression::new_long(meta.time))]
+}
+
+fn finish(
+    schema: &Schema,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    context: Context,
+    entities: Vec<Entity>,
+) -> Result<(Request, Entities), String> {
+    let request = Request::new(principal, action, resource, context, Some(schema)).map_err(|e| e.to_string())?;
+    let entities = Entities::from_entities(entities, Some(schema)).map_err(|e| e.to_string())?;
+    Ok((request, entities))
+}
+
+pub(super) fn fetch_privileges(
+    schema: &Schema,
+    cluster: &str,
+    principal: &Principal,
+    meta: &RequestMeta,
+) -> Result<(Request, Entities), String> {
+    let cluster = uid("Cluster", cluster)?;
+    let (user, entities) = principal_entities(principal, &cluster)?;
+    let action = action("fetchPrivileges")?;
+    let context = context(base_context(meta))?;
+    finish(schema, user, action, cluster, context, entities)
+}
+
+pub(super) fn impersonation(
+    schema: &Schema,
+    cluster: &str,
+    principal: &Principal,
+    levels: &BTreeSet<String>,
+    meta: &RequestMeta,
+) -> Result<(Request, Entities), String> {
+    let cluster = uid("Cluster", cluster)?;
+    let (user, entities) = principal_entities(principal, &cluster)?;
+    let action = action("impersonate")?;
+    let mut pairs = base_context(meta);
+    pairs.push(("k8s", levels_record(levels)));
+    let context = context(pairs)?;
+    finish(schema, user, action, cluster, context, entities)
+}
+
+/// The action for a RequestInfo verb.
+fn request_action(info: &RequestInfo) -> &'static str {
+    let verb = match info {
+        RequestInfo::Resource(r) => r.verb.as_str(),
+        RequestInfo::NonResource { verb, .. } => verb.as_str(),
+    };
+    match verb {
+        "get" => "get",
+        "list" => "list",
+        "watch" => "watch",
+        "create" => "create",
+        "update" => "update",
+        "patch" => "patch",
+        "delete" => "delete",
+        "deletecollection" => "deletecollection",
+        "proxy" => "proxy",
+        "post" => "post",
+        "put" => "put",
+        "head" => "head",
+        "options" => "options",
+        _ => "other",
+    }
+}
+
+pub(super) fn request(
+    schema: &Schema,
+    cluster: &str,
+    principal: &Principal,
+    info: &RequestInfo,
+    levels: &BTreeSet<String>,
+    meta: &RequestMeta,
+) -> Result<(Request, Entities), String> {
+    let cluster_uid = uid("Cluster", cluster)?;
+    let (user, mut entities) = principal_entities(principal, &cluster_uid)?;
+    let parents = HashSet::from([cluster_uid]);
+    let resource = match info {
+        RequestInfo::Resource(r) => {
+            let id = format!("{}/{}/{}/{}/{}", r.api_group, r.resource, r.namespace, r.name, r.subresource);
+            let resource = uid("Resource", &id)?;
+            let attrs = HashMap::from([
+                ("apiGroup".to_string(), string(&r.api_group)),
+                ("resource".to_string(), string(&r.resource)),
+                ("subresource".to_string(), string(&r.subresource)),
+                ("namespace".to_string(), string(&r.namespace)),
+                ("name".to_string(), string(&r.name)),
+            ]);
+            entities.push(Entity::new(resource.clone(), attrs, parents).map_err(|e| e.to_string())?);
+            resource
+        }
+        RequestInfo::NonResource { path, .. } => {
+            let resource = uid("NonResourceURL", path)?;
+            let attrs = HashMap::from([("path".to_string(), string(path))]);
+            entities.push(Entity::new(resource.clone(), attrs, parents).map_err(|e| e.to_string())?);
+            resource
+        }
+    };
+    let action = action(request_action(info))?;
+    let verb = match info {
+        RequestInfo::Resource(r) => r.verb.clone(),
+        RequestInfo::NonResource { verb, .. } => verb.clone(),
+    };
+    let request_record = RestrictedExpression::new_record([
+        ("verb".to_string(), string(&verb)),
+        ("path".to_string(), string(&meta.path)),
+        ("query".to_string(), string(&meta.query)),
+    ])
+    .map_err(|e| e.to_string())?;
+    let mut pairs = base_context(meta);
+    pairs.push(("k8s", levels_record(levels)));
+    pairs.push(("request", request_record));
+    let context = context(pairs)?;
+    finish(schema, user, action, resource, context, entities)
+}

@@ -1,0 +1,185 @@
+//! Cedar policy: loading and validating policy files against kubegate's schema
+//! (`authz-server/policy/kubegate.cedarschema`), and answering the three questions
+//! kubegate asks of them:
+//!
+//! * [`PolicyEngine::fetch_privileges`]: which privilege levels do `permit` policies on
+//!   `fetchPrivileges` add for this user (their `@k8s_impersonate_groups` annotations)?
+//! * [`PolicyEngine::check_impersonation`]: does a `forbid` on `impersonate` veto the
+//!   resolved levels (`context.k8s.groups`)?
+//! * [`PolicyEngine::authorize_request`]: does a `forbid` refuse this Kubernetes request?
+//!
+//! kubegate adds two built-in `permit` policies (every request, every impersonation),
+//! so policies only need to say what to forbid; Kubernetes RBAC still decides what the
+//! impersonated identity may do. A policy that fails to evaluate counts as a refusal.
+
+mod entities;
+mod source;
+
+pub use entities::{Principal, RequestMeta};
+pub use source::PolicyError;
+
+use crate::request_info::RequestInfo;
+use cedar_policy::{Authorizer, Decision, Effect, PolicyId, PolicySet, Schema};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// kubegate's Cedar schema.
+pub const SCHEMA: &str = include_str!("../../policy/kubegate.cedarschema");
+
+/// Appended to every policy set: allow unless a policy forbids.
+const BUILT_IN: &str = r#"
+@id("kubegate-allow-requests")
+permit (principal, action in k8s::Action::"request", resource);
+@id("kubegate-allow-impersonation")
+permit (principal, action == k8s::Action::"impersonate", resource);
+"#;
+
+/// The annotation on `fetchPrivileges` permits that lists levels to add.
+const LEVELS_ANNOTATION: &str = "k8s_impersonate_groups";
+/// The annotation whose text is the message a refused user sees.
+const ERROR_ANNOTATION: &str = "error";
+
+/// What policy said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Refused: the message for the user, and the ids of the policies that decided.
+    Deny {
+        message: String,
+        policies: Vec<String>,
+    },
+}
+
+/// A validated policy set.
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    authorizer: Authorizer,
+    cluster: String,
+    /// Where each policy came from, for messages.
+    origins: std::collections::HashMap<PolicyId, String>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine").field("cluster", &self.cluster).field("policies", &self.len()).finish()
+    }
+}
+
+impl PolicyEngine {
+    /// Loads and validates policy files for the cluster called `cluster`.
+    pub fn load(files: &[PathBuf], cluster: &str) -> Result<Self, PolicyError> {
+        let mut sources = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| PolicyError::Read { file: file.display().to_string(), reason: e.to_string() })?;
+            sources.push((file.display().to_string(), text));
+        }
+        Self::from_sources(&sources, cluster)
+    }
+
+    /// Validates policy texts, each named for messages.
+    pub fn from_sources(sources: &[(String, String)], cluster: &str) -> Result<Self, PolicyError> {
+        let schema = source::schema()?;
+        let (policies, origins) = source::policy_set(sources, BUILT_IN, &schema)?;
+        Ok(Self { schema, policies, authorizer: Authorizer::new(), cluster: cluster.to_owned(), origins })
+    }
+
+    /// The number of policies loaded from files (the built-in ones not counted).
+    pub fn len(&self) -> usize {
+        self.policies.policies().count() - 2
+    }
+
+    /// True when no file policy is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The privilege levels `fetchPrivileges` permits add for `principal`, sorted, and
+    /// the policies that added them.
+    pub fn fetch_privileges(&self, principal: &Principal, meta: &RequestMeta) -> (BTreeSet<String>, Vec<String>) {
+        let Ok((request, entities)) = entities::fetch_privileges(&self.schema, &self.cluster, principal, meta) else {
+            return (BTreeSet::new(), Vec::new());
+        };
+        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        if response.decision() != Decision::Allow {
+            return (BTreeSet::new(), Vec::new());
+        }
+        let mut levels = BTreeSet::new();
+        let mut by = Vec::new();
+        for id in response.diagnostics().reason() {
+            if let Some(list) = self.policies.annotation(id, LEVELS_ANNOTATION) {
+                levels.extend(list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned));
+                by.push(self.describe(id));
+            }
+        }
+        (levels, by)
+    }
+
+    /// Whether the resolved `levels` may be impersonated for `principal`.
+    pub fn check_impersonation(&self, principal: &Principal, levels: &BTreeSet<String>, meta: &RequestMeta) -> Verdict {
+        match entities::impersonation(&self.schema, &self.cluster, principal, levels, meta) {
+            Ok((request, entities)) => self.verdict(&request, &entities),
+            Err(reason) => deny_unevaluable(reason),
+        }
+    }
+
+    /// Whether a Kubernetes request may proceed.
+    pub fn authorize_request(
+        &self,
+        principal: &Principal,
+        info: &RequestInfo,
+        levels: &BTreeSet<String>,
+        meta: &RequestMeta,
+    ) -> Verdict {
+        match entities::request(&self.schema, &self.cluster, principal, info, levels, meta) {
+            Ok((request, entities)) => self.verdict(&request, &entities),
+            Err(reason) => deny_unevaluable(reason),
+        }
+    }
+
+    fn verdict(&self, request: &cedar_policy::Request, entities: &cedar_policy::Entities) -> Verdict {
+        let response = self.authorizer.is_authorized(request, &self.policies, entities);
+        let diagnostics = response.diagnostics();
+        // Cedar skips a policy that fails to evaluate; a skipped forbid must not open the door.
+        if let Some(error) = diagnostics.errors().next() {
+            return Verdict::Deny {
+                message: format!("a kubegate policy could not be evaluated ({error}); refusing"),
+                policies: vec![match error {
+                    cedar_policy::AuthorizationError::PolicyEvaluationError(e) => self.describe(e.policy_id()),
+                }],
+            };
+        }
+        if response.decision() == Decision::Allow {
+            return Verdict::Allow;
+        }
+        let forbids: Vec<&PolicyId> = diagnostics
+            .reason()
+            .filter(|id| self.policies.policy(id).is_some_and(|p| p.effect() == Effect::Forbid))
+            .collect();
+        let message = forbids
+            .iter()
+            .find_map(|id| self.policies.annotation(id, ERROR_ANNOTATION))
+            .map(str::to_owned)
+            .unwrap_or_else(|| match forbids.first() {
+                Some(id) => format!("refused by kubegate policy {}", self.describe(id)),
+                None => "no kubegate policy permits this request".to_owned(),
+            });
+        Verdict::Deny { message, policies: forbids.iter().map(|id| self.describe(id)).collect() }
+    }
+
+    /// `file:line` (and `@id` when the policy has one) of a policy.
+    fn describe(&self, id: &PolicyId) -> String {
+        self.origins.get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+}
+
+fn deny_unevaluable(reason: String) -> Verdict {
+    Verdict::Deny {
+        message: format!("kubegate could not evaluate its policy for this request ({reason}); refusing"),
+        policies: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! From policy files to a validated `PolicySet`, with errors that name the file, the
+//! line and column, and the reason.
+
+use cedar_policy::{Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+use std::collections::HashMap;
+
+/// Why policies were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}: {reason}")]
+    Read { file: String, reason: String },
+    /// A syntax or validation error at a place in a file.
+    #[error("{file}:{line}:{column}: {reason}")]
+    Invalid { file: String, line: usize, column: usize, reason: String },
+    /// kubegate's own schema does not parse (a build defect).
+    #[error("kubegate's Cedar schema: {0}")]
+    Schema(String),
+}
+
+pub(super) fn schema() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(super::SCHEMA)
+        .map(|(schema, _)| schema)
+        .map_err(|e| PolicyError::Schema(e.to_string()))
+}
+
+/// Parses every source statement by statement (so every error has its line), gives
+/// each policy an id naming its file, line and `@id`, appends `built_in`, and validates
+/// the whole set (strict mode).
+pub(super) fn policy_set(
+    sources: &[(String, String)],
+    built_in: &str,
+    schema: &Schema,
+) -> Result<(PolicySet, HashMap<PolicyId, String>), PolicyError> {
+    let mut set = PolicySet::new();
+    let mut origins = HashMap::new();
+    // Where each policy's text lives, to turn validator offsets into lines.
+    let mut texts: HashMap<PolicyId, (String, String, usize)> = HashMap::new();
+    let all =
+        sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).chain(std::iter::once(("kubegate built-in", built_in)));
+    for (name, text) in all {
+        for (index, (start, statement)) in statements(text).into_iter().enumerate() {
+            let id = PolicyId::new(format!("{name}#{index}"));
+            let at = |offset: usize| line_column(text, start + offset);
+            let policy = Policy::parse(Some(id.clone()), statement).map_err(|e| {
+                let (line, column) = at(first_offset(&e).unwrap_or(0));
+                PolicyError::Invalid { file: name.to_owned(), line, column, reason: reason(&e) }
+            })?;
+            let (line, _) = at(leading_space(statement));
+            let label = match policy.annotation("id") {
+                Some(annotated) => format!("{name}:{line} ({annotated})"),
+                None => format!("{name}:{line}"),
+            };
+            set.add(policy).map_err(|e| PolicyError::Invalid {
+                file: name.to_owned(),
+                line,
+                column: 1,
+                reason: e.to_string(),
+            })?;
+            origins.insert(id.clone(), label);
+            texts.insert(id, (name.to_owned(), text.to_owned(), start));
+        }
+    }
+    let validation = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    if let Some(error) = validation.validation_errors().next() {
+        let (file, text, start) = texts.get(error.policy_id()).cloned().unwrap_or_default();
+        let (line, column) = line_column(&text, start + first_offset(error).unwrap_or(0));
+        return Err(PolicyError::Invalid { file, line, column, reason: reason(error) });
+    }
+    Ok((set, origins))
+}
+
+/// The diagnostic's message, its first nested cause, and its help.
+fn reason(diagnostic: &dyn Diagnostic) -> String {
+    let mut reason = diagnostic.to_string();
+    if let Some(inner) = diagnostic.related().and_then(|mut r| r.next()) {
+        reason = format!("{reason}: {inner}");
+    }
+    match diagnostic.help() {
+        Some(help) => format!("{reason} ({help})"),
+        None => reason,
+    }
+}
+
+/// Splits a policy file into statements (each ends with `;` outside strings and
+/// comments), with each statement's byte offset in the file. Text after the last `;`
+/// is one more statement if it holds anything but space and comments (so a missing
+/// `;` is reported by the parser, at its place).
+fn statements(text: &str) -> Vec<(usize, &str)> {
+    let bytes = text.as_bytes();
+    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+    let (mut in_string, mut in_comment) = (false, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_comment {
+            in_comment = b != b'\n';
+        } else if in_string {
+            if b == b'\\' {
+                i += 1;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            in_comment = true;
+        } else if b == b';' {
+            out.push((start, &text[start..=i]));
+            start = i + 1;
+        }
+        i += 1;
+    }
+    let rest = &text[start..];
+    if rest.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//")) {
+        out.push((start, rest));
+    }
+    out
+}
+
+/// Bytes of whitespace and comment lines before a statement's first token.
+fn leading_space(statement: &str) -> usize {
+    let mut offset = 0;
+    for line in statement.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with("//") {
+            offset += line.len();
+        } else {
+            return offset + (line.len() - trimmed.len());
+        }
+    }
+    offset
+}
+
+/// The first source offset a diagnostic (or one of its related diagnostics) points at.
+fn first_offset(diagnostic: &dyn Diagnostic) -> Option<usize> {
+    if let Some(label) = diagnostic.labels().and_then(|mut labels| labels.next()) {
+        return Some(label.offset());
+    }
+    diagnostic.related().and_then(|mut related| related.find_map(first_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn splits_statements_outside_strings_and_comments() {
+        let text = "// a; comment\npermit (principal, action, resource) when { \"a;b\" == \"c\" };\n\nforbid (principal, action, resource);\n// end\n";
+        let parts = super::statements(text);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].1.ends_with("\"c\" };"));
+        assert_eq!(super::line_column(text, parts[1].0 + super::leading_space(parts[1].1)).0, 4);
+        assert_eq!(super::statements("permit (principal, action, resource)").len(), 1, "a missing ; is still parsed");
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

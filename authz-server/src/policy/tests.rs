@@ -1,0 +1,154 @@
+use super::*;
+use crate::request_info::parse;
+
+fn engine(policies: &str) -> PolicyEngine {
+    PolicyEngine::from_sources(&[("policies.cedar".into(), policies.into())], "prod").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn meta() -> RequestMeta {
+    RequestMeta { source_ip: "192.0.2.10".into(), time: 1_800_000_000, path: "/".into(), query: String::new() }
+}
+
+fn alice(roles: &[&str]) -> Principal {
+    Principal {
+        user: "alice@example.com".into(),
+        groups: vec!["engineering".into()],
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+fn levels(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|l| l.to_string()).collect()
+}
+
+/// Seed 002, "Add privilege levels with policy", adapted only in entity type names.
+const SEED_ADD_LEVELS: &str = r#"
+@k8s_impersonate_groups("foo, bar")
+permit (
+  principal in k8s::Role::"engineering",
+  action == k8s::Action::"fetchPrivileges",
+  resource in k8s::Cluster::"prod"
+);
+"#;
+
+/// Seed 002, "Forbid based on privilege levels present", adapted only in entity type
+/// names (and the comma the seed's example misses after the action).
+const SEED_FORBID: &str = r#"
+@error("invalid group")
+forbid(
+  principal,
+  action == k8s::Action::"impersonate",
+  resource
+) when {
+  context has k8s && !["devops","qa","marketing"].containsAll(context.k8s.groups)
+};
+"#;
+
+#[test]
+fn seed_policy_adds_privilege_levels_for_role_members() {
+    let e = engine(SEED_ADD_LEVELS);
+    let (added, by) = e.fetch_privileges(&alice(&["engineering"]), &meta());
+    assert_eq!(added, levels(&["bar", "foo"]));
+    assert_eq!(by, ["policies.cedar:2"]);
+    let (none, _) = e.fetch_privileges(&alice(&[]), &meta());
+    assert!(none.is_empty(), "not a member of the role");
+}
+
+#[test]
+fn seed_forbid_vetoes_levels_with_its_error_message() {
+    let e = engine(SEED_FORBID);
+    let verdict = e.check_impersonation(&alice(&[]), &levels(&["foo"]), &meta());
+    assert_eq!(verdict, Verdict::Deny { message: "invalid group".into(), policies: vec!["policies.cedar:2".into()] });
+    assert_eq!(e.check_impersonation(&alice(&[]), &levels(&["qa", "devops"]), &meta()), Verdict::Allow);
+}
+
+#[test]
+fn per_request_forbids_name_their_rule() {
+    let e = engine(
+        r#"
+@id("no-delete-in-kube-system")
+@error("deleting in kube-system is not allowed through kubegate")
+forbid (principal, action in [k8s::Action::"delete", k8s::Action::"deletecollection"], resource)
+when { resource is k8s::Resource && resource.namespace == "kube-system" };
+
+@error("exec into payments needs the oncall privilege level")
+forbid (principal, action == k8s::Action::"create", resource)
+when { resource is k8s::Resource && resource.subresource == "exec" && resource.namespace == "payments"
+       && !context.k8s.groups.contains("oncall") };
+"#,
+    );
+    let p = alice(&[]);
+    let ask = |method: &str, path: &str, lv: &[&str]| {
+        e.authorize_request(&p, &parse(method, path, "").unwrap_or_else(|e| panic!("{e}")), &levels(lv), &meta())
+    };
+    let deleted = ask("DELETE", "/api/v1/namespaces/kube-system/pods/coredns", &[]);
+    assert_eq!(
+        deleted,
+        Verdict::Deny {
+            message: "deleting in kube-system is not allowed through kubegate".into(),
+            policies: vec!["policies.cedar:2 (no-delete-in-kube-system)".into()]
+        }
+    );
+    assert_eq!(ask("DELETE", "/api/v1/namespaces/default/pods/web", &[]), Verdict::Allow);
+    assert!(
+        matches!(ask("GET", "/api/v1/namespaces/payments/pods/api/exec", &["engineering"]), Verdict::Deny { message, .. } if message.contains("oncall"))
+    );
+    assert_eq!(ask("GET", "/api/v1/namespaces/payments/pods/api/exec", &["oncall"]), Verdict::Allow);
+    assert_eq!(ask("GET", "/version", &[]), Verdict::Allow, "non-resource requests are allowed by default");
+}
+
+#[test]
+fn context_carries_source_address_and_time() {
+    let e = engine(
+        r#"
+@error("only from the office network")
+forbid (principal, action in k8s::Action::"request", resource)
+unless { context.sourceIp.isInRange(ip("192.0.2.0/24")) };
+@error("the change freeze is on")
+forbid (principal, action == k8s::Action::"patch", resource) when { context.time > 1700000000 };
+"#,
+    );
+    let info = parse("GET", "/api/v1/namespaces/default/pods", "").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(e.authorize_request(&alice(&[]), &info, &levels(&[]), &meta()), Verdict::Allow);
+    let elsewhere = RequestMeta { source_ip: "198.51.100.7".into(), ..meta() };
+    assert!(
+        matches!(e.authorize_request(&alice(&[]), &info, &levels(&[]), &elsewhere), Verdict::Deny { message, .. } if message == "only from the office network")
+    );
+    let patch = parse("PATCH", "/api/v1/namespaces/default/pods/web", "").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(e.authorize_request(&alice(&[]), &patch, &levels(&[]), &meta()), Verdict::Deny { message, .. } if message == "the change freeze is on")
+    );
+}
+
+#[test]
+fn a_syntax_error_names_file_line_and_reason() {
+    let err = PolicyEngine::from_sources(
+        &[(
+            "team.cedar".into(),
+            "permit (principal, action, resource);\nforbid (principal action, resource);\n".into(),
+        )],
+        "prod",
+    );
+    let Err(PolicyError::Invalid { file, line, reason, .. }) = err else { panic!("{err:?}") };
+    assert_eq!((file.as_str(), line), ("team.cedar", 2), "{reason}");
+}
+
+#[test]
+fn a_policy_that_does_not_match_the_schema_names_file_line_and_reason() {
+    let text =
+        "// ok\npermit (principal, action == k8s::Action::\"get\", resource)\nwhen { resource.colour == \"red\" };\n";
+    let err = PolicyEngine::from_sources(&[("team.cedar".into(), text.into())], "prod");
+    let Err(PolicyError::Invalid { file, line, reason, .. }) = err else { panic!("{err:?}") };
+    assert_eq!(file, "team.cedar");
+    assert!((2..=3).contains(&line), "line {line}: {reason}");
+    assert!(reason.contains("colour"), "{reason}");
+}
+
+#[test]
+fn an_unknown_action_is_refused() {
+    let err = PolicyEngine::from_sources(
+        &[("a.cedar".into(), "permit (principal, action == k8s::Action::\"teleport\", resource);".into())],
+        "prod",
+    );
+    assert!(matches!(err, Err(PolicyError::Invalid { ref reason, .. }) if reason.contains("teleport")), "{err:?}");
+}
