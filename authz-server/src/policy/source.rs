@@ -139,6 +139,14 @@ fn first_offset(diagnostic: &dyn Diagnostic) -> Option<usize> {
     diagnostic.related().and_then(|mut related| related.find_map(first_offset))
 }
 
+/// 1-based line and column of a byte offset.
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -150,12 +158,4 @@ mod tests {
         assert_eq!(super::line_column(text, parts[1].0 + super::leading_space(parts[1].1)).0, 4);
         assert_eq!(super::statements("permit (principal, action, resource)").len(), 1, "a missing ; is still parsed");
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }

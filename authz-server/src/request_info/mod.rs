@@ -71,14 +71,12 @@ pub fn parse(method: &str, path: &str, query: &str) -> Result<RequestInfo, Reque
         info.verb = verb_for_method(method).to_owned();
     }
 
-    if rest[0] == "namespaces" {
-        if rest.len() > 1 {
-            info.namespace = rest[1].to_owned();
-            // `namespaces/<ns>/<resource>...`: the resource is what follows, unless it is
-            // a subresource of the namespace itself (`namespaces/<ns>/status`).
-            if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
-                rest = &rest[2..];
-            }
+    if rest[0] == "namespaces" && rest.len() > 1 {
+        info.namespace = rest[1].to_owned();
+        // `namespaces/<ns>/<resource>...`: the resource is what follows, unless it is a
+        // subresource of the namespace itself (`namespaces/<ns>/status`).
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
+            rest = &rest[2..];
         }
     }
     if rest.len() >= 3 && info.verb != "proxy" {

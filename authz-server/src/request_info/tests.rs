@@ -5,6 +5,7 @@ use super::*;
 
 /// Expected resource attributes: verb, prefix, group, version, namespace, resource,
 /// subresource, name.
+#[allow(clippy::too_many_arguments)]
 fn r(
     verb: &str,
     prefix: &str,
