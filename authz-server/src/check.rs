@@ -6,12 +6,16 @@
 
 use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
+use crate::policy::{PolicyEngine, RequestMeta, Verdict};
+use crate::privilege::{PrivilegeResolver, Privileges};
+use crate::request_info::{self, RequestInfoError};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use kubegate_decision::{Decision, Impersonation, Status, CLIENT_IMPERSONATION_HEADER, METADATA_KEY, REQUEST_ID_EXTRA};
-use std::collections::{BTreeMap, HashMap};
+use kubegate_decision::{Decision, Status, CLIENT_IMPERSONATION_HEADER, METADATA_KEY};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The parts of an ext_authz `CheckRequest` kubegate looks at.
 #[derive(Debug, Default)]
@@ -19,18 +23,40 @@ pub struct GatewayRequest<'a> {
     /// Envoy's request id (`x-request-id`), shared with the API server's audit log.
     pub id: &'a str,
     pub method: &'a str,
+    /// The request target, query included (Envoy's `:path`).
     pub path: &'a str,
     /// Lower-cased header names; repeated headers arrive joined by commas.
     pub headers: Option<&'a HashMap<String, String>>,
+    /// The client's address as Envoy saw it.
+    pub source_ip: &'a str,
 }
 
 impl<'a> GatewayRequest<'a> {
     fn from_check(check: &'a CheckRequest) -> Self {
-        let http = check.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
+        let attributes = check.attributes.as_ref();
+        let http = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
+        let source_ip = attributes
+            .and_then(|a| a.source.as_ref())
+            .and_then(|s| s.address.as_ref())
+            .and_then(|a| a.address.as_ref())
+            .and_then(|a| match a {
+                envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s) => {
+                    Some(s.address.as_str())
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
         match http {
-            Some(http) => Self { id: &http.id, method: &http.method, path: &http.path, headers: Some(&http.headers) },
+            Some(http) => {
+                Self { id: &http.id, method: &http.method, path: &http.path, headers: Some(&http.headers), source_ip }
+            }
             None => Self::default(),
         }
+    }
+
+    /// The path without the query, and the query.
+    fn path_and_query(&self) -> (&'a str, &'a str) {
+        self.path.split_once('?').unwrap_or((self.path, ""))
     }
 
     fn header(&self, name: &str) -> Option<&'a str> {
@@ -53,13 +79,25 @@ pub enum Refusal {
     /// The client asked to impersonate (`kubectl --as`, `--as-group`, raw headers).
     #[error("kubegate sets your Kubernetes identity from your login; impersonation headers (kubectl --as, --as-group, --as-uid) are not accepted")]
     ClientImpersonation,
+    /// The path is not a Kubernetes request kubegate can authorise.
+    #[error(transparent)]
+    Unparsable(#[from] RequestInfoError),
+    /// A policy vetoed the user's privilege levels (`forbid` on `impersonate`).
+    #[error("{0}")]
+    LevelsVetoed(String),
+    /// A policy forbids this request.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl Refusal {
     fn http_status(&self) -> (u16, HttpStatusCode) {
         match self {
             Refusal::Token(_) => (401, HttpStatusCode::Unauthorized),
-            Refusal::ClientImpersonation => (403, HttpStatusCode::Forbidden),
+            Refusal::Unparsable(_) => (400, HttpStatusCode::BadRequest),
+            Refusal::ClientImpersonation | Refusal::LevelsVetoed(_) | Refusal::Forbidden(_) => {
+                (403, HttpStatusCode::Forbidden)
+            }
         }
     }
 
@@ -68,6 +106,9 @@ impl Refusal {
         match self {
             Refusal::Token(e) => e.code(),
             Refusal::ClientImpersonation => "client_impersonation",
+            Refusal::Unparsable(_) => "request_unparsable",
+            Refusal::LevelsVetoed(_) => "privileges_vetoed",
+            Refusal::Forbidden(_) => "policy_forbidden",
         }
     }
 }
@@ -75,27 +116,53 @@ impl Refusal {
 /// Decides one request.
 pub struct Gatekeeper {
     validator: Arc<TokenValidator>,
+    policy: Arc<PolicyEngine>,
+    privileges: PrivilegeResolver,
+}
+
+/// An allowed request: who, with which levels, and what the filter should inject.
+pub struct Allowed {
+    pub identity: Arc<Identity>,
+    pub privileges: Privileges,
+    pub decision: Decision,
 }
 
 impl Gatekeeper {
-    pub fn new(validator: Arc<TokenValidator>) -> Self {
-        Self { validator }
+    pub fn new(validator: Arc<TokenValidator>, policy: Arc<PolicyEngine>, privileges: PrivilegeResolver) -> Self {
+        Self { validator, policy, privileges }
     }
 
-    /// Authenticates the request and builds the decision for the filter.
-    pub async fn decide(&self, request: &GatewayRequest<'_>) -> Result<(Arc<Identity>, Decision), Refusal> {
+    /// Authenticates the request, resolves the user's privilege levels, applies policy,
+    /// and builds the decision for the filter.
+    pub async fn decide(&self, request: &GatewayRequest<'_>) -> Result<Allowed, Refusal> {
         let token = request.bearer_token().ok_or(TokenError::Missing)?;
         let identity = self.validator.validate(token).await?;
         if request.header(CLIENT_IMPERSONATION_HEADER).is_some() {
             return Err(Refusal::ClientImpersonation);
         }
-        let decision = Decision::impersonating(Impersonation {
-            user: identity.username.clone(),
-            groups: identity.groups.clone(),
-            uid: identity.uid.clone(),
-            extra: BTreeMap::from([(REQUEST_ID_EXTRA.to_string(), vec![request.id.to_string()])]),
-        });
-        Ok((identity, decision))
+        let (path, query) = request.path_and_query();
+        let info = request_info::parse(request.method, path, query)?;
+        let meta = RequestMeta {
+            source_ip: request.source_ip.to_owned(),
+            time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            path: path.to_owned(),
+            query: query.to_owned(),
+        };
+        let principal = self.privileges.principal(&identity);
+        let privileges = self.privileges.resolve(&principal, &self.policy, &meta).map_err(|veto| match veto {
+            Verdict::Deny { message, .. } => Refusal::LevelsVetoed(message),
+            Verdict::Allow => Refusal::LevelsVetoed("refused".into()),
+        })?;
+        if let Verdict::Deny { message, .. } =
+            self.policy.authorize_request(&principal, &info, &privileges.levels, &meta)
+        {
+            return Err(Refusal::Forbidden(message));
+        }
+        let decision = Decision {
+            version: kubegate_decision::CONTRACT_VERSION,
+            impersonate: self.privileges.impersonation(&identity, &privileges, request.id),
+        };
+        Ok(Allowed { identity, privileges, decision })
     }
 }
 
@@ -120,9 +187,11 @@ impl Authorization for CheckService {
         let check = request.into_inner();
         let request = GatewayRequest::from_check(&check);
         let response = match self.gatekeeper.decide(&request).await {
-            Ok((identity, decision)) => {
+            Ok(allowed_request) => {
+                let Allowed { identity, privileges, decision } = allowed_request;
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
-                    path = request.path, user = %identity.username, groups = ?identity.groups, decision = "allow");
+                    path = request.path, user = %identity.username, idp_groups = ?identity.groups,
+                    roles = ?privileges.roles, privilege_levels = ?privileges.levels, decision = "allow");
                 self.metrics.record_allowed();
                 allowed(&decision)
             }
@@ -197,6 +266,8 @@ mod tests {
 
     #[test]
     fn allowed_decisions_travel_as_one_json_string() {
+        use kubegate_decision::Impersonation;
+        use std::collections::BTreeMap;
         let decision = Decision::impersonating(Impersonation {
             user: "alice@example.com".into(),
             groups: vec!["engineering".into()],

@@ -22,6 +22,97 @@ pub struct Config {
     pub token_cache_size: usize,
     /// The OpenID Connect issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerConfig>,
+    /// The cluster behind this gateway and how identities reach it.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Standing roles: who holds which privilege levels.
+    #[serde(default)]
+    pub roles: Vec<RoleConfig>,
+    /// Cedar policy files, or directories of `*.cedar` files, relative to this file.
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
+}
+
+/// The cluster behind this gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterConfig {
+    /// The cluster's name: the `k8s::Cluster` entity policies refer to. Default `default`.
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    /// How a request's identity reaches the API server. Default `impersonate`.
+    #[serde(default)]
+    pub identity_mode: IdentityMode,
+    /// Also impersonate the user's IdP groups (prefix applied). Default false.
+    #[serde(default)]
+    pub include_idp_groups: bool,
+    /// Also impersonate the names of the user's standing roles, transformed as Kubernetes
+    /// group names (lower case, spaces to hyphens, periods dropped). Default false.
+    #[serde(default)]
+    pub include_role_names: bool,
+    /// The gateway's own user name, impersonated in `leasedWithLevels` mode.
+    #[serde(default = "default_gateway_user")]
+    pub gateway_user: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: default_cluster_name(),
+            identity_mode: IdentityMode::default(),
+            include_idp_groups: false,
+            include_role_names: false,
+            gateway_user: default_gateway_user(),
+        }
+    }
+}
+
+/// How the API server sees a request (see docs/configuration.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityMode {
+    /// User = the person; groups = their privilege levels.
+    #[default]
+    Impersonate,
+    /// User = the gateway's own identity; groups = the person's privilege levels.
+    LeasedWithLevels,
+    /// No impersonation: the gateway's own credential alone; kubegate audits the person.
+    Leased,
+}
+
+/// A standing role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleConfig {
+    pub name: String,
+    #[serde(default)]
+    pub members: RoleMembers,
+    /// The Kubernetes groups members get on this cluster.
+    #[serde(default)]
+    pub privilege_levels: Vec<String>,
+}
+
+/// Who holds a role: named users, or anyone in one of the IdP groups.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMembers {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+fn default_cluster_name() -> String {
+    "default".into()
+}
+fn default_gateway_user() -> String {
+    "system:serviceaccount:kubegate:kubegate".into()
+}
+
+/// A role name as a Kubernetes group: lower case, spaces to hyphens, periods dropped
+/// (`Site Reliability.Team` is `site-reliabilityteam`).
+pub fn role_group_name(role: &str) -> String {
+    role.to_lowercase().replace(' ', "-").replace('.', "")
 }
 
 /// One trusted OpenID Connect issuer.
@@ -139,7 +230,32 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        // Policy paths are relative to the configuration file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.policy_files = config.policy_files.iter().map(|p| base.join(p)).collect();
+        Ok(config)
+    }
+
+    /// Every policy file: the listed files, and the `*.cedar` files of listed
+    /// directories, in name order.
+    pub fn policy_paths(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        let mut paths = Vec::new();
+        for entry in &self.policy_files {
+            if entry.is_dir() {
+                let listing =
+                    std::fs::read_dir(entry).map_err(|source| ConfigError::Read { path: entry.clone(), source })?;
+                let mut files: Vec<PathBuf> = listing
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+                    .collect();
+                files.sort();
+                paths.extend(files);
+            } else {
+                paths.push(entry.clone());
+            }
+        }
+        Ok(paths)
     }
 
     /// Parses configuration text; `path` is only used in error messages.
@@ -178,6 +294,22 @@ impl Config {
         }
         // One issuer may appear more than once (people and bots, with their own claim
         // mappings) if the audiences tell its tokens apart.
+        let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        for (i, role) in self.roles.iter().enumerate() {
+            if role.name.trim().is_empty() {
+                return Err(format!("roles[{i}].name: a role needs a name"));
+            }
+            if let Some(other) = seen.insert(role_group_name(&role.name), &role.name) {
+                return Err(format!(
+                    "roles[{i}].name: roles {other:?} and {:?} are the same group name {:?} once lower-cased, spaces made hyphens and periods dropped",
+                    role.name,
+                    role_group_name(&role.name)
+                ));
+            }
+            if role.privilege_levels.iter().any(|l| l.starts_with("system:")) {
+                return Err(format!("roles[{i}].privilegeLevels: `system:` groups cannot be privilege levels"));
+            }
+        }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let overlapping = self.issuers[..i]
                 .iter()
@@ -262,6 +394,16 @@ mod tests {
     fn one_issuer_may_serve_people_and_bots_with_disjoint_audiences() {
         let c = parse("issuers:\n- url: https://idp\n  audiences: [kubegate]\n- url: https://idp\n  audiences: [kubegate-bots]\n  usernameClaim: sub\n");
         assert!(c.is_ok(), "{:?}", c.err().map(|e| e.to_string()));
+    }
+
+    #[test]
+    fn colliding_role_names_are_refused_with_both_names() {
+        let err = parse("issuers:\n- url: https://idp\n  audiences: [k]\nroles:\n- name: My.Role\n- name: myrole\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("\"My.Role\"") && err.contains("\"myrole\""), "{err}");
+        assert_eq!(role_group_name("Site Reliability.Team"), "site-reliabilityteam");
     }
 
     #[test]

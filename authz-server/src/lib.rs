@@ -3,7 +3,8 @@
 //! gateway impersonates.
 //!
 //! The map: [`config`] reads the YAML file; [`oidc`] verifies tokens and maps claims to
-//! an identity; [`request_info`] parses what a request asks to do, as kube-apiserver does; [`check`] answers Envoy's `Check` calls; [`metrics`] counts what
+//! an identity; [`request_info`] parses what a request asks to do, as kube-apiserver does;
+//! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`check`] answers Envoy's `Check` calls; [`metrics`] counts what
 //! happened; [`server`] puts the gRPC services on a socket.
 
 #![forbid(unsafe_code)]
@@ -13,5 +14,6 @@ pub mod config;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
+pub mod privilege;
 pub mod request_info;
 pub mod server;

@@ -4,6 +4,8 @@ use crate::check::{CheckService, Gatekeeper};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oidc::{JwksError, TokenValidator};
+use crate::policy::{PolicyEngine, PolicyError};
+use crate::privilege::PrivilegeResolver;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,10 @@ use std::time::Duration;
 pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] JwksError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("listening on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("gRPC server: {0}")]
@@ -21,6 +27,10 @@ pub enum ServeError {
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+    let policy = Arc::new(PolicyEngine::load(&config.policy_paths()?, &config.cluster.name)?);
+    tracing::info!(policies = policy.len(), cluster = %config.cluster.name, "policies loaded");
+    log_unbound_levels(&config);
+    let privileges = PrivilegeResolver::new(config.roles.clone(), config.cluster.clone());
     let validator = Arc::new(TokenValidator::new(&config.issuers, config.token_cache_size)?);
     validator.start();
     let metrics = Arc::new(Metrics::default());
@@ -45,10 +55,23 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
 
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator), metrics)))
+        .add_service(AuthorizationServer::new(CheckService::new(
+            Gatekeeper::new(validator, policy, privileges),
+            metrics,
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+/// Privilege levels that standing roles grant are Kubernetes groups: if the cluster has
+/// no binding for one it does nothing today and grants power the day someone binds it.
+/// Until discovery can check the cluster, say which levels are configured.
+fn log_unbound_levels(config: &Config) {
+    let levels: std::collections::BTreeSet<&String> = config.roles.iter().flat_map(|r| &r.privilege_levels).collect();
+    if !levels.is_empty() {
+        tracing::warn!(levels = ?levels, "privilege levels granted by roles; check that the cluster binds each (kubegate cannot check yet), or a later binding silently widens access");
+    }
 }
 
 /// Ready once some issuer's keys are loaded; a request that arrives earlier is still

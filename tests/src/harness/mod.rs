@@ -73,7 +73,16 @@ pub struct StackOptions {
     /// (e.g. `"  unknownKeyRefetchSeconds: 1\n"`); further `- url:` entries may follow.
     /// `{issuer}` and `{ca}` are replaced by the provider's URL and the CA file.
     pub issuer_settings: String,
+    /// Top-level authz-server settings: standing roles, cluster. The default role gives
+    /// members of IdP group `engineering` the privilege level `engineering`.
+    pub authz_settings: String,
+    /// Cedar policy files for authz-server: (file name, text).
+    pub policies: Vec<(String, String)>,
 }
+
+/// The demo's standing role: IdP group `engineering` holds privilege level `engineering`.
+pub const ENGINEERING_ROLE: &str =
+    "roles:\n- name: engineering\n  members: {groups: [engineering]}\n  privilegeLevels: [engineering]\n";
 
 impl Default for StackOptions {
     fn default() -> Self {
@@ -87,6 +96,8 @@ impl Default for StackOptions {
             upstream: Upstream::StandIn,
             id_token_ttl: 3600,
             issuer_settings: String::new(),
+            authz_settings: ENGINEERING_ROLE.into(),
+            policies: Vec::new(),
         }
     }
 }
@@ -207,8 +218,14 @@ impl GatewayStack {
 
         let (authz_port, metrics_port) = (free_port()?, free_port()?);
         let authz_config = dir.join("authz.yaml");
+        let policy_dir = dir.join("policies");
+        std::fs::create_dir_all(&policy_dir)?;
+        for (name, text) in &options.policies {
+            std::fs::write(policy_dir.join(name), text)?;
+        }
         let authz_yaml = format!(
-            "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\nissuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
+            "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\npolicyFiles: [policies]\n{}issuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
+            options.authz_settings,
             pki.ca_cert.display(),
             options.issuer_settings.replace("{issuer}", &issuer).replace("{ca}", &pki.ca_cert.display().to_string())
         );
