@@ -38,3 +38,24 @@ fn a_missing_file_is_refused_with_its_path() {
     assert!(!out.status.success());
     assert!(stderr.contains("/nonexistent/kubegate/authz.yaml"), "{stderr}");
 }
+
+#[test]
+fn a_broken_policy_file_is_refused_with_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("team.cedar"),
+        "permit (principal, action, resource);\n\nforbid (principal action, resource);\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("authz.yaml");
+    std::fs::write(&config, "listen: 127.0.0.1:0\npolicyFiles: [team.cedar]\nissuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_kubegate-authz-server"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("team.cedar:3:"), "{stderr}");
+}
