@@ -7,7 +7,7 @@
 use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use crate::policy::{PolicyEngine, RequestMeta, Verdict};
-use crate::privilege::{PrivilegeResolver, Privileges};
+use crate::privilege::{Narrowing, PrivilegeResolver, Privileges, Refused};
 use crate::request_info::{self, RequestInfoError};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
@@ -76,9 +76,12 @@ impl<'a> GatewayRequest<'a> {
 pub enum Refusal {
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// The client asked to impersonate (`kubectl --as`, `--as-group`, raw headers).
-    #[error("kubegate sets your Kubernetes identity from your login; impersonation headers (kubectl --as, --as-group, --as-uid) are not accepted")]
+    /// The client's impersonation report could not be read (never from the filter).
+    #[error("kubegate sets your Kubernetes identity from your login; this impersonation request is unreadable")]
     ClientImpersonation,
+    /// `kubectl --as`/`--as-group` that is not a narrowing of the user's own levels.
+    #[error("{0}")]
+    NotANarrowing(String),
     /// The path is not a Kubernetes request kubegate can authorise.
     #[error(transparent)]
     Unparsable(#[from] RequestInfoError),
@@ -95,9 +98,10 @@ impl Refusal {
         match self {
             Refusal::Token(_) => (401, HttpStatusCode::Unauthorized),
             Refusal::Unparsable(_) => (400, HttpStatusCode::BadRequest),
-            Refusal::ClientImpersonation | Refusal::LevelsVetoed(_) | Refusal::Forbidden(_) => {
-                (403, HttpStatusCode::Forbidden)
-            }
+            Refusal::ClientImpersonation
+            | Refusal::NotANarrowing(_)
+            | Refusal::LevelsVetoed(_)
+            | Refusal::Forbidden(_) => (403, HttpStatusCode::Forbidden),
         }
     }
 
@@ -105,7 +109,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::Token(e) => e.code(),
-            Refusal::ClientImpersonation => "client_impersonation",
+            Refusal::ClientImpersonation | Refusal::NotANarrowing(_) => "client_impersonation",
             Refusal::Unparsable(_) => "request_unparsable",
             Refusal::LevelsVetoed(_) => "privileges_vetoed",
             Refusal::Forbidden(_) => "policy_forbidden",
@@ -137,9 +141,11 @@ impl Gatekeeper {
     pub async fn decide(&self, request: &GatewayRequest<'_>) -> Result<Allowed, Refusal> {
         let token = request.bearer_token().ok_or(TokenError::Missing)?;
         let identity = self.validator.validate(token).await?;
-        if request.header(CLIENT_IMPERSONATION_HEADER).is_some() {
-            return Err(Refusal::ClientImpersonation);
-        }
+        // Only the filter sets this header (it strips any client copy first).
+        let narrowing = match request.header(CLIENT_IMPERSONATION_HEADER) {
+            None => None,
+            Some(raw) => Some(Narrowing::new(serde_json::from_str(raw).map_err(|_| Refusal::ClientImpersonation)?)),
+        };
         let (path, query) = request.path_and_query();
         let info = request_info::parse(request.method, path, query)?;
         let meta = RequestMeta {
@@ -149,10 +155,13 @@ impl Gatekeeper {
             query: query.to_owned(),
         };
         let principal = self.privileges.principal(&identity);
-        let privileges = self.privileges.resolve(&principal, &self.policy, &meta).map_err(|veto| match veto {
-            Verdict::Deny { message, .. } => Refusal::LevelsVetoed(message),
-            Verdict::Allow => Refusal::LevelsVetoed("refused".into()),
-        })?;
+        let privileges =
+            self.privileges.resolve(&principal, &self.policy, &meta, narrowing.as_ref()).map_err(|refused| {
+                match refused {
+                    Refused::Vetoed(message) => Refusal::LevelsVetoed(message),
+                    not_a_narrowing @ Refused::NotANarrowing(_) => Refusal::NotANarrowing(not_a_narrowing.to_string()),
+                }
+            })?;
         if let Verdict::Deny { message, .. } =
             self.policy.authorize_request(&principal, &info, &privileges.levels, &meta)
         {

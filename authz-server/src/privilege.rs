@@ -5,7 +5,7 @@
 use crate::config::{role_group_name, ClusterConfig, IdentityMode, RoleConfig};
 use crate::oidc::Identity;
 use crate::policy::{PolicyEngine, Principal, RequestMeta, Verdict};
-use kubegate_decision::Impersonation;
+use kubegate_decision::{Impersonation, RequestedImpersonation};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What resolution found for one user.
@@ -17,6 +17,58 @@ pub struct Privileges {
     pub levels: BTreeSet<String>,
     /// The policies that added levels.
     pub granted_by: Vec<String>,
+}
+
+/// Why no privilege levels could be granted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A `forbid` on `impersonate` vetoed the levels; its message.
+    #[error("{0}")]
+    Vetoed(String),
+    /// The client's `--as`/`--as-group` is not a narrowing of its own levels.
+    #[error("kubegate sets your Kubernetes identity from your login: {0}")]
+    NotANarrowing(String),
+}
+
+/// What a client asked to impersonate (`kubectl --as`, `--as-group`), read as a request
+/// to use only some of its own privilege levels. This lets a kubeconfig context carry a
+/// least-privilege default (`as-groups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Narrowing(RequestedImpersonation);
+
+impl Narrowing {
+    pub fn new(requested: RequestedImpersonation) -> Self {
+        Self(requested)
+    }
+
+    /// The levels to use: the requested ones, if the request names the user themself,
+    /// only levels they hold, and no uid or extras.
+    fn apply(&self, principal: &Principal, held: BTreeSet<String>) -> Result<BTreeSet<String>, Refused> {
+        let asked = &self.0;
+        if asked.users.len() != 1 || asked.users[0] != principal.user {
+            return Err(Refused::NotANarrowing(format!(
+                "kubectl --as may only name yourself ({}), to narrow your privilege levels with --as-group",
+                principal.user
+            )));
+        }
+        if !asked.uids.is_empty() || !asked.extra_headers.is_empty() {
+            return Err(Refused::NotANarrowing("--as-uid and --as-user-extra are not accepted".into()));
+        }
+        if asked.groups.is_empty() {
+            return Ok(held);
+        }
+        let wanted: BTreeSet<String> = asked.groups.iter().cloned().collect();
+        let missing: Vec<&String> = wanted.difference(&held).collect();
+        if !missing.is_empty() {
+            let held_list =
+                if held.is_empty() { "none".to_string() } else { held.iter().cloned().collect::<Vec<_>>().join(", ") };
+            let missing_list = missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(Refused::NotANarrowing(format!(
+                "kubectl --as-group may only narrow to privilege levels you hold here (asked for {missing_list}; you hold {held_list})"
+            )));
+        }
+        Ok(wanted)
+    }
 }
 
 /// Resolves privilege levels from the configured roles and the policies.
@@ -44,13 +96,15 @@ impl PrivilegeResolver {
         Principal { user: identity.username.clone(), groups: identity.groups.clone(), roles }
     }
 
-    /// The user's privilege levels, or the veto of an `impersonate` forbid.
+    /// The user's privilege levels (narrowed to `narrow_to` when the client asked, if
+    /// that is a narrowing of what they hold), or why none can be granted.
     pub fn resolve(
         &self,
         principal: &Principal,
         policy: &PolicyEngine,
         meta: &RequestMeta,
-    ) -> Result<Privileges, Verdict> {
+        narrow_to: Option<&Narrowing>,
+    ) -> Result<Privileges, Refused> {
         let mut levels: BTreeSet<String> = self
             .roles
             .iter()
@@ -59,9 +113,12 @@ impl PrivilegeResolver {
             .collect();
         let (added, granted_by) = policy.fetch_privileges(principal, meta);
         levels.extend(added.into_iter().filter(|l| !l.starts_with("system:")));
+        if let Some(narrowing) = narrow_to {
+            levels = narrowing.apply(principal, levels)?;
+        }
         match policy.check_impersonation(principal, &levels, meta) {
             Verdict::Allow => Ok(Privileges { roles: principal.roles.clone(), levels, granted_by }),
-            veto => Err(veto),
+            Verdict::Deny { message, .. } => Err(Refused::Vetoed(message)),
         }
     }
 
@@ -133,7 +190,7 @@ mod tests {
         let (r, p) = resolver("");
         let principal = r.principal(&alice());
         assert_eq!(principal.roles, ["Platform Team"]);
-        let privileges = r.resolve(&principal, &p, &meta()).unwrap_or_else(|v| panic!("{v:?}"));
+        let privileges = r.resolve(&principal, &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
         assert_eq!(privileges.levels, ["engineering", "viewers"].map(String::from).into());
         assert_eq!(privileges.granted_by, ["p.cedar:1"]);
         let imp = r.impersonation(&alice(), &privileges, "r1").unwrap_or_else(|| panic!("impersonates"));
@@ -143,15 +200,50 @@ mod tests {
         );
     }
 
+    fn asked(users: &[&str], groups: &[&str]) -> Narrowing {
+        Narrowing::new(RequestedImpersonation {
+            users: users.iter().map(|u| u.to_string()).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn narrowing_to_held_levels_is_honoured() {
+        let (r, p) = resolver("");
+        let principal = r.principal(&alice());
+        let narrowed = r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &["viewers"])));
+        assert_eq!(narrowed.map(|p| p.levels), Ok(["viewers".to_string()].into()));
+        let all = r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &[])));
+        assert_eq!(all.map(|p| p.levels.len()), Ok(2), "--as self alone keeps every level");
+    }
+
+    /// Attack: `--as-group` used to widen (a level the user does not hold) or `--as` to
+    /// become someone else.
+    #[test]
+    fn widening_or_another_user_is_refused() {
+        let (r, p) = resolver("");
+        let principal = r.principal(&alice());
+        let widened =
+            r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &["viewers", "cluster-admins"])));
+        assert!(
+            matches!(widened, Err(Refused::NotANarrowing(m)) if m.contains("asked for cluster-admins; you hold engineering, viewers"))
+        );
+        let other = r.resolve(&principal, &p, &meta(), Some(&asked(&["bob@example.com"], &[])));
+        assert!(matches!(other, Err(Refused::NotANarrowing(m)) if m.contains("may only name yourself")));
+        let no_user = r.resolve(&principal, &p, &meta(), Some(&asked(&[], &["viewers"])));
+        assert!(no_user.is_err());
+    }
+
     #[test]
     fn identity_modes_and_extra_groups() {
         let (r, p) = resolver("cluster: {identityMode: leasedWithLevels, includeRoleNames: true, includeIdpGroups: true, gatewayUser: gw}\n");
-        let privileges = r.resolve(&r.principal(&alice()), &p, &meta()).unwrap_or_else(|v| panic!("{v:?}"));
+        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
         let imp = r.impersonation(&alice(), &privileges, "r1").unwrap_or_else(|| panic!("impersonates"));
         assert_eq!(imp.user, "gw");
         assert_eq!(imp.groups, ["engineering", "platform-team", "viewers"]);
         let (r, p) = resolver("cluster: {identityMode: leased}\n");
-        let privileges = r.resolve(&r.principal(&alice()), &p, &meta()).unwrap_or_else(|v| panic!("{v:?}"));
+        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
         assert_eq!(r.impersonation(&alice(), &privileges, "r1"), None);
     }
 }

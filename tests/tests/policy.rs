@@ -104,3 +104,40 @@ when { resource is k8s::Resource && resource.subresource == "exec" && resource.n
     assert!(metrics.contains("reason=\"policy_forbidden\"} 2"), "{metrics}");
     Ok(())
 }
+
+/// `kubectl --as <self> --as-group X` narrows to X when X is one of the user's levels;
+/// asking for more, or for someone else, is refused with a message.
+#[tokio::test(flavor = "multi_thread")]
+async fn narrowing_works_and_is_refused_when_it_would_widen() -> anyhow::Result<()> {
+    let policy = r#"
+@k8s_impersonate_groups("viewers")
+permit (principal in k8s::Role::"engineering", action == k8s::Action::"fetchPrivileges", resource);
+"#;
+    let stack = GatewayStack::start(with_policies(&[("viewers.cedar", policy)])).await?;
+    let alice = stack.login(&ALICE).await?;
+    let everything = stack.kubectl(&alice, &["auth", "whoami", "-o", "json"]).await?;
+    let groups = |out: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str::<serde_json::Value>(out)?["status"]["userInfo"]["groups"].clone())
+    };
+    assert_eq!(groups(&everything.stdout)?, serde_json::json!(["engineering", "viewers", "system:authenticated"]));
+
+    let narrowed =
+        stack.kubectl(&alice, &["--as", ALICE.email, "--as-group", "viewers", "auth", "whoami", "-o", "json"]).await?;
+    assert!(narrowed.success, "{narrowed:?}");
+    assert_eq!(groups(&narrowed.stdout)?, serde_json::json!(["viewers", "system:authenticated"]));
+    let pods = stack.kubectl(&alice, &["--as", ALICE.email, "--as-group", "viewers", "get", "pods"]).await?;
+    assert!(!pods.success && pods.stderr.contains("pods is forbidden"), "viewers alone may not list pods: {pods:?}");
+
+    let widened = stack
+        .kubectl(
+            &alice,
+            &["--as", ALICE.email, "--as-group", "cluster-admins", "get", "--raw", "/api/v1/namespaces/default/pods"],
+        )
+        .await?;
+    assert!(!widened.success, "{widened:?}");
+    assert!(widened.stderr.contains("may only narrow to privilege levels you hold here (asked for cluster-admins; you hold engineering, viewers)"), "{widened:?}");
+    let someone_else =
+        stack.kubectl(&alice, &["--as", BOB.email, "get", "--raw", "/api/v1/namespaces/default/pods"]).await?;
+    assert!(!someone_else.success && someone_else.stderr.contains("may only name yourself"), "{someone_else:?}");
+    Ok(())
+}
