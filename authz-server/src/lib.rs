@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod config;
+pub mod explain;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;

@@ -1,0 +1,152 @@
+//! `kubegate-authz-server policy check`: what the gateway would decide for a user and a
+//! request, and why, without a token or a running gateway. For operators debugging
+//! roles and policies.
+
+use crate::config::Config;
+use crate::oidc::Identity;
+use crate::policy::{PolicyEngine, PolicyError, RequestMeta, Verdict};
+use crate::privilege::{PrivilegeResolver, Refused};
+use crate::request_info::{self, RequestInfo};
+use std::fmt::Write;
+
+/// Why a check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("--request must be `METHOD /path[?query]`, got {0:?}")]
+    Request(String),
+    #[error(transparent)]
+    Unparsable(#[from] request_info::RequestInfoError),
+}
+
+/// The decision, and a report a person reads.
+pub struct Explanation {
+    pub allowed: bool,
+    pub report: String,
+}
+
+/// Evaluates `request` (`GET /api/v1/namespaces/default/pods`) for `user` in `groups`.
+pub fn explain(
+    config: &Config,
+    user: &str,
+    groups: &[String],
+    request: &str,
+    source_ip: &str,
+) -> Result<Explanation, ExplainError> {
+    let (method, target) = request.trim().split_once(' ').ok_or_else(|| ExplainError::Request(request.to_owned()))?;
+    let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
+    let info = request_info::parse(method, path, query)?;
+    let policy = PolicyEngine::load(&config.policy_paths()?, &config.cluster.name)?;
+    let resolver = PrivilegeResolver::new(config.roles.clone(), config.cluster.clone());
+    let identity = Identity { username: user.to_owned(), groups: groups.to_vec(), uid: None, expires_at: u64::MAX };
+    let time =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let meta = RequestMeta { source_ip: source_ip.to_owned(), time, path: path.to_owned(), query: query.to_owned() };
+    let principal = resolver.principal(&identity);
+
+    let mut report = String::new();
+    let _ = writeln!(report, "request:    {method} {target}");
+    let _ = writeln!(report, "            {}", describe(&info));
+    let _ = writeln!(report, "user:       {user} (IdP groups: {})", list(groups.iter()));
+    let _ = writeln!(report, "roles:      {}", list(principal.roles.iter()));
+    let _ = writeln!(report, "policies:   {} loaded for cluster {:?}", policy.len(), config.cluster.name);
+    let privileges = match resolver.resolve(&principal, &policy, &meta, None) {
+        Ok(privileges) => privileges,
+        Err(refused) => {
+            let why = match refused {
+                Refused::Vetoed(message) | Refused::NotANarrowing(message) => message,
+            };
+            let _ = writeln!(
+                report,
+                "decision:   DENY (privilege levels vetoed by an impersonate forbid)\nmessage:    {why}"
+            );
+            return Ok(Explanation { allowed: false, report });
+        }
+    };
+    let _ = writeln!(report, "levels:     {}", list(privileges.levels.iter()));
+    if !privileges.granted_by.is_empty() {
+        let _ = writeln!(report, "            added by {}", privileges.granted_by.join(", "));
+    }
+    match policy.authorize_request(&principal, &info, &privileges.levels, &meta) {
+        Verdict::Allow => {
+            let identity = match resolver.impersonation(&identity, &privileges, "policy-check") {
+                Some(i) => format!("as {} with groups {}", i.user, list(i.groups.iter())),
+                None => "under the gateway's own credential, no impersonation".into(),
+            };
+            let _ = writeln!(
+                report,
+                "decision:   ALLOW by kubegate; forwarded {identity}\n            (Kubernetes RBAC decides next)"
+            );
+            Ok(Explanation { allowed: true, report })
+        }
+        Verdict::Deny { message, policies } => {
+            let _ = writeln!(report, "decision:   DENY by {}\nmessage:    {message}", list(policies.iter()));
+            Ok(Explanation { allowed: false, report })
+        }
+    }
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let items: Vec<&str> = items.map(String::as_str).collect();
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn describe(info: &RequestInfo) -> String {
+    match info {
+        RequestInfo::Resource(r) => {
+            let group = if r.api_group.is_empty() { "core".to_string() } else { r.api_group.clone() };
+            let scope = if r.namespace.is_empty() {
+                "cluster-scoped".to_string()
+            } else {
+                format!("namespace {}", r.namespace)
+            };
+            let sub = if r.subresource.is_empty() { String::new() } else { format!("/{}", r.subresource) };
+            let name = if r.name.is_empty() { String::new() } else { format!(" {:?}", r.name) };
+            format!("verb {} on {}{}{} ({} {}, {})", r.verb, r.resource, sub, name, group, r.api_version, scope)
+        }
+        RequestInfo::NonResource { verb, path } => format!("verb {verb} on non-resource URL {path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explains_an_allow_and_a_deny() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.path().join("guard.cedar"),
+            "@error(\"no deletes in kube-system\")\nforbid (principal, action == k8s::Action::\"delete\", resource)\nwhen { resource is k8s::Resource && resource.namespace == \"kube-system\" };\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("authz.yaml");
+        std::fs::write(&path, "policyFiles: [guard.cedar]\nroles:\n- name: engineering\n  members: {groups: [engineering]}\n  privilegeLevels: [engineering]\nissuers:\n- url: https://idp\n  audiences: [k]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let groups = vec!["engineering".to_string()];
+        let allow = explain(&config, "alice@example.com", &groups, "GET /api/v1/namespaces/default/pods", "127.0.0.1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(allow.allowed, "{}", allow.report);
+        assert!(allow.report.contains("verb list on pods (core v1, namespace default)"), "{}", allow.report);
+        assert!(allow.report.contains("levels:     engineering"), "{}", allow.report);
+        let deny = explain(
+            &config,
+            "alice@example.com",
+            &groups,
+            "DELETE /api/v1/namespaces/kube-system/pods/dns",
+            "127.0.0.1",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!deny.allowed);
+        assert!(deny.report.contains("guard.cedar:1"), "{}", deny.report);
+        assert!(deny.report.contains("message:    no deletes in kube-system"), "{}", deny.report);
+    }
+}
