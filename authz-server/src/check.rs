@@ -6,9 +6,10 @@
 
 use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
-use crate::policy::{PolicyEngine, RequestMeta, Verdict};
-use crate::privilege::{Narrowing, PrivilegeResolver, Privileges, Refused};
+use crate::policy::{RequestMeta, Verdict};
+use crate::privilege::{Narrowing, Privileges, Refused};
 use crate::request_info::{self, RequestInfoError};
+use crate::rules::SharedRules;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
@@ -120,8 +121,7 @@ impl Refusal {
 /// Decides one request.
 pub struct Gatekeeper {
     validator: Arc<TokenValidator>,
-    policy: Arc<PolicyEngine>,
-    privileges: PrivilegeResolver,
+    rules: SharedRules,
 }
 
 /// An allowed request: who, with which levels, and what the filter should inject.
@@ -132,8 +132,8 @@ pub struct Allowed {
 }
 
 impl Gatekeeper {
-    pub fn new(validator: Arc<TokenValidator>, policy: Arc<PolicyEngine>, privileges: PrivilegeResolver) -> Self {
-        Self { validator, policy, privileges }
+    pub fn new(validator: Arc<TokenValidator>, rules: SharedRules) -> Self {
+        Self { validator, rules }
     }
 
     /// Authenticates the request, resolves the user's privilege levels, applies policy,
@@ -154,22 +154,24 @@ impl Gatekeeper {
             path: path.to_owned(),
             query: query.to_owned(),
         };
-        let principal = self.privileges.principal(&identity);
+        // One snapshot for the whole request, however a reload races with it.
+        let rules = self.rules.current();
+        let principal = rules.privileges.principal(&identity);
         let privileges =
-            self.privileges.resolve(&principal, &self.policy, &meta, narrowing.as_ref()).map_err(|refused| {
+            rules.privileges.resolve(&principal, &rules.policy, &meta, narrowing.as_ref()).map_err(|refused| {
                 match refused {
                     Refused::Vetoed(message) => Refusal::LevelsVetoed(message),
                     not_a_narrowing @ Refused::NotANarrowing(_) => Refusal::NotANarrowing(not_a_narrowing.to_string()),
                 }
             })?;
         if let Verdict::Deny { message, .. } =
-            self.policy.authorize_request(&principal, &info, &privileges.levels, &meta)
+            rules.policy.authorize_request(&principal, &info, &privileges.levels, &meta)
         {
             return Err(Refusal::Forbidden(message));
         }
         let decision = Decision {
             version: kubegate_decision::CONTRACT_VERSION,
-            impersonate: self.privileges.impersonation(&identity, &privileges, request.id),
+            impersonate: rules.privileges.impersonation(&identity, &privileges, request.id),
         };
         Ok(Allowed { identity, privileges, decision })
     }

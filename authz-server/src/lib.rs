@@ -4,7 +4,8 @@
 //!
 //! The map: [`config`] reads the YAML file; [`oidc`] verifies tokens and maps claims to
 //! an identity; [`request_info`] parses what a request asks to do, as kube-apiserver does;
-//! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`check`] answers Envoy's `Check` calls; [`metrics`] counts what
+//! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
+//! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`metrics`] counts what
 //! happened; [`server`] puts the gRPC services on a socket.
 
 #![forbid(unsafe_code)]
@@ -17,4 +18,5 @@ pub mod oidc;
 pub mod policy;
 pub mod privilege;
 pub mod request_info;
+pub mod rules;
 pub mod server;

@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             init_logging(&args.log_format);
             let config = Config::load(&config_path).context("refusing to start")?;
-            kubegate_authz_server::server::serve(config, shutdown_signal()).await?;
+            kubegate_authz_server::server::serve(config, Some(config_path), shutdown_signal()).await?;
         }
         Command::Policy(PolicyCommand::Check { user, groups, request, source_ip }) => {
             let config = Config::load(&config_path)?;

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 pub struct Metrics {
     allowed: AtomicU64,
     denied: Mutex<BTreeMap<&'static str, u64>>,
+    reloads: AtomicU64,
+    refused_reloads: AtomicU64,
 }
 
 impl Metrics {
@@ -23,6 +25,11 @@ impl Metrics {
     pub fn record_denied(&self, reason: &'static str) {
         let mut denied = self.denied.lock().unwrap_or_else(|p| p.into_inner());
         *denied.entry(reason).or_default() += 1;
+    }
+
+    pub fn record_reload(&self, applied: bool) {
+        let counter = if applied { &self.reloads } else { &self.refused_reloads };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -75,6 +82,18 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP kubegate_config_reloads_total Configuration changes applied or refused.\n");
+        out.push_str("# TYPE kubegate_config_reloads_total counter\n");
+        let _ = writeln!(
+            out,
+            "kubegate_config_reloads_total{{result=\"applied\"}} {}",
+            self.reloads.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "kubegate_config_reloads_total{{result=\"refused\"}} {}",
+            self.refused_reloads.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP kubegate_verified_tokens_cached Verified tokens remembered.\n");
         out.push_str("# TYPE kubegate_verified_tokens_cached gauge\n");
         let _ = writeln!(out, "kubegate_verified_tokens_cached {}", validator.cached_tokens());

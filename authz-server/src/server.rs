@@ -4,9 +4,9 @@ use crate::check::{CheckService, Gatekeeper};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::oidc::{JwksError, TokenValidator};
-use crate::policy::{PolicyEngine, PolicyError};
-use crate::privilege::PrivilegeResolver;
+use crate::rules::{spawn_reloader, Rules, RulesError, SharedRules};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,24 +16,30 @@ pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] JwksError),
     #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Rules(#[from] RulesError),
     #[error("listening on {addr}: {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
-    let policy = Arc::new(PolicyEngine::load(&config.policy_paths()?, &config.cluster.name)?);
-    tracing::info!(policies = policy.len(), cluster = %config.cluster.name, "policies loaded");
+/// Serves until `shutdown` resolves; with `config_path`, reloads roles and policies when
+/// their files change.
+pub async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let rules = Rules::from_config(&config)?;
+    tracing::info!(policies = rules.policy.len(), cluster = %config.cluster.name, "policies loaded");
     log_unbound_levels(&config);
-    let privileges = PrivilegeResolver::new(config.roles.clone(), config.cluster.clone());
+    let rules = SharedRules::new(rules);
     let validator = Arc::new(TokenValidator::new(&config.issuers, config.token_cache_size)?);
     validator.start();
     let metrics = Arc::new(Metrics::default());
+    if let Some(path) = config_path {
+        spawn_reloader(path, config.clone(), rules.clone(), metrics.clone());
+    }
     if let Some(addr) = config.metrics_listen {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
@@ -55,10 +61,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
 
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(CheckService::new(
-            Gatekeeper::new(validator, policy, privileges),
-            metrics,
-        )))
+        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator, rules), metrics)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -1,0 +1,114 @@
+//! The reloadable part of the configuration: standing roles, cluster settings and
+//! policies, swapped as a whole when their files change. A request holds the rules it
+//! started with, so a reload never drops or half-applies to a request in flight. A
+//! broken change is refused (file, line, reason logged and counted) and the last good
+//! rules keep serving.
+//!
+//! Issuers and listen addresses are not reloaded: changing them needs a restart (a
+//! change is logged as such).
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::policy::{PolicyEngine, PolicyError};
+use crate::privilege::PrivilegeResolver;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How often files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Policies and privilege resolution, built from one consistent configuration.
+pub struct Rules {
+    pub policy: PolicyEngine,
+    pub privileges: PrivilegeResolver,
+}
+
+/// Why a configuration could not become the rules.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+impl Rules {
+    pub fn from_config(config: &Config) -> Result<Self, RulesError> {
+        let policy = PolicyEngine::load(&config.policy_paths()?, &config.cluster.name)?;
+        Ok(Self { policy, privileges: PrivilegeResolver::new(config.roles.clone(), config.cluster.clone()) })
+    }
+}
+
+/// The rules in force, shared by every request.
+#[derive(Clone)]
+pub struct SharedRules(Arc<RwLock<Arc<Rules>>>);
+
+impl SharedRules {
+    pub fn new(rules: Rules) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(rules))))
+    }
+
+    /// The current rules; a request keeps this snapshot to its end.
+    pub fn current(&self) -> Arc<Rules> {
+        self.0.read().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn replace(&self, rules: Rules) {
+        match self.0.write() {
+            Ok(mut slot) => *slot = Arc::new(rules),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(rules),
+        }
+    }
+}
+
+/// A digest of the configuration file and every policy file it names.
+fn fingerprint(config_path: &Path) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(config_path).unwrap_or_default().hash(&mut hasher);
+    if let Ok(config) = Config::load(config_path) {
+        for path in config.policy_paths().unwrap_or_default() {
+            path.hash(&mut hasher);
+            std::fs::read(&path).unwrap_or_default().hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// Watches `config_path` and its policy files; on a change, rebuilds the rules or keeps
+/// the last good ones.
+pub fn spawn_reloader(config_path: PathBuf, running: Config, rules: SharedRules, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let mut seen = fingerprint(&config_path);
+        loop {
+            tokio::time::sleep(RELOAD_INTERVAL).await;
+            let now = fingerprint(&config_path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match Config::load(&config_path)
+                .map_err(RulesError::from)
+                .and_then(|c| Rules::from_config(&c).map(|r| (c, r)))
+            {
+                Ok((config, new_rules)) => {
+                    if config.issuers.len() != running.issuers.len() || config.listen != running.listen {
+                        tracing::warn!("issuers or listen address changed: they take effect after a restart");
+                    }
+                    tracing::info!(
+                        policies = new_rules.policy.len(),
+                        roles = config.roles.len(),
+                        "configuration reloaded"
+                    );
+                    rules.replace(new_rules);
+                    metrics.record_reload(true);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "configuration change refused; the last good configuration keeps serving");
+                    metrics.record_reload(false);
+                }
+            }
+        }
+    });
+}
