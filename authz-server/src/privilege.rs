@@ -6,7 +6,7 @@ use crate::config::{role_group_name, ClusterConfig, IdentityMode, RoleConfig};
 use crate::oidc::Identity;
 use crate::policy::{PolicyEngine, Principal, RequestMeta, Verdict};
 use kubegate_decision::{Impersonation, RequestedImpersonation};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// What resolution found for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,14 +71,29 @@ impl Narrowing {
     }
 }
 
+/// A standing role with its members indexed: a role may list 100,000 users.
+struct IndexedRole {
+    config: RoleConfig,
+    users: HashSet<String>,
+    groups: HashSet<String>,
+}
+
 /// Resolves privilege levels from the configured roles and the policies.
 pub struct PrivilegeResolver {
-    roles: Vec<RoleConfig>,
+    roles: Vec<IndexedRole>,
     cluster: ClusterConfig,
 }
 
 impl PrivilegeResolver {
     pub fn new(roles: Vec<RoleConfig>, cluster: ClusterConfig) -> Self {
+        let roles = roles
+            .into_iter()
+            .map(|config| IndexedRole {
+                users: config.members.users.iter().cloned().collect(),
+                groups: config.members.groups.iter().cloned().collect(),
+                config,
+            })
+            .collect();
         Self { roles, cluster }
     }
 
@@ -87,11 +102,8 @@ impl PrivilegeResolver {
         let roles = self
             .roles
             .iter()
-            .filter(|r| {
-                r.members.users.contains(&identity.username)
-                    || r.members.groups.iter().any(|g| identity.groups.contains(g))
-            })
-            .map(|r| r.name.clone())
+            .filter(|r| r.users.contains(&identity.username) || identity.groups.iter().any(|g| r.groups.contains(g)))
+            .map(|r| r.config.name.clone())
             .collect();
         Principal { user: identity.username.clone(), groups: identity.groups.clone(), roles }
     }
@@ -108,8 +120,8 @@ impl PrivilegeResolver {
         let mut levels: BTreeSet<String> = self
             .roles
             .iter()
-            .filter(|r| principal.roles.contains(&r.name))
-            .flat_map(|r| r.privilege_levels.iter().cloned())
+            .filter(|r| principal.roles.contains(&r.config.name))
+            .flat_map(|r| r.config.privilege_levels.iter().cloned())
             .collect();
         let (added, granted_by) = policy.fetch_privileges(principal, meta);
         levels.extend(added.into_iter().filter(|l| !l.starts_with("system:")));

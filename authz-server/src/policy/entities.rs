@@ -121,8 +121,26 @@ pub(super) fn impersonation(
     finish(schema, user, action, cluster, context, entities)
 }
 
+/// Every action in group `request` (the schema's request verbs).
+pub(super) const REQUEST_ACTIONS: [&str; 14] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "proxy",
+    "post",
+    "put",
+    "head",
+    "options",
+    "other",
+];
+
 /// The action for a RequestInfo verb.
-fn request_action(info: &RequestInfo) -> &'static str {
+pub(super) fn request_action(info: &RequestInfo) -> &'static str {
     let verb = match info {
         RequestInfo::Resource(r) => r.verb.as_str(),
         RequestInfo::NonResource { verb, .. } => verb.as_str(),

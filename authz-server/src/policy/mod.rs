@@ -58,6 +58,9 @@ pub struct PolicyEngine {
     cluster: String,
     /// Where each policy came from, for messages.
     origins: std::collections::HashMap<PolicyId, String>,
+    /// For each action, the policies whose scope can match it: Cedar evaluates every
+    /// policy it is given, so a `get` should not pay for `delete`-only guardrails.
+    by_action: std::collections::HashMap<&'static str, PolicySet>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -82,7 +85,8 @@ impl PolicyEngine {
     pub fn from_sources(sources: &[(String, String)], cluster: &str) -> Result<Self, PolicyError> {
         let schema = source::schema()?;
         let (policies, origins) = source::policy_set(sources, BUILT_IN, &schema)?;
-        Ok(Self { schema, policies, authorizer: Authorizer::new(), cluster: cluster.to_owned(), origins })
+        let by_action = partition_by_action(&policies);
+        Ok(Self { schema, policies, authorizer: Authorizer::new(), cluster: cluster.to_owned(), origins, by_action })
     }
 
     /// The number of policies loaded from files (the built-in ones not counted).
@@ -101,7 +105,7 @@ impl PolicyEngine {
         let Ok((request, entities)) = entities::fetch_privileges(&self.schema, &self.cluster, principal, meta) else {
             return (BTreeSet::new(), Vec::new());
         };
-        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        let response = self.authorizer.is_authorized(&request, self.for_action("fetchPrivileges"), &entities);
         if response.decision() != Decision::Allow {
             return (BTreeSet::new(), Vec::new());
         }
@@ -119,7 +123,7 @@ impl PolicyEngine {
     /// Whether the resolved `levels` may be impersonated for `principal`.
     pub fn check_impersonation(&self, principal: &Principal, levels: &BTreeSet<String>, meta: &RequestMeta) -> Verdict {
         match entities::impersonation(&self.schema, &self.cluster, principal, levels, meta) {
-            Ok((request, entities)) => self.verdict(&request, &entities),
+            Ok((request, entities)) => self.verdict("impersonate", &request, &entities),
             Err(reason) => deny_unevaluable(reason),
         }
     }
@@ -133,13 +137,17 @@ impl PolicyEngine {
         meta: &RequestMeta,
     ) -> Verdict {
         match entities::request(&self.schema, &self.cluster, principal, info, levels, meta) {
-            Ok((request, entities)) => self.verdict(&request, &entities),
+            Ok((request, entities)) => self.verdict(entities::request_action(info), &request, &entities),
             Err(reason) => deny_unevaluable(reason),
         }
     }
 
-    fn verdict(&self, request: &cedar_policy::Request, entities: &cedar_policy::Entities) -> Verdict {
-        let response = self.authorizer.is_authorized(request, &self.policies, entities);
+    fn for_action(&self, action: &str) -> &PolicySet {
+        self.by_action.get(action).unwrap_or(&self.policies)
+    }
+
+    fn verdict(&self, action: &str, request: &cedar_policy::Request, entities: &cedar_policy::Entities) -> Verdict {
+        let response = self.authorizer.is_authorized(request, self.for_action(action), entities);
         let diagnostics = response.diagnostics();
         // Cedar skips a policy that fails to evaluate; a skipped forbid must not open the door.
         if let Some(error) = diagnostics.errors().next() {
@@ -172,6 +180,37 @@ impl PolicyEngine {
     fn describe(&self, id: &PolicyId) -> String {
         self.origins.get(id).cloned().unwrap_or_else(|| id.to_string())
     }
+}
+
+/// Splits the set by the actions each policy's scope can match (`action`,
+/// `action == A`, `action in [A, B]`, `action in k8s::Action::"request"`).
+fn partition_by_action(policies: &PolicySet) -> std::collections::HashMap<&'static str, PolicySet> {
+    use cedar_policy::ActionConstraint;
+    let all: Vec<&'static str> =
+        entities::REQUEST_ACTIONS.iter().copied().chain(["fetchPrivileges", "impersonate"]).collect();
+    let mut sets: std::collections::HashMap<&'static str, PolicySet> =
+        all.iter().map(|a| (*a, PolicySet::new())).collect();
+    for policy in policies.policies() {
+        let named: Vec<String> = match policy.action_constraint() {
+            ActionConstraint::Any => all.iter().map(|a| a.to_string()).collect(),
+            ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_string()],
+            ActionConstraint::In(uids) => uids.iter().map(|u| u.id().unescaped().to_string()).collect(),
+        };
+        for name in named {
+            let targets: Vec<&'static str> = if name == "request" {
+                entities::REQUEST_ACTIONS.to_vec()
+            } else {
+                all.iter().copied().filter(|a| *a == name).collect()
+            };
+            for target in targets {
+                if let Some(set) = sets.get_mut(target) {
+                    // A policy named twice (`in [get, get]`) is already there.
+                    let _ = set.add(policy.clone());
+                }
+            }
+        }
+    }
+    sets
 }
 
 fn deny_unevaluable(reason: String) -> Verdict {

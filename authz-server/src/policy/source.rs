@@ -34,11 +34,15 @@ pub(super) fn policy_set(
 ) -> Result<(PolicySet, HashMap<PolicyId, String>), PolicyError> {
     let mut set = PolicySet::new();
     let mut origins = HashMap::new();
-    // Where each policy's text lives, to turn validator offsets into lines.
-    let mut texts: HashMap<PolicyId, (String, String, usize)> = HashMap::new();
-    let all =
-        sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).chain(std::iter::once(("kubegate built-in", built_in)));
-    for (name, text) in all {
+    // Where each policy's text lives (file index, offset), to turn validator offsets
+    // into lines without copying a file per policy.
+    let mut texts: HashMap<PolicyId, (usize, usize)> = HashMap::new();
+    let files: Vec<(&str, &str)> = sources
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .chain(std::iter::once(("kubegate built-in", built_in)))
+        .collect();
+    for (file_index, &(name, text)) in files.iter().enumerate() {
         for (index, (start, statement)) in statements(text).into_iter().enumerate() {
             let id = PolicyId::new(format!("{name}#{index}"));
             let at = |offset: usize| line_column(text, start + offset);
@@ -58,14 +62,15 @@ pub(super) fn policy_set(
                 reason: e.to_string(),
             })?;
             origins.insert(id.clone(), label);
-            texts.insert(id, (name.to_owned(), text.to_owned(), start));
+            texts.insert(id, (file_index, start));
         }
     }
     let validation = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     if let Some(error) = validation.validation_errors().next() {
-        let (file, text, start) = texts.get(error.policy_id()).cloned().unwrap_or_default();
-        let (line, column) = line_column(&text, start + first_offset(error).unwrap_or(0));
-        return Err(PolicyError::Invalid { file, line, column, reason: reason(error) });
+        let (file_index, start) = texts.get(error.policy_id()).copied().unwrap_or_default();
+        let (file, text) = files.get(file_index).copied().unwrap_or_default();
+        let (line, column) = line_column(text, start + first_offset(error).unwrap_or(0));
+        return Err(PolicyError::Invalid { file: file.to_owned(), line, column, reason: reason(error) });
     }
     Ok((set, origins))
 }
