@@ -4,12 +4,13 @@
 //! refused ones carry a Kubernetes `Status` body that kubectl prints. Either way one
 //! audit event is logged, with reason codes and never the token.
 
+use crate::decision_cache::{DecisionCache, DecisionKey};
 use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use crate::policy::{RequestMeta, Verdict};
 use crate::privilege::{Narrowing, Privileges, Refused};
 use crate::request_info::{self, RequestInfoError};
-use crate::rules::SharedRules;
+use crate::rules::{Rules, SharedRules};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
@@ -73,7 +74,7 @@ impl<'a> GatewayRequest<'a> {
 }
 
 /// Why a request was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -122,6 +123,7 @@ impl Refusal {
 pub struct Gatekeeper {
     validator: Arc<TokenValidator>,
     rules: SharedRules,
+    decisions: DecisionCache<Result<Privileges, Refusal>>,
 }
 
 /// An allowed request: who, with which levels, and what the filter should inject.
@@ -132,8 +134,17 @@ pub struct Allowed {
 }
 
 impl Gatekeeper {
-    pub fn new(validator: Arc<TokenValidator>, rules: SharedRules) -> Self {
-        Self { validator, rules }
+    pub fn new(
+        validator: Arc<TokenValidator>,
+        rules: SharedRules,
+        decisions: DecisionCache<Result<Privileges, Refusal>>,
+    ) -> Self {
+        Self { validator, rules, decisions }
+    }
+
+    /// How many decisions are cached.
+    pub fn cached_decisions(&self) -> usize {
+        self.decisions.count()
     }
 
     /// Authenticates the request, resolves the user's privilege levels, applies policy,
@@ -142,7 +153,42 @@ impl Gatekeeper {
         let token = request.bearer_token().ok_or(TokenError::Missing)?;
         let identity = self.validator.validate(token).await?;
         // Only the filter sets this header (it strips any client copy first).
-        let narrowing = match request.header(CLIENT_IMPERSONATION_HEADER) {
+        let requested = request.header(CLIENT_IMPERSONATION_HEADER);
+        // One snapshot for the whole request, however a reload races with it.
+        let rules = self.rules.current();
+        let key = DecisionKey {
+            rules_generation: rules.generation,
+            identity: &identity,
+            requested_impersonation: requested,
+            method: request.method,
+            target: request.path,
+            source_ip: request.source_ip,
+        };
+        let outcome = match self.decisions.get(&key) {
+            Some(outcome) => outcome,
+            None => {
+                let outcome = Arc::new(self.evaluate(&rules, &identity, request, requested));
+                self.decisions.insert(&key, outcome.clone());
+                outcome
+            }
+        };
+        let privileges = outcome.as_ref().clone()?;
+        let decision = Decision {
+            version: kubegate_decision::CONTRACT_VERSION,
+            impersonate: rules.privileges.impersonation(&identity, &privileges, request.id),
+        };
+        Ok(Allowed { identity, privileges, decision })
+    }
+
+    /// Privilege resolution and policy for one request (what the decision cache keeps).
+    fn evaluate(
+        &self,
+        rules: &Rules,
+        identity: &Identity,
+        request: &GatewayRequest<'_>,
+        requested: Option<&str>,
+    ) -> Result<Privileges, Refusal> {
+        let narrowing = match requested {
             None => None,
             Some(raw) => Some(Narrowing::new(serde_json::from_str(raw).map_err(|_| Refusal::ClientImpersonation)?)),
         };
@@ -154,9 +200,7 @@ impl Gatekeeper {
             path: path.to_owned(),
             query: query.to_owned(),
         };
-        // One snapshot for the whole request, however a reload races with it.
-        let rules = self.rules.current();
-        let principal = rules.privileges.principal(&identity);
+        let principal = rules.privileges.principal(identity);
         let privileges =
             rules.privileges.resolve(&principal, &rules.policy, &meta, narrowing.as_ref()).map_err(|refused| {
                 match refused {
@@ -164,16 +208,10 @@ impl Gatekeeper {
                     not_a_narrowing @ Refused::NotANarrowing(_) => Refusal::NotANarrowing(not_a_narrowing.to_string()),
                 }
             })?;
-        if let Verdict::Deny { message, .. } =
-            rules.policy.authorize_request(&principal, &info, &privileges.levels, &meta)
-        {
-            return Err(Refusal::Forbidden(message));
+        match rules.policy.authorize_request(&principal, &info, &privileges.levels, &meta) {
+            Verdict::Deny { message, .. } => Err(Refusal::Forbidden(message)),
+            Verdict::Allow => Ok(privileges),
         }
-        let decision = Decision {
-            version: kubegate_decision::CONTRACT_VERSION,
-            impersonate: rules.privileges.impersonation(&identity, &privileges, request.id),
-        };
-        Ok(Allowed { identity, privileges, decision })
     }
 }
 

@@ -20,6 +20,13 @@ pub struct Config {
     /// How many verified tokens to remember (0 turns the cache off). Default 10,000.
     #[serde(default = "default_token_cache_size")]
     pub token_cache_size: usize,
+    /// How many decisions to remember (0 turns the cache off). Default 10,000.
+    #[serde(default = "default_decision_cache_size")]
+    pub decision_cache_size: usize,
+    /// How long a decision is remembered at most, in seconds (never past the token's
+    /// `exp`; a reload forgets everything). Default 5.
+    #[serde(default = "default_decision_cache_seconds")]
+    pub decision_cache_seconds: u64,
     /// The OpenID Connect issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerConfig>,
     /// The cluster behind this gateway and how identities reach it.
@@ -175,6 +182,12 @@ pub struct IssuerConfig {
     pub max_key_staleness_seconds: u64,
 }
 
+fn default_decision_cache_size() -> usize {
+    10_000
+}
+fn default_decision_cache_seconds() -> u64 {
+    5
+}
 fn default_token_cache_size() -> usize {
     10_000
 }

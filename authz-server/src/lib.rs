@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod config;
+pub mod decision_cache;
 pub mod explain;
 pub mod metrics;
 pub mod oidc;

@@ -23,6 +23,8 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Rules {
     pub policy: PolicyEngine,
     pub privileges: PrivilegeResolver,
+    /// Distinguishes these rules from every earlier set (set when they are installed).
+    pub generation: u64,
 }
 
 /// Why a configuration could not become the rules.
@@ -37,7 +39,11 @@ pub enum RulesError {
 impl Rules {
     pub fn from_config(config: &Config) -> Result<Self, RulesError> {
         let policy = PolicyEngine::load(&config.policy_paths()?, &config.cluster.name)?;
-        Ok(Self { policy, privileges: PrivilegeResolver::new(config.roles.clone(), config.cluster.clone()) })
+        Ok(Self {
+            policy,
+            privileges: PrivilegeResolver::new(config.roles.clone(), config.cluster.clone()),
+            generation: 0,
+        })
     }
 }
 
@@ -55,11 +61,11 @@ impl SharedRules {
         self.0.read().map(|r| r.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    fn replace(&self, rules: Rules) {
-        match self.0.write() {
-            Ok(mut slot) => *slot = Arc::new(rules),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(rules),
-        }
+    /// Installs new rules with the next generation.
+    pub fn replace(&self, mut rules: Rules) {
+        let mut slot = self.0.write().unwrap_or_else(|p| p.into_inner());
+        rules.generation = slot.generation + 1;
+        *slot = Arc::new(rules);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::check::{CheckService, Gatekeeper};
 use crate::config::Config;
+use crate::decision_cache::DecisionCache;
 use crate::metrics::Metrics;
 use crate::oidc::{JwksError, TokenValidator};
 use crate::rules::{spawn_reloader, Rules, RulesError, SharedRules};
@@ -36,6 +37,7 @@ pub async fn serve(
     let rules = SharedRules::new(rules);
     let validator = Arc::new(TokenValidator::new(&config.issuers, config.token_cache_size)?);
     validator.start();
+    let decisions = DecisionCache::new(config.decision_cache_size, Duration::from_secs(config.decision_cache_seconds));
     let metrics = Arc::new(Metrics::default());
     if let Some(path) = config_path {
         spawn_reloader(path, config.clone(), rules.clone(), metrics.clone());
@@ -61,7 +63,7 @@ pub async fn serve(
 
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator, rules), metrics)))
+        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator, rules, decisions), metrics)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
