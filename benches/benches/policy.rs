@@ -8,6 +8,7 @@ use kubegate_authz_server::oidc::Identity;
 use kubegate_authz_server::policy::{PolicyEngine, RequestMeta, Verdict};
 use kubegate_authz_server::privilege::PrivilegeResolver;
 use kubegate_authz_server::request_info::parse;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// `n` policies of the kinds operators write: per-namespace guardrails (forbids), and
@@ -76,5 +77,56 @@ fn main() {
         b.iter(|| decide(&resolver, &engine, black_box(&identity), &meta))
     });
     group.finish();
+    whole_decision(&mut c);
     c.final_summary();
+}
+
+/// The whole of authz-server's work for one request (token from the verified-token
+/// cache, privilege resolution, policy, the decision), with and without the decision
+/// cache, at 1,000 policies.
+fn whole_decision(c: &mut Criterion) {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use kubegate_authz_server::check::{Gatekeeper, GatewayRequest};
+    use kubegate_authz_server::decision_cache::DecisionCache;
+    use kubegate_authz_server::oidc::TokenValidator;
+    use kubegate_authz_server::rules::{Rules, SharedRules};
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    let config: Config = serde_yaml::from_str(
+        "issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\nroles:\n- name: role-0\n  members: {groups: [engineering]}\n  privilegeLevels: [engineering]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims = serde_json::json!({"iss": "https://idp.example.com", "aud": "kubegate", "sub": "a", "email": "alice@example.com",
+        "email_verified": true, "groups": ["engineering"], "iat": now, "exp": now + 3600});
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../../authz-server/tests/fixtures/rsa.pem"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = encode(&header, &claims, &key).unwrap_or_else(|e| panic!("{e}"));
+    let headers = HashMap::from([("authorization".to_string(), format!("Bearer {token}"))]);
+    let request = GatewayRequest {
+        id: "r",
+        method: "GET",
+        path: "/api/v1/namespaces/default/pods",
+        headers: Some(&headers),
+        source_ip: "10.0.0.1",
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("whole decision, 1000 policies");
+    for (name, size) in [("decision cache off", 0), ("decision cache on", 10_000)] {
+        let validator = Arc::new(TokenValidator::new(&config.issuers, 10_000).unwrap_or_else(|e| panic!("{e}")));
+        for keys in validator.keys() {
+            assert!(keys.load_jwks_document(include_str!("../../authz-server/tests/fixtures/jwks.json")));
+        }
+        let engine = PolicyEngine::from_sources(&[("bench.cedar".into(), policies(1_000))], "default")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let privileges = PrivilegeResolver::new(config.roles.clone(), config.cluster.clone());
+        let rules = SharedRules::new(Rules { policy: engine, privileges, generation: 0 });
+        let gatekeeper = Gatekeeper::new(validator, rules, DecisionCache::new(size, Duration::from_secs(60)));
+        assert!(rt.block_on(gatekeeper.decide(&request)).is_ok());
+        group.bench_function(name, |b| b.iter(|| rt.block_on(gatekeeper.decide(black_box(&request))).is_ok()));
+    }
+    group.finish();
 }
