@@ -41,6 +41,25 @@ fn decide(resolver: &PrivilegeResolver, engine: &PolicyEngine, identity: &Identi
     engine.authorize_request(&principal, &info, &privileges.levels, meta) == Verdict::Allow
 }
 
+/// Times 2,000 decisions one by one: p50, p99 and single-thread throughput.
+fn print_percentiles(name: &str, mut decide: impl FnMut() -> bool) {
+    let mut samples: Vec<std::time::Duration> = (0..2_000)
+        .map(|_| {
+            let started = Instant::now();
+            black_box(decide());
+            started.elapsed()
+        })
+        .collect();
+    samples.sort_unstable();
+    let total: std::time::Duration = samples.iter().sum();
+    println!(
+        "{name}: p50 {:.0?}, p99 {:.0?}, {:.0} decisions/s on one thread",
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+        samples.len() as f64 / total.as_secs_f64()
+    );
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let meta = RequestMeta {
@@ -65,6 +84,7 @@ fn main() {
         let config = config(100);
         let resolver = PrivilegeResolver::new(config.roles.clone(), config.cluster.clone());
         assert!(decide(&resolver, &engine, &identity, &meta) || n == 0);
+        print_percentiles(&format!("{n} policies"), || decide(&resolver, &engine, &identity, &meta));
         group.bench_with_input(BenchmarkId::new("policies", n), &n, |b, _| {
             b.iter(|| decide(&resolver, &engine, black_box(&identity), &meta))
         });

@@ -141,3 +141,35 @@ permit (principal in k8s::Role::"engineering", action == k8s::Action::"fetchPriv
     assert!(!someone_else.success && someone_else.stderr.contains("may only name yourself"), "{someone_else:?}");
     Ok(())
 }
+
+/// The leased identity modes: with levels, the API server sees the gateway's own user
+/// holding the person's levels; without, the gateway's own credential alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn leased_identity_modes() -> anyhow::Result<()> {
+    use kubegate_tests::harness::ENGINEERING_ROLE;
+    let gateway_user = "system:serviceaccount:kubegate:kubegate-gateway";
+    let with_levels =
+        format!("{ENGINEERING_ROLE}cluster: {{identityMode: leasedWithLevels, gatewayUser: '{gateway_user}'}}\n");
+    let stack = GatewayStack::start(StackOptions { authz_settings: with_levels, ..StackOptions::default() }).await?;
+    let alice = stack.login(&ALICE).await?;
+    let out = stack.kubectl(&alice, &["auth", "whoami", "-o", "json"]).await?;
+    let info: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(info["status"]["userInfo"]["username"], gateway_user, "{out:?}");
+    assert_eq!(info["status"]["userInfo"]["groups"], serde_json::json!(["engineering", "system:authenticated"]));
+    drop(stack);
+
+    let leased = format!("{ENGINEERING_ROLE}cluster: {{identityMode: leased}}\n");
+    let stack = GatewayStack::start(StackOptions { authz_settings: leased, ..StackOptions::default() }).await?;
+    let alice = stack.login(&ALICE).await?;
+    let out = stack.kubectl(&alice, &["auth", "whoami", "-o", "json"]).await?;
+    let info: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(info["status"]["userInfo"]["username"], gateway_user, "{out:?}");
+    assert_eq!(
+        info["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:serviceaccounts", "system:authenticated"])
+    );
+    let seen = stack.audit().pop().expect("audited");
+    assert!(seen.impersonation_headers.is_empty(), "no impersonation at all: {seen:?}");
+    assert!(stack.authz.log_tail(20).contains("alice@example.com"), "kubegate's audit still names the person");
+    Ok(())
+}
