@@ -5,6 +5,9 @@ use clap::Parser;
 use kubegate_tests::harness::{GatewayStack, StackOptions, Upstream, ALICE, BOB};
 use std::path::{Path, PathBuf};
 
+/// The example policies the sandbox starts with.
+const SANDBOX_POLICIES: &str = include_str!("../../../authz-server/policy/examples/sandbox.cedar");
+
 #[derive(Parser)]
 #[command(about = "Run kubegate locally: Envoy, filter, authz-server, an OIDC provider and an API server")]
 struct Args {
@@ -32,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
         None => Upstream::StandIn,
     };
     let port = if std::net::TcpListener::bind(("127.0.0.1", args.port)).is_ok() { args.port } else { 0 };
-    let options = StackOptions { dir: Some(dir.clone()), gateway_port: port, upstream, ..StackOptions::default() };
+    let policies = vec![("sandbox.cedar".to_string(), SANDBOX_POLICIES.to_string())];
+    let options =
+        StackOptions { dir: Some(dir.clone()), gateway_port: port, upstream, policies, ..StackOptions::default() };
     let stack = GatewayStack::start(options).await?;
     let kubeconfig = write_sandbox_kubeconfig(&stack, &dir)?;
     print_usage(&stack, &kubeconfig, args.upstream_kubeconfig.as_deref());
@@ -106,8 +111,17 @@ Try:
   kubectl logs -f web-1
   kubectl --context bob auth whoami   # a second login, as bob
   kubectl --context bob get pods      # refused by RBAC: bob has no `engineering`
+  kubectl delete --raw /api/v1/namespaces/kube-system/pods/coredns   # refused by policy
+  kubectl --as {alice} --as-group viewers auth whoami   # narrowed to one level
+
+alice holds privilege level `engineering` from a standing role and `viewers` from a
+policy. Policies: {dir}/policies/sandbox.cedar (edit it: authz-server reloads it).
+Why a request is allowed or denied:
+  {authz} policy check --config {dir}/authz.yaml \
+      --user {alice} --groups engineering --request 'GET /api/v1/namespaces/default/pods'
 
 Press Ctrl-C to stop."#,
+        authz = stack.tools.authz_server.display(),
         gateway = stack.gateway_url,
         issuer = stack.issuer,
         dir = stack.dir.display(),
