@@ -59,3 +59,13 @@ fn a_broken_policy_file_is_refused_with_file_line_and_reason() {
     assert!(!out.status.success());
     assert!(stderr.contains("team.cedar:3:"), "{stderr}");
 }
+
+#[test]
+fn colliding_role_names_are_refused_naming_both() {
+    let out = run_with_config(
+        "issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\nroles:\n- name: Site Reliability\n- name: site-reliability\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("\"Site Reliability\"") && stderr.contains("\"site-reliability\""), "{stderr}");
+}
