@@ -35,6 +35,28 @@ enum Command {
     /// kubectl exec credential plugin: print a token for the gateway, logging in first
     /// if no usable token is cached.
     ExecCredential(LoginArgs),
+    /// Remove cached tokens (revoking the refresh token where the provider supports it).
+    Logout(LogoutArgs),
+    /// Print a shell completion script: `kubegate completions bash > /etc/bash_completion.d/kubegate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LogoutArgs {
+    /// Log out of every issuer and client this machine has tokens for.
+    #[arg(long, conflicts_with = "issuer")]
+    all: bool,
+    /// OpenID Connect issuer URL (not needed with --all).
+    #[arg(long, env = "KUBEGATE_ISSUER", required_unless_present = "all")]
+    issuer: Option<String>,
+    #[arg(long, env = "KUBEGATE_CLIENT_ID", default_value = "kubegate")]
+    client_id: String,
+    /// PEM bundle to trust for the issuer's TLS.
+    #[arg(long, env = "KUBEGATE_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +84,16 @@ async fn main() {
     let result = match cli.command {
         Command::Login(args) => login(&args).await.map(|_| eprintln!("kubegate: logged in")),
         Command::ExecCredential(args) => exec_credential(&args).await,
+        Command::Logout(args) => logout(&args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "kubegate",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("kubegate: {e:#}");
@@ -71,6 +103,8 @@ async fn main() {
 
 async fn exec_credential(args: &LoginArgs) -> anyhow::Result<()> {
     let cache = TokenCache::new(TokenCache::default_dir());
+    // Parallel kubectl runs queue here: one refreshes or logs in, the rest find its token.
+    let _lock = cache.lock(&args.issuer, &args.client_id)?;
     let tokens = match usable_cached_tokens(&cache, args).await {
         Some(tokens) => tokens,
         None => login(args).await?,
@@ -109,6 +143,40 @@ async fn usable_cached_tokens(cache: &TokenCache, args: &LoginArgs) -> Option<Ca
             eprintln!("kubegate: refreshing the token failed ({e}); logging in again");
             None
         }
+    }
+}
+
+async fn logout(args: &LogoutArgs) -> anyhow::Result<()> {
+    let cache = TokenCache::new(TokenCache::default_dir());
+    let files = match &args.issuer {
+        Some(issuer) => vec![cache.file(issuer, &args.client_id)],
+        None => cache.entries(),
+    };
+    for file in files.into_iter().filter(|f| f.exists()) {
+        // A corrupt or unreadable entry is still removed; there is nothing to revoke.
+        if let Ok(tokens) = cache.read(&file) {
+            revoke(&tokens, args.ca_file.as_deref()).await;
+        }
+        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+        eprintln!("kubegate: removed {}", file.display());
+    }
+    Ok(())
+}
+
+/// Best effort: the tokens are removed locally whatever the provider says.
+async fn revoke(tokens: &CachedTokens, ca_file: Option<&std::path::Path>) {
+    let (Some(refresh), false) = (&tokens.refresh_token, tokens.issuer.is_empty()) else { return };
+    let revoked = async {
+        let client = OidcClient::discover(&tokens.issuer, &tokens.client_id, ca_file).await?;
+        client.revoke(refresh).await
+    };
+    match revoked.await {
+        Ok(true) => eprintln!("kubegate: revoked the refresh token at {}", tokens.issuer),
+        Ok(false) => eprintln!(
+            "kubegate: {} has no revocation endpoint; the refresh token stays valid there until it expires",
+            tokens.issuer
+        ),
+        Err(e) => eprintln!("kubegate: could not revoke the refresh token at {} ({e})", tokens.issuer),
     }
 }
 

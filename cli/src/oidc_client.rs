@@ -29,8 +29,11 @@ pub enum OidcError {
 
 #[derive(Debug, Deserialize)]
 struct Discovery {
+    issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
+    #[serde(default)]
+    revocation_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +116,17 @@ impl OidcClient {
         Ok(tokens)
     }
 
+    /// Revokes a refresh token (RFC 7009); `Ok(false)` when the provider has no
+    /// revocation endpoint.
+    pub async fn revoke(&self, refresh_token: &Secret) -> Result<bool, OidcError> {
+        let Some(url) = &self.discovery.revocation_endpoint else { return Ok(false) };
+        let form =
+            [("token", refresh_token.expose()), ("token_type_hint", "refresh_token"), ("client_id", &self.client_id)];
+        let http_error = |source| OidcError::Http { url: url.clone(), source };
+        self.http.post(url).form(&form).send().await.map_err(http_error)?.error_for_status().map_err(http_error)?;
+        Ok(true)
+    }
+
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<CachedTokens, OidcError> {
         let url = &self.discovery.token_endpoint;
         let http_error = |source| OidcError::Http { url: url.clone(), source };
@@ -128,6 +142,8 @@ impl OidcClient {
             id_token: Secret::new(id_token),
             expires_at,
             refresh_token: tokens.refresh_token.map(Secret::new),
+            issuer: self.discovery.issuer.clone(),
+            client_id: self.client_id.clone(),
         })
     }
 }

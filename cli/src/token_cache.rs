@@ -18,6 +18,11 @@ pub struct CachedTokens {
     /// For getting a new ID token without a browser.
     #[serde(default)]
     pub refresh_token: Option<Secret>,
+    /// Whose tokens these are, so `logout --all` can revoke each at its issuer.
+    #[serde(default)]
+    pub issuer: String,
+    #[serde(default)]
+    pub client_id: String,
 }
 
 /// Why the cache could not be used.
@@ -56,6 +61,40 @@ impl TokenCache {
         self.dir.join(format!("{name}.json"))
     }
 
+    /// Holds an exclusive lock for `issuer` + `client_id` until the guard drops, so that
+    /// 20 kubectl processes started at once log in or refresh once: the others wait,
+    /// then find the fresh token in the cache.
+    pub fn lock(&self, issuer: &str, client_id: &str) -> Result<CacheLock, CacheError> {
+        let path = self.path(issuer, client_id).with_extension("lock");
+        let io = |source| CacheError::Io { path: path.clone(), source };
+        create_private_dir(&self.dir).map_err(io)?;
+        let file = open_private_no_truncate(&path).map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(CacheLock { _file: file })
+    }
+
+    /// Every cache file.
+    pub fn entries(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The cache file of `issuer` + `client_id`.
+    pub fn file(&self, issuer: &str, client_id: &str) -> PathBuf {
+        self.path(issuer, client_id)
+    }
+
+    /// Reads one cache file.
+    pub fn read(&self, path: &Path) -> Result<CachedTokens, CacheError> {
+        let bytes = std::fs::read(path).map_err(|source| CacheError::Io { path: path.to_owned(), source })?;
+        serde_json::from_slice(&bytes).map_err(|source| CacheError::Corrupt { path: path.to_owned(), source })
+    }
+
     /// The cached tokens, or `None` when nothing is cached.
     pub fn load(&self, issuer: &str, client_id: &str) -> Result<Option<CachedTokens>, CacheError> {
         let path = self.path(issuer, client_id);
@@ -87,6 +126,17 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Released when dropped (the OS releases it if the process dies).
+pub struct CacheLock {
+    _file: std::fs::File,
+}
+
+#[cfg(unix)]
+fn open_private_no_truncate(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)
+}
+
 #[cfg(unix)]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -102,6 +152,8 @@ mod tests {
             id_token: Secret::new("id".into()),
             expires_at: 42,
             refresh_token: Some(Secret::new("r".into())),
+            issuer: "https://idp".into(),
+            client_id: "kubegate".into(),
         }
     }
 
