@@ -74,11 +74,12 @@ pub async fn run(
             }
         }));
     }
-    for worker in workers {
-        worker.await?;
-    }
-    let elapsed = start.elapsed();
-    let mut latencies = std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    latencies.sort_unstable();
-    Ok(LoadResult { requests: latencies.len(), non_2xx: denied.load(Ordering::Relaxed), errors: 0, elapsed, latencies })
+    let latencies = crate::load::join_workers(workers, &latencies).await?;
+    Ok(LoadResult {
+        requests: latencies.len(),
+        non_2xx: denied.load(Ordering::Relaxed),
+        errors: 0,
+        elapsed: start.elapsed(),
+        latencies,
+    })
 }

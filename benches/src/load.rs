@@ -149,17 +149,25 @@ pub async fn run(
             }));
         }
     }
-    for worker in workers {
-        worker.await?;
-    }
-    let elapsed = start.elapsed();
-    let mut latencies = std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    latencies.sort_unstable();
+    let latencies = join_workers(workers, &latencies).await?;
     Ok(LoadResult {
         requests: latencies.len(),
         non_2xx: outcomes.0.load(Ordering::Relaxed),
         errors: outcomes.1.load(Ordering::Relaxed),
-        elapsed,
+        elapsed: start.elapsed(),
         latencies,
     })
+}
+
+/// Waits for every worker and returns the latencies they recorded, sorted.
+pub(crate) async fn join_workers(
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    latencies: &Mutex<Vec<Duration>>,
+) -> anyhow::Result<Vec<Duration>> {
+    for worker in workers {
+        worker.await?;
+    }
+    let mut latencies = std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    latencies.sort_unstable();
+    Ok(latencies)
 }
