@@ -35,69 +35,64 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, validator: &TokenValidator) -> String {
         let mut out = String::new();
-        out.push_str("# HELP kubegate_decisions_total Requests decided by authz-server.\n");
-        out.push_str("# TYPE kubegate_decisions_total counter\n");
-        let _ = writeln!(
-            out,
-            "kubegate_decisions_total{{decision=\"allow\",reason=\"\"}} {}",
-            self.allowed.load(Ordering::Relaxed)
-        );
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut decisions = vec![("{decision=\"allow\",reason=\"\"}".to_string(), load(&self.allowed))];
         for (reason, count) in self.denied.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "kubegate_decisions_total{{decision=\"deny\",reason=\"{reason}\"}} {count}");
+            decisions.push((format!("{{decision=\"deny\",reason=\"{reason}\"}}"), *count));
         }
-        out.push_str("# HELP kubegate_jwks_fetches_total Fetches of an issuer's discovery document and JWKS.\n");
-        out.push_str("# TYPE kubegate_jwks_fetches_total counter\n");
-        for keys in validator.keys() {
-            let issuer = label(keys.issuer());
-            let stats = &keys.stats;
-            let _ = writeln!(
-                out,
-                "kubegate_jwks_fetches_total{{issuer=\"{issuer}\",result=\"success\"}} {}",
-                stats.fetch_successes.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "kubegate_jwks_fetches_total{{issuer=\"{issuer}\",result=\"failure\"}} {}",
-                stats.fetch_failures.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str(
-            "# HELP kubegate_jwks_unknown_key_lookups_total Tokens whose kid was not among the cached keys.\n",
+        family(&mut out, "kubegate_decisions_total", "counter", "Requests decided by authz-server.", decisions);
+        let issuers: Vec<_> = validator.keys().map(|k| (format!("issuer=\"{}\"", label(k.issuer())), k)).collect();
+        let fetches = issuers.iter().flat_map(|(issuer, k)| {
+            [
+                (format!("{{{issuer},result=\"success\"}}"), load(&k.stats.fetch_successes)),
+                (format!("{{{issuer},result=\"failure\"}}"), load(&k.stats.fetch_failures)),
+            ]
+        });
+        family(
+            &mut out,
+            "kubegate_jwks_fetches_total",
+            "counter",
+            "Fetches of an issuer's discovery document and JWKS.",
+            fetches,
         );
-        out.push_str("# TYPE kubegate_jwks_unknown_key_lookups_total counter\n");
-        for keys in validator.keys() {
-            let count = keys.stats.unknown_key_refetches.load(Ordering::Relaxed);
-            let _ =
-                writeln!(out, "kubegate_jwks_unknown_key_lookups_total{{issuer=\"{}\"}} {count}", label(keys.issuer()));
-        }
-        out.push_str("# HELP kubegate_jwks_keys_age_seconds Age of the signing keys in use; it grows while the issuer is unreachable.\n");
-        out.push_str("# TYPE kubegate_jwks_keys_age_seconds gauge\n");
-        for keys in validator.keys() {
-            if let Some(age) = keys.age() {
-                let _ = writeln!(
-                    out,
-                    "kubegate_jwks_keys_age_seconds{{issuer=\"{}\"}} {}",
-                    label(keys.issuer()),
-                    age.as_secs()
-                );
-            }
-        }
-        out.push_str("# HELP kubegate_config_reloads_total Configuration changes applied or refused.\n");
-        out.push_str("# TYPE kubegate_config_reloads_total counter\n");
-        let _ = writeln!(
-            out,
-            "kubegate_config_reloads_total{{result=\"applied\"}} {}",
-            self.reloads.load(Ordering::Relaxed)
+        let unknown = issuers.iter().map(|(issuer, k)| (format!("{{{issuer}}}"), load(&k.stats.unknown_key_refetches)));
+        family(
+            &mut out,
+            "kubegate_jwks_unknown_key_lookups_total",
+            "counter",
+            "Tokens whose kid was not among the cached keys.",
+            unknown,
         );
-        let _ = writeln!(
-            out,
-            "kubegate_config_reloads_total{{result=\"refused\"}} {}",
-            self.refused_reloads.load(Ordering::Relaxed)
+        let ages = issuers.iter().filter_map(|(issuer, k)| Some((format!("{{{issuer}}}"), k.age()?.as_secs())));
+        family(
+            &mut out,
+            "kubegate_jwks_keys_age_seconds",
+            "gauge",
+            "Age of the signing keys in use; it grows while the issuer is unreachable.",
+            ages,
         );
-        out.push_str("# HELP kubegate_verified_tokens_cached Verified tokens remembered.\n");
-        out.push_str("# TYPE kubegate_verified_tokens_cached gauge\n");
-        let _ = writeln!(out, "kubegate_verified_tokens_cached {}", validator.cached_tokens());
+        let reloads = [
+            ("{result=\"applied\"}".to_string(), load(&self.reloads)),
+            ("{result=\"refused\"}".to_string(), load(&self.refused_reloads)),
+        ];
+        family(
+            &mut out,
+            "kubegate_config_reloads_total",
+            "counter",
+            "Configuration changes applied or refused.",
+            reloads,
+        );
+        let cached = [(String::new(), validator.cached_tokens() as u64)];
+        family(&mut out, "kubegate_verified_tokens_cached", "gauge", "Verified tokens remembered.", cached);
         out
+    }
+}
+
+/// One metric family: its HELP and TYPE lines, then one line per labelled sample.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
     }
 }
 

@@ -48,10 +48,7 @@ impl LoadResult {
 
 fn tls_connector(ca: &Path, http2: bool) -> anyhow::Result<tokio_rustls::TlsConnector> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(ca)?)) {
-        roots.add(cert?)?;
-    }
+    let roots = kubegate_tests::tls::root_store(ca)?;
     let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))

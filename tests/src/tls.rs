@@ -69,6 +69,21 @@ impl LocalPki {
     }
 }
 
+/// The certificates of a PEM file, as a rustls root store.
+pub fn root_store(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(ca)?)) {
+        roots.add(cert?)?;
+    }
+    Ok(roots)
+}
+
+/// An HTTPS client builder that also trusts the CA in `ca` (the local PKI's).
+pub fn https_client(ca: &Path) -> anyhow::Result<reqwest::ClientBuilder> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
+    Ok(reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca))
+}
+
 /// A TLS acceptor offering HTTP/2 and HTTP/1.1; with `client_ca`, client certificates
 /// signed by it are verified when presented (and optional, as on kube-apiserver).
 pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
@@ -82,12 +97,9 @@ pub fn acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Re
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(ca)?)) {
-                roots.add(cert?)?;
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build()?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(root_store(ca)?))
+                .allow_unauthenticated()
+                .build()?;
             builder.with_client_cert_verifier(verifier)
         }
     };

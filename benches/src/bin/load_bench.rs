@@ -263,8 +263,7 @@ async fn start_envoy(
 }
 
 async fn fetch_jwks(stack: &GatewayStack) -> anyhow::Result<String> {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&stack.ca_cert)?)?;
-    let client = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).build()?;
+    let client = kubegate_tests::tls::https_client(&stack.ca_cert)?.build()?;
     Ok(client.get(format!("{}/jwks", stack.issuer)).send().await?.text().await?)
 }
 

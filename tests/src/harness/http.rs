@@ -1,6 +1,7 @@
 //! Requests through the gateway with full control over the bytes: a raw HTTP/1.1 client
 //! (header case, repeats and `Connection:` exactly as written) and an HTTP/2 client.
 
+use crate::tls::{https_client, root_store};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,14 +19,6 @@ impl RawResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_default()
     }
-}
-
-fn root_store(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(ca)?)) {
-        roots.add(cert?)?;
-    }
-    Ok(roots)
 }
 
 /// Sends `head` (request line and headers, CRLF-separated, without the final blank
@@ -83,9 +76,7 @@ pub async fn http2_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<RawResponse> {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
-    let client =
-        reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).http2_prior_knowledge().build()?;
+    let client = https_client(ca)?.http2_prior_knowledge().build()?;
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
         map.append(reqwest::header::HeaderName::from_bytes(name.as_bytes())?, value.parse()?);

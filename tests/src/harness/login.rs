@@ -56,13 +56,8 @@ impl GatewayStack {
 
     /// What a person does in the browser: open the URL, fill in the login form.
     async fn complete_browser_login(&self, url: &str, user: &DemoUser) -> anyhow::Result<()> {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca_cert)?)?;
-        let browser = reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(ca)
-            .cookie_store(true)
-            .timeout(Duration::from_secs(20))
-            .build()?;
+        let browser =
+            crate::tls::https_client(&self.ca_cert)?.cookie_store(true).timeout(Duration::from_secs(20)).build()?;
         let login_page = browser.get(url).send().await?;
         let form_url = format!("{}/login", login_page.url().as_str().trim_end_matches('/'));
         let body = login_page.text().await?;

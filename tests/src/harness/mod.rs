@@ -29,7 +29,7 @@ pub use upstream::{ClusterUpstream, Upstream, UpstreamCredential};
 
 use crate::apiserver::{audit, rbac::Rule};
 use crate::envoy_config;
-use crate::tls::{LeafFiles, LocalPki};
+use crate::tls::{https_client, LeafFiles, LocalPki};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -295,8 +295,7 @@ impl GatewayStack {
 
     /// A bot's access token from the provider's client-credentials grant.
     pub async fn client_credentials_token(&self, client_id: &str, secret: &str) -> anyhow::Result<String> {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca_cert)?)?;
-        let client = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).build()?;
+        let client = https_client(&self.ca_cert)?.build()?;
         let response = client
             .post(format!("{}/token", self.issuer))
             .basic_auth(client_id, Some(secret))
@@ -309,8 +308,7 @@ impl GatewayStack {
 
     /// How many requests the OIDC provider has answered, by path.
     pub async fn provider_request_counts(&self) -> anyhow::Result<std::collections::HashMap<String, u64>> {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca_cert)?)?;
-        let client = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).build()?;
+        let client = https_client(&self.ca_cert)?.build()?;
         Ok(client.get(format!("{}/test/request-counts", self.issuer)).send().await?.json().await?)
     }
 
@@ -518,9 +516,7 @@ async fn wait_for_http(url: &str, what: &str) -> anyhow::Result<()> {
 }
 
 async fn wait_for_https(url: &str, ca: &Path, what: &str) -> anyhow::Result<()> {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
-    let client =
-        reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).timeout(Duration::from_secs(2)).build()?;
+    let client = https_client(ca)?.timeout(Duration::from_secs(2)).build()?;
     wait_until(what, STARTUP, || async {
         client.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
     })
