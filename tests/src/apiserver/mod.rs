@@ -6,6 +6,7 @@
 //! * an RBAC table answering by the impersonated user and groups ([`rbac`]);
 //! * discovery, pods (list, get, streaming watch), `logs -f`, `auth whoami`
 //!   (SelfSubjectReview) and `auth can-i` (SelfSubjectAccessReview) ([`routes`]);
+//! * exec, attach and port-forward over websocket and SPDY/3.1 ([`streaming`]);
 //! * one audit line per request ([`audit`]), which tests read.
 //!
 //! A loopback control port lets tests change cluster state (add a pod) without going
@@ -19,6 +20,7 @@ mod protobuf;
 pub mod rbac;
 pub mod request_info;
 mod routes;
+pub mod streaming;
 
 use crate::tls;
 use axum::Router;
@@ -58,6 +60,8 @@ pub(crate) struct StandIn {
     rules: Vec<rbac::Rule>,
     audit: audit::AuditLog,
     cluster: cluster::Cluster,
+    /// What `kubectl cp` put into each pod.
+    files: streaming::container::PodFiles,
 }
 
 /// Serves until the process ends.
@@ -70,7 +74,7 @@ pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
         cluster.add_pod(ns, name);
     }
     let audit = audit::AuditLog::open(&config.audit_file)?;
-    let state = Arc::new(StandIn { config: config.clone(), rules, audit, cluster });
+    let state = Arc::new(StandIn { config: config.clone(), rules, audit, cluster, files: Default::default() });
 
     let control = tokio::net::TcpListener::bind(config.control_listen).await?;
     let state_for_control = state.clone();

@@ -4,7 +4,9 @@ use super::audit::AuditRecord;
 use super::cluster::{pod_list, pod_table, PodEvent};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{parse, RequestInfo};
+use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
 use super::{discovery, protobuf, rbac, StandIn};
+use axum::http::request::Parts;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -48,12 +50,13 @@ fn json_response(value: Value) -> Response {
 }
 
 async fn handle(State(s): State<Arc<StandIn>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let certificate = parts.extensions.get::<CertificateIdentity>();
-    let (method, path, query) = (parts.method.as_str(), parts.uri.path(), parts.uri.query().unwrap_or(""));
+    let (mut parts, body) = request.into_parts();
+    let certificate = parts.extensions.get::<CertificateIdentity>().cloned();
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let (method, path, query) = (method.as_str(), uri.path(), uri.query().unwrap_or(""));
     let mut record = AuditRecord::new(method, path, query, &parts.headers);
     let response =
-        match authenticate(&parts.headers, certificate, &s.config.accepted_tokens_file, &s.config.gateway_user) {
+        match authenticate(&parts.headers, certificate.as_ref(), &s.config.accepted_tokens_file, &s.config.gateway_user) {
             Err(AuthError::Unauthorized) => status(401, "Unauthorized"),
             Err(AuthError::BadImpersonation(message)) => status(400, &message),
             Ok(auth) => {
@@ -61,16 +64,56 @@ async fn handle(State(s): State<Arc<StandIn>>, request: Request) -> Response {
                 record.token_fingerprint = auth.token_fingerprint;
                 record.user = Some(auth.user.clone());
                 let info = parse(method, path, Some(query));
-                if rbac::allows(&s.rules, &auth.user, &info) {
-                    serve(&s, &parts.headers, query, body, &auth.user, &info).await
-                } else {
+                if !rbac::allows(&s.rules, &auth.user, &info) {
                     status(403, &rbac::forbidden_message(&auth.user, &info))
+                } else if let Some(kind) = stream_kind(&info) {
+                    upgrade(&s, &mut parts, &info, kind, auth.user, &mut record)
+                } else {
+                    serve(&s, &parts.headers, query, body, &auth.user, &info).await
                 }
             }
         };
     record.status = response.status().as_u16();
     s.audit.write(&record);
     response
+}
+
+fn stream_kind(info: &RequestInfo) -> Option<StreamKind> {
+    match info {
+        RequestInfo::Resource { resource, subresource: Some(sub), .. } if resource == "pods" => match sub.as_str() {
+            "exec" => Some(StreamKind::Exec),
+            "attach" => Some(StreamKind::Attach),
+            "portforward" => Some(StreamKind::PortForward),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// exec, attach, port-forward: negotiate the transport, answer 101, run the session.
+fn upgrade(
+    s: &Arc<StandIn>,
+    parts: &mut Parts,
+    info: &RequestInfo,
+    kind: StreamKind,
+    user: UserInfo,
+    record: &mut AuditRecord,
+) -> Response {
+    let RequestInfo::Resource { namespace, name, .. } = info else {
+        return status(404, "the server could not find the requested resource");
+    };
+    let (namespace, name) = (namespace.clone().unwrap_or_default(), name.clone().unwrap_or_default());
+    if s.cluster.get(&namespace, &name).is_none() {
+        return status(404, &format!("pods \"{name}\" not found"));
+    }
+    let transport = match streaming::negotiate(&parts.headers, kind) {
+        Ok(transport) => transport,
+        Err(Refused(code, message)) => return status(code, &message),
+    };
+    record.upgrade = Some(transport.describe());
+    let options = ExecOptions::from_query(parts.uri.query().unwrap_or_default());
+    let session = SessionContext { stand_in: s.clone(), pod: (namespace, name), user, kind, options };
+    streaming::accept(parts, transport, session)
 }
 
 async fn serve(

@@ -21,7 +21,7 @@ pub mod tools;
 mod upstream;
 
 pub use http::{http2_get, raw_http1, RawResponse};
-pub use kubectl::KubectlOutput;
+pub use kubectl::{KubectlBytes, KubectlOutput, KubectlRun, StreamTransport};
 pub use process::{free_port, wait_until, ChildProcess};
 pub use tokens::{now as now_secs, ForgedToken, SigningKey, ISSUER_KEY};
 pub use tools::Tools;

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 pub struct Tools {
     pub envoy: PathBuf,
     pub kubectl: PathBuf,
+    /// The oldest and the newest kubectl we test streaming with (1.27, 1.35).
+    pub kubectl_oldest: PathBuf,
+    pub kubectl_newest: PathBuf,
     pub node: PathBuf,
     pub oidc_provider: PathBuf,
     pub wasm_filter: PathBuf,
@@ -55,6 +58,11 @@ impl Tools {
         let tools = Self {
             envoy: from_env_or("KUBEGATE_ENVOY", root.join(".tools/venv/bin/envoy")),
             kubectl: from_env_or("KUBEGATE_KUBECTL", default_kubectl()),
+            kubectl_oldest: from_env_or(
+                "KUBEGATE_KUBECTL_OLDEST",
+                PathBuf::from("/usr/lib/google-cloud-sdk/bin/kubectl.1.27"),
+            ),
+            kubectl_newest: from_env_or("KUBEGATE_KUBECTL_NEWEST", root.join(".tools/kubectl-1.35")),
             node: from_env_or("KUBEGATE_NODE", PathBuf::from("node")),
             oidc_provider: root.join("tests/oidc-provider/server.mjs"),
             wasm_filter: from_env_or(
@@ -67,6 +75,8 @@ impl Tools {
         };
         for (name, path) in [
             ("envoy (make tools)", &tools.envoy),
+            ("kubectl 1.35 (make tools)", &tools.kubectl_newest),
+            ("kubectl 1.27 (the machine image)", &tools.kubectl_oldest),
             ("oidc-provider modules (make tools)", &root.join("tests/oidc-provider/node_modules/oidc-provider")),
             ("wasm filter (make build)", &tools.wasm_filter),
             ("authz-server (make build)", &tools.authz_server),
