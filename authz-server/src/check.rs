@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use crate::policy::{RequestMeta, Verdict};
 use crate::privilege::{Narrowing, Privileges, Refused};
-use crate::request_info::{self, RequestInfoError};
+use crate::request_info::{self, RequestInfoError, StreamRequest};
 use crate::rules::{Rules, SharedRules};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
@@ -59,6 +59,17 @@ impl<'a> GatewayRequest<'a> {
     /// The path without the query, and the query.
     fn path_and_query(&self) -> (&'a str, &'a str) {
         self.path.split_once('?').unwrap_or((self.path, ""))
+    }
+
+    /// exec, attach, port-forward: the command and container asked for, for the audit
+    /// event (parsed again only for these requests).
+    fn stream(&self) -> Option<StreamRequest> {
+        let (path, query) = self.path_and_query();
+        let last = path.rsplit('/').next().unwrap_or_default();
+        if !matches!(last, "exec" | "attach" | "portforward") {
+            return None;
+        }
+        StreamRequest::from_request(&request_info::parse(self.method, path, query).ok()?, query)
     }
 
     fn header(&self, name: &str) -> Option<&'a str> {
@@ -238,15 +249,19 @@ impl Authorization for CheckService {
         let response = match self.gatekeeper.decide(&request).await {
             Ok(allowed_request) => {
                 let Allowed { identity, privileges, decision } = allowed_request;
+                let stream = request.stream();
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
                     path = request.path, user = %identity.username, idp_groups = ?identity.groups,
-                    roles = ?privileges.roles, privilege_levels = ?privileges.levels, decision = "allow");
+                    roles = ?privileges.roles, privilege_levels = ?privileges.levels,
+                    upgrade = request.header("upgrade"), command = stream.as_ref().map(|s| s.command.as_str()),
+                    container = stream.as_ref().map(|s| s.container.as_str()), decision = "allow");
                 self.metrics.record_allowed();
                 allowed(&decision)
             }
             Err(refusal) => {
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
-                    path = request.path, decision = "deny", reason = refusal.code());
+                    path = request.path, upgrade = request.header("upgrade"), decision = "deny",
+                    reason = refusal.code());
                 self.metrics.record_denied(refusal.code());
                 denied(&refusal)
             }

@@ -5,13 +5,18 @@ use kubegate_tests::apiserver::rbac::Rule;
 use kubegate_tests::harness::{engineering_reads_pods, GatewayStack, StackOptions, StreamTransport, ALICE};
 
 fn engineering_streams() -> Rule {
-    serde_yaml::from_str("groups: [engineering]\nverbs: [create]\nresources: [pods/exec, pods/attach, pods/portforward]\n")
-        .unwrap_or_else(|e| panic!("rule: {e}"))
+    serde_yaml::from_str(
+        "groups: [engineering]\nverbs: [create]\nresources: [pods/exec, pods/attach, pods/portforward]\n",
+    )
+    .unwrap_or_else(|e| panic!("rule: {e}"))
 }
 
 async fn stack() -> anyhow::Result<GatewayStack> {
-    GatewayStack::start(StackOptions { rbac: vec![engineering_reads_pods(), engineering_streams()], ..Default::default() })
-        .await
+    GatewayStack::start(StackOptions {
+        rbac: vec![engineering_reads_pods(), engineering_streams()],
+        ..Default::default()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,6 @@
 //! The Cedar entities and requests for one question about one user.
 
-use crate::request_info::RequestInfo;
+use crate::request_info::{RequestInfo, StreamRequest};
 use cedar_policy::{Context, Entities, Entity, EntityUid, Request, RestrictedExpression, Schema};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
@@ -200,10 +200,13 @@ pub(super) fn request(
         RequestInfo::Resource(r) => r.verb.clone(),
         RequestInfo::NonResource { verb, .. } => verb.clone(),
     };
+    let stream = StreamRequest::from_request(info, &meta.query).unwrap_or_default();
     let request_record = RestrictedExpression::new_record([
         ("verb".to_string(), string(&verb)),
         ("path".to_string(), string(&meta.path)),
         ("query".to_string(), string(&meta.query)),
+        ("command".to_string(), string(&stream.command)),
+        ("container".to_string(), string(&stream.container)),
     ])
     .map_err(|e| e.to_string())?;
     let mut pairs = base_context(meta);

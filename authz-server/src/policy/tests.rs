@@ -152,3 +152,21 @@ fn an_unknown_action_is_refused() {
     );
     assert!(matches!(err, Err(PolicyError::Invalid { ref reason, .. }) if reason.contains("teleport")), "{err:?}");
 }
+
+#[test]
+fn exec_policy_sees_the_command_and_container_of_a_websocket_exec() {
+    let e = engine(
+        r#"
+@error("shells in production need the oncall level")
+forbid (principal, action == k8s::Action::"create", resource is k8s::Resource)
+when { resource.subresource == "exec" && context.request.command like "sh*" && context.request.container == "app" };
+"#,
+    );
+    let exec = |query: &str| {
+        let info = parse("GET", "/api/v1/namespaces/prod/pods/web/exec", query).unwrap_or_else(|e| panic!("{e}"));
+        e.authorize_request(&alice(&[]), &info, &levels(&[]), &RequestMeta { query: query.into(), ..meta() })
+    };
+    assert!(matches!(exec("command=sh&command=-c&command=id&container=app"), Verdict::Deny { .. }));
+    assert!(matches!(exec("command=date&container=app"), Verdict::Allow));
+    assert!(matches!(exec("command=sh&container=sidecar"), Verdict::Allow));
+}

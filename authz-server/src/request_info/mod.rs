@@ -6,6 +6,9 @@
 //! the method. kubectl >= 1.30 opens them as a websocket `GET`, which kube-apiserver
 //! authorised as `get` until 1.35; kubegate never lets that weaker verb through.
 
+mod stream;
+pub use stream::StreamRequest;
+
 /// The attributes of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestInfo {

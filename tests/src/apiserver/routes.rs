@@ -6,9 +6,9 @@ use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{parse, RequestInfo};
 use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
 use super::{discovery, protobuf, rbac, StandIn};
-use axum::http::request::Parts;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,24 +55,28 @@ async fn handle(State(s): State<Arc<StandIn>>, request: Request) -> Response {
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let (method, path, query) = (method.as_str(), uri.path(), uri.query().unwrap_or(""));
     let mut record = AuditRecord::new(method, path, query, &parts.headers);
-    let response =
-        match authenticate(&parts.headers, certificate.as_ref(), &s.config.accepted_tokens_file, &s.config.gateway_user) {
-            Err(AuthError::Unauthorized) => status(401, "Unauthorized"),
-            Err(AuthError::BadImpersonation(message)) => status(400, &message),
-            Ok(auth) => {
-                record.authenticated_as = Some(auth.authenticated_as);
-                record.token_fingerprint = auth.token_fingerprint;
-                record.user = Some(auth.user.clone());
-                let info = parse(method, path, Some(query));
-                if !rbac::allows(&s.rules, &auth.user, &info) {
-                    status(403, &rbac::forbidden_message(&auth.user, &info))
-                } else if let Some(kind) = stream_kind(&info) {
-                    upgrade(&s, &mut parts, &info, kind, auth.user, &mut record)
-                } else {
-                    serve(&s, &parts.headers, query, body, &auth.user, &info).await
-                }
+    let response = match authenticate(
+        &parts.headers,
+        certificate.as_ref(),
+        &s.config.accepted_tokens_file,
+        &s.config.gateway_user,
+    ) {
+        Err(AuthError::Unauthorized) => status(401, "Unauthorized"),
+        Err(AuthError::BadImpersonation(message)) => status(400, &message),
+        Ok(auth) => {
+            record.authenticated_as = Some(auth.authenticated_as);
+            record.token_fingerprint = auth.token_fingerprint;
+            record.user = Some(auth.user.clone());
+            let info = parse(method, path, Some(query));
+            if !rbac::allows(&s.rules, &auth.user, &info) {
+                status(403, &rbac::forbidden_message(&auth.user, &info))
+            } else if let Some(kind) = stream_kind(&info) {
+                upgrade(&s, &mut parts, &info, kind, auth.user, &mut record)
+            } else {
+                serve(&s, &parts.headers, query, body, &auth.user, &info).await
             }
-        };
+        }
+    };
     record.status = response.status().as_u16();
     s.audit.write(&record);
     response

@@ -104,7 +104,8 @@ pub async fn run(command: &[String], io: ProcessIo, cx: ProcessContext<'_>) -> E
         ["stty", "size"] => terminal_size(io).await,
         ["test", "-d", path] => {
             let dir = normalise(path);
-            let exists = dir == "/" || cx.files.with(&cx.pod, |fs| fs.keys().any(|f| f.starts_with(&format!("{dir}/"))));
+            let exists =
+                dir == "/" || cx.files.with(&cx.pod, |fs| fs.keys().any(|f| f.starts_with(&format!("{dir}/"))));
             if exists {
                 Exit::Success
             } else {

@@ -57,7 +57,9 @@ pub(super) fn terminal_sizes(mut data: mpsc::Receiver<Bytes>) -> mpsc::Receiver<
     rx
 }
 
-fn writer_sink(writer: StreamWriter) -> impl Fn(Bytes) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+fn writer_sink(
+    writer: StreamWriter,
+) -> impl Fn(Bytes) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
     move |chunk| {
         let writer = writer.clone();
         Box::pin(async move { writer.write(chunk).await.is_ok() })
@@ -68,7 +70,8 @@ fn writer_sink(writer: StreamWriter) -> impl Fn(Bytes) -> std::pin::Pin<Box<dyn 
 /// with a TTY) and resize (only with a TTY) as asked.
 async fn collect_streams(session: &mut SpdySession, cx: &SessionContext) -> Option<HashMap<String, IncomingStream>> {
     let o = &cx.options;
-    let expected = 1 + usize::from(o.stdin) + usize::from(o.stdout) + usize::from(o.stderr && !o.tty) + usize::from(o.tty);
+    let expected =
+        1 + usize::from(o.stdin) + usize::from(o.stdout) + usize::from(o.stderr && !o.tty) + usize::from(o.tty);
     let mut streams = HashMap::new();
     let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
     while streams.len() < expected {

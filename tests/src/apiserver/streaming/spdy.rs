@@ -36,30 +36,111 @@ pub enum SpdyError {
 /// One frame, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    SynStream { stream_id: u32, headers: Headers, fin: bool },
-    SynReply { stream_id: u32, headers: Headers, fin: bool },
-    RstStream { stream_id: u32, status: u32 },
-    Ping { id: u32 },
-    GoAway { last_good_stream_id: u32, status: u32 },
-    Headers { stream_id: u32, headers: Headers },
-    Data { stream_id: u32, fin: bool, data: Bytes },
+    SynStream {
+        stream_id: u32,
+        headers: Headers,
+        fin: bool,
+    },
+    SynReply {
+        stream_id: u32,
+        headers: Headers,
+        fin: bool,
+    },
+    RstStream {
+        stream_id: u32,
+        status: u32,
+    },
+    Ping {
+        id: u32,
+    },
+    GoAway {
+        last_good_stream_id: u32,
+        status: u32,
+    },
+    Headers {
+        stream_id: u32,
+        headers: Headers,
+    },
+    Data {
+        stream_id: u32,
+        fin: bool,
+        data: Bytes,
+    },
     /// SETTINGS, WINDOW_UPDATE and unknown control frames: read past.
-    Ignored { frame_type: u16 },
+    Ignored {
+        frame_type: u16,
+    },
 }
 
 /// The SPDY/3 header dictionary (draft-mbelshe-httpbis-spdy-00, 2.6.10.1): these
 /// header names, each with a 32-bit length, then common values back to back.
 pub fn dictionary() -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset", "accept-encoding",
-        "accept-language", "accept-ranges", "age", "allow", "authorization", "cache-control", "connection",
-        "content-base", "content-encoding", "content-language", "content-length", "content-location",
-        "content-md5", "content-range", "content-type", "date", "etag", "expect", "expires", "from", "host",
-        "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since", "last-modified",
-        "location", "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range", "referer",
-        "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "vary", "via",
-        "warning", "www-authenticate", "method", "get", "status", "200 OK", "version", "HTTP/1.1", "url",
-        "public", "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     const TAIL: &str = "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505\
         203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized\
@@ -142,7 +223,9 @@ impl HeaderCodec {
             let status = self.deflate.compress_vec(&raw[consumed..], &mut out, FlushCompress::Sync);
             let consumed = (self.deflate.total_in() - start) as usize;
             // A sync flush is complete once all input is in and output had room to spare.
-            if matches!(status, Ok(Status::Ok | Status::BufError)) && consumed >= raw.len() && out.len() < out.capacity()
+            if matches!(status, Ok(Status::Ok | Status::BufError))
+                && consumed >= raw.len()
+                && out.len() < out.capacity()
             {
                 return out;
             }
@@ -224,7 +307,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, codec: &mut Header
             let block = payload.get(10..).ok_or_else(short)?;
             Frame::SynStream { stream_id: stream_id()?, headers: codec.decode(block)?, fin }
         }
-        2 => Frame::SynReply { stream_id: stream_id()?, headers: codec.decode(payload.get(4..).ok_or_else(short)?)?, fin },
+        2 => Frame::SynReply {
+            stream_id: stream_id()?,
+            headers: codec.decode(payload.get(4..).ok_or_else(short)?)?,
+            fin,
+        },
         3 => Frame::RstStream { stream_id: stream_id()?, status: word(4).ok_or_else(short)? },
         6 => Frame::Ping { id: word(0).ok_or_else(short)? },
         7 => Frame::GoAway { last_good_stream_id: stream_id()?, status: word(4).unwrap_or(0) },
@@ -252,10 +339,14 @@ pub fn encode_frame(frame: &Frame, codec: &mut HeaderCodec) -> Vec<u8> {
             let block = codec.encode(headers);
             control(1, fin_flag(*fin), [&stream_id.to_be_bytes()[..], &[0; 6], &block].concat())
         }
-        Frame::SynReply { stream_id, headers, fin } => control(2, fin_flag(*fin), with_id(*stream_id, &codec.encode(headers))),
+        Frame::SynReply { stream_id, headers, fin } => {
+            control(2, fin_flag(*fin), with_id(*stream_id, &codec.encode(headers)))
+        }
         Frame::RstStream { stream_id, status } => control(3, 0, with_id(*stream_id, &status.to_be_bytes())),
         Frame::Ping { id } => control(6, 0, id.to_be_bytes().to_vec()),
-        Frame::GoAway { last_good_stream_id, status } => control(7, 0, with_id(*last_good_stream_id, &status.to_be_bytes())),
+        Frame::GoAway { last_good_stream_id, status } => {
+            control(7, 0, with_id(*last_good_stream_id, &status.to_be_bytes()))
+        }
         Frame::Headers { stream_id, headers } => control(8, 0, with_id(*stream_id, &codec.encode(headers))),
         Frame::Data { stream_id, fin, data } => {
             let mut out = Vec::with_capacity(8 + data.len());
