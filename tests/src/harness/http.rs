@@ -41,6 +41,27 @@ pub async fn raw_http1(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Resu
     parse_http1(&String::from_utf8_lossy(&bytes))
 }
 
+/// Like [`raw_http1`], but returns as soon as the response head has arrived: for
+/// upgrade requests, whose connection stays open after `101 Switching Protocols`.
+pub async fn raw_http1_head(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Result<RawResponse> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(root_store(ca)?).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let address = gateway_url.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+    tls.write_all(format!("{head}\r\n\r\n").as_bytes()).await?;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "connection closed before the response head");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    parse_http1(&String::from_utf8_lossy(&bytes))
+}
+
 fn parse_http1(text: &str) -> anyhow::Result<RawResponse> {
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no header end in {text:?}"))?;
     let mut lines = head.lines();

@@ -20,7 +20,7 @@ mod tokens;
 pub mod tools;
 mod upstream;
 
-pub use http::{http2_get, raw_http1, RawResponse};
+pub use http::{http2_get, raw_http1, raw_http1_head, RawResponse};
 pub use kubectl::{KubectlBytes, KubectlOutput, KubectlRun, StreamTransport};
 pub use process::{free_port, wait_until, ChildProcess};
 pub use tokens::{now as now_secs, ForgedToken, SigningKey, ISSUER_KEY};

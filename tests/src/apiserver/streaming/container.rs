@@ -61,14 +61,18 @@ impl Exit {
     }
 }
 
-/// Files per pod, so that `kubectl cp` into a pod can be copied back out.
+/// One pod's files: absolute path to contents.
+type FileSystem = BTreeMap<String, Vec<u8>>;
+
+/// Files per pod (`namespace`, `name`), so that `kubectl cp` into a pod can be copied
+/// back out.
 #[derive(Default)]
 pub struct PodFiles {
-    files: Mutex<BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>>,
+    files: Mutex<BTreeMap<(String, String), FileSystem>>,
 }
 
 impl PodFiles {
-    fn with<T>(&self, pod: &(String, String), f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> T) -> T {
+    fn with<T>(&self, pod: &(String, String), f: impl FnOnce(&mut FileSystem) -> T) -> T {
         let mut all = match self.files.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

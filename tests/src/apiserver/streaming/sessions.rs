@@ -135,8 +135,10 @@ pub(super) async fn port_forward(mut session: SpdySession) {
             Some("data") => slot.1 = Some(stream),
             _ => continue,
         }
-        if let Some((Some(error), Some(data))) = pending.remove(&request).filter(|(e, d)| e.is_some() && d.is_some()) {
-            tokio::spawn(forward_connection(error, data));
+        if let (Some(_), Some(_)) = slot {
+            if let Some((Some(error), Some(data))) = pending.remove(&request) {
+                tokio::spawn(forward_connection(error, data));
+            }
         }
     }
     session.close().await;
