@@ -13,7 +13,7 @@ OIDC_PROVIDER := tests/oidc-provider/node_modules/oidc-provider/package.json
 KUBECTL_NEWEST := $(TOOLS)/kubectl-1.35
 WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 
-.PHONY: test sandbox build tools wasm-target lint bench bench-load
+.PHONY: test sandbox build tools wasm-target lint bench bench-load bench-exec
 
 ## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
 test: tools build
@@ -51,6 +51,12 @@ bench-load: tools wasm-target
 	cargo build --release --workspace --bins
 	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
 	"$(CARGO_TARGET_DIR)/release/kubegate-load-bench" $(BENCH_ARGS)
+
+## exec stdin/stdout throughput (1 GiB) through kubegate against plain Envoy.
+bench-exec: tools wasm-target
+	cargo build --release --workspace --bins
+	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
+	"$(CARGO_TARGET_DIR)/release/kubegate-exec-bench" $(BENCH_ARGS)
 
 lint:
 	cargo fmt --all -- --check
