@@ -170,3 +170,17 @@ when { resource.subresource == "exec" && context.request.command like "sh*" && c
     assert!(matches!(exec("command=date&container=app"), Verdict::Allow));
     assert!(matches!(exec("command=sh&container=sidecar"), Verdict::Allow));
 }
+
+/// The examples in docs/policy.md stay valid against the schema.
+#[test]
+fn the_documented_policy_examples_validate() {
+    let doc = include_str!("../../../docs/policy.md");
+    let blocks: Vec<&str> = doc.split("```cedar").skip(1).filter_map(|rest| rest.split("```").next()).collect();
+    assert!(!blocks.is_empty(), "docs/policy.md has cedar examples");
+    for (i, block) in blocks.iter().enumerate() {
+        let name = format!("docs/policy.md block {}", i + 1);
+        if let Err(e) = PolicyEngine::from_sources(&[(name, block.to_string())], "prod") {
+            panic!("{e}");
+        }
+    }
+}

@@ -37,9 +37,11 @@ async fn main() -> anyhow::Result<()> {
     let gateway_sa: Rule = serde_yaml_rule(
         "users: [\"system:serviceaccount:kubegate:kubegate-gateway\"]\nverbs: [get, create]\nresources: [pods, pods/exec]\n",
     )?;
-    let stack =
-        GatewayStack::start(StackOptions { rbac: vec![engineering_reads_pods(), streams, gateway_sa], ..Default::default() })
-            .await?;
+    let stack = GatewayStack::start(StackOptions {
+        rbac: vec![engineering_reads_pods(), streams, gateway_sa],
+        ..Default::default()
+    })
+    .await?;
     let kubegate = stack.login(&ALICE).await?;
     let (_plain_envoy, plain) = start_plain(&stack).await?;
 
@@ -52,7 +54,10 @@ async fn main() -> anyhow::Result<()> {
             let kubegate_rate = echo_rate(&stack, &kubegate, transport, args.mib).await?;
             let ratio = kubegate_rate / plain_rate;
             ratios.push(ratio);
-            println!("{:<10} {round:>6} {plain_rate:>12.1} {kubegate_rate:>12.1} {ratio:>7.2}", format!("{transport:?}"));
+            println!(
+                "{:<10} {round:>6} {plain_rate:>12.1} {kubegate_rate:>12.1} {ratio:>7.2}",
+                format!("{transport:?}")
+            );
         }
         ratios.sort_by(f64::total_cmp);
         println!("{:<10} median ratio kubegate / plain: {:.2}", format!("{transport:?}"), ratios[ratios.len() / 2]);
@@ -65,7 +70,12 @@ fn serde_yaml_rule(text: &str) -> anyhow::Result<Rule> {
 }
 
 /// One exec: `mib` MiB of a repeating pattern in, every byte counted and checked out.
-async fn echo_rate(stack: &GatewayStack, kubeconfig: &Path, transport: StreamTransport, mib: usize) -> anyhow::Result<f64> {
+async fn echo_rate(
+    stack: &GatewayStack,
+    kubeconfig: &Path,
+    transport: StreamTransport,
+    mib: usize,
+) -> anyhow::Result<f64> {
     let mut command =
         stack.kubectl_run(kubeconfig, &["exec", "-i", "web-1", "--", "cat"]).transport(transport).command();
     command.stdin(Stdio::piped());
@@ -86,7 +96,10 @@ async fn echo_rate(stack: &GatewayStack, kubeconfig: &Path, transport: StreamTra
         if n == 0 {
             break;
         }
-        anyhow::ensure!(buffer[..n].iter().enumerate().all(|(i, b)| *b == ((received + i) % CHUNK % 251) as u8), "corrupt echo");
+        anyhow::ensure!(
+            buffer[..n].iter().enumerate().all(|(i, b)| *b == ((received + i) % CHUNK % 251) as u8),
+            "corrupt echo"
+        );
         received += n;
     }
     let elapsed = started.elapsed().as_secs_f64();
