@@ -171,6 +171,19 @@ async fn exec_runs_as_the_user_and_reports_exit_codes_over_both_transports() -> 
     assert_eq!(exec.status, 101);
     assert_eq!(exec.user.map(|u| u.username).as_deref(), Some("alice@example.com"));
     assert!(exec.query.contains("command=whoami") || exec.query.contains("command=cat"), "{}", exec.query);
+    // kubegate's own audit event names the command and the transport of each exec.
+    let log = std::fs::read_to_string(stack.dir.join("authz-server.log"))?;
+    let allowed: Vec<&str> =
+        log.lines().filter(|l| l.contains("/exec?") && l.contains("\"decision\":\"allow\"")).collect();
+    assert!(
+        allowed.iter().any(|l| l.contains("\"command\":\"exit 3\"") && l.contains("\"upgrade\":\"websocket\"")),
+        "{allowed:?}"
+    );
+    assert!(
+        allowed.iter().any(|l| l.contains("\"command\":\"whoami\"") && l.contains("\"upgrade\":\"SPDY/3.1\"")),
+        "{allowed:?}"
+    );
+    assert!(allowed.iter().all(|l| l.contains("\"container\":\"app\"")), "{allowed:?}");
     Ok(())
 }
 
