@@ -24,14 +24,7 @@ impl RawResponse {
 /// Sends `head` (request line and headers, CRLF-separated, without the final blank
 /// line) over TLS with ALPN `http/1.1`, and reads the response until the server closes.
 pub async fn raw_http1(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Result<RawResponse> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(root_store(ca)?).with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let address = gateway_url.trim_start_matches("https://");
-    let tcp = tokio::net::TcpStream::connect(address).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-    tls.write_all(format!("{head}\r\n\r\n").as_bytes()).await?;
+    let mut tls = send_http1_head(gateway_url, ca, head).await?;
     let mut bytes = Vec::new();
     let read = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read_to_end(&mut bytes)).await?;
     // Envoy may close without close_notify; what was read is still the response.
@@ -44,14 +37,7 @@ pub async fn raw_http1(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Resu
 /// Like [`raw_http1`], but returns as soon as the response head has arrived: for
 /// upgrade requests, whose connection stays open after `101 Switching Protocols`.
 pub async fn raw_http1_head(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Result<RawResponse> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(root_store(ca)?).with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let address = gateway_url.trim_start_matches("https://");
-    let tcp = tokio::net::TcpStream::connect(address).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-    tls.write_all(format!("{head}\r\n\r\n").as_bytes()).await?;
+    let mut tls = send_http1_head(gateway_url, ca, head).await?;
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -60,6 +46,23 @@ pub async fn raw_http1_head(gateway_url: &str, ca: &Path, head: &str) -> anyhow:
         bytes.extend_from_slice(&chunk[..n]);
     }
     parse_http1(&String::from_utf8_lossy(&bytes))
+}
+
+/// Connects over TLS with ALPN `http/1.1` and writes `head` and the blank line.
+async fn send_http1_head(
+    gateway_url: &str,
+    ca: &Path,
+    head: &str,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(root_store(ca)?).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let address = gateway_url.trim_start_matches("https://");
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+    tls.write_all(format!("{head}\r\n\r\n").as_bytes()).await?;
+    Ok(tls)
 }
 
 fn parse_http1(text: &str) -> anyhow::Result<RawResponse> {
