@@ -78,17 +78,7 @@ permit (
 /// rule's message; and exec into payments only with the oncall level.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_per_request_forbid_refuses_with_its_message() -> anyhow::Result<()> {
-    let policy = r#"
-@id("no-delete-in-kube-system")
-@error("deleting in kube-system is not allowed through kubegate")
-forbid (principal, action in [k8s::Action::"delete", k8s::Action::"deletecollection"], resource)
-when { resource is k8s::Resource && resource.namespace == "kube-system" };
-
-@error("exec into payments needs the oncall privilege level")
-forbid (principal, action == k8s::Action::"create", resource)
-when { resource is k8s::Resource && resource.subresource == "exec" && resource.namespace == "payments"
-       && !context.k8s.groups.contains("oncall") };
-"#;
+    let policy = include_str!("../../authz-server/tests/fixtures/guardrails.cedar");
     let stack = GatewayStack::start(with_policies(&[("guardrails.cedar", policy)])).await?;
     let alice = stack.login(&ALICE).await?;
     let delete = stack.kubectl(&alice, &["delete", "--raw", "/api/v1/namespaces/kube-system/pods/coredns"]).await?;

@@ -64,19 +64,7 @@ fn seed_forbid_vetoes_levels_with_its_error_message() {
 
 #[test]
 fn per_request_forbids_name_their_rule() {
-    let e = engine(
-        r#"
-@id("no-delete-in-kube-system")
-@error("deleting in kube-system is not allowed through kubegate")
-forbid (principal, action in [k8s::Action::"delete", k8s::Action::"deletecollection"], resource)
-when { resource is k8s::Resource && resource.namespace == "kube-system" };
-
-@error("exec into payments needs the oncall privilege level")
-forbid (principal, action == k8s::Action::"create", resource)
-when { resource is k8s::Resource && resource.subresource == "exec" && resource.namespace == "payments"
-       && !context.k8s.groups.contains("oncall") };
-"#,
-    );
+    let e = engine(include_str!("../../tests/fixtures/guardrails.cedar"));
     let p = alice(&[]);
     let ask = |method: &str, path: &str, lv: &[&str]| {
         e.authorize_request(&p, &parse(method, path, "").unwrap_or_else(|e| panic!("{e}")), &levels(lv), &meta())
