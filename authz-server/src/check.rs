@@ -11,6 +11,7 @@ use crate::policy::{RequestMeta, Verdict};
 use crate::privilege::{Narrowing, Privileges, Refused};
 use crate::request_info::{self, RequestInfoError, StreamRequest};
 use crate::rules::{Rules, SharedRules};
+use crate::whoami::{WhoAmI, WHOAMI_PATH};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
@@ -70,6 +71,22 @@ impl<'a> GatewayRequest<'a> {
             return None;
         }
         StreamRequest::from_request(&request_info::parse(self.method, path, query).ok()?, query)
+    }
+
+    /// What policies see of the request besides its Kubernetes attributes.
+    fn meta(&self) -> RequestMeta {
+        let (path, query) = self.path_and_query();
+        RequestMeta {
+            source_ip: self.source_ip.to_owned(),
+            time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            path: path.to_owned(),
+            query: query.to_owned(),
+        }
+    }
+
+    /// Whether this is kubegate's own `whoami` question.
+    fn is_whoami(&self) -> bool {
+        self.method == "GET" && self.path_and_query().0 == WHOAMI_PATH
     }
 
     fn header(&self, name: &str) -> Option<&'a str> {
@@ -199,29 +216,45 @@ impl Gatekeeper {
         request: &GatewayRequest<'_>,
         requested: Option<&str>,
     ) -> Result<Privileges, Refusal> {
-        let narrowing = match requested {
-            None => None,
-            Some(raw) => Some(Narrowing::new(serde_json::from_str(raw).map_err(|_| Refusal::ClientImpersonation)?)),
-        };
+        let narrowing = narrowing(requested)?;
         let (path, query) = request.path_and_query();
         let info = request_info::parse(request.method, path, query)?;
-        let meta = RequestMeta {
-            source_ip: request.source_ip.to_owned(),
-            time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
-            path: path.to_owned(),
-            query: query.to_owned(),
-        };
+        let meta = request.meta();
         let principal = rules.privileges.principal(identity);
-        let privileges =
-            rules.privileges.resolve(&principal, &rules.policy, &meta, narrowing.as_ref()).map_err(|refused| {
-                match refused {
-                    Refused::Vetoed(message) => Refusal::LevelsVetoed(message),
-                    not_a_narrowing @ Refused::NotANarrowing(_) => Refusal::NotANarrowing(not_a_narrowing.to_string()),
-                }
-            })?;
+        let privileges = rules.privileges.resolve(&principal, &rules.policy, &meta, narrowing.as_ref())?;
         match rules.policy.authorize_request(&principal, &info, &privileges.levels, &meta) {
             Verdict::Deny { message, .. } => Err(Refusal::Forbidden(message)),
             Verdict::Allow => Ok(privileges),
+        }
+    }
+
+    /// `GET /kubegate/v1/whoami`: the caller's identity and privilege levels (narrowed
+    /// as the client asked), with no request policy: it asks about nothing but the
+    /// caller, and a refused `--as-group` or a vetoed level is still refused.
+    pub async fn whoami(&self, request: &GatewayRequest<'_>) -> Result<WhoAmI, Refusal> {
+        let token = request.bearer_token().ok_or(TokenError::Missing)?;
+        let identity = self.validator.validate(token).await?;
+        let narrowing = narrowing(request.header(CLIENT_IMPERSONATION_HEADER))?;
+        let rules = self.rules.current();
+        let principal = rules.privileges.principal(&identity);
+        let privileges = rules.privileges.resolve(&principal, &rules.policy, &request.meta(), narrowing.as_ref())?;
+        let impersonation = rules.privileges.impersonation(&identity, &privileges, request.id);
+        Ok(WhoAmI::new(&identity, &privileges, impersonation))
+    }
+}
+
+/// The client's `--as`/`--as-group`, as the filter reported it.
+fn narrowing(requested: Option<&str>) -> Result<Option<Narrowing>, Refusal> {
+    requested
+        .map(|raw| serde_json::from_str(raw).map(Narrowing::new).map_err(|_| Refusal::ClientImpersonation))
+        .transpose()
+}
+
+impl From<Refused> for Refusal {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Vetoed(message) => Refusal::LevelsVetoed(message),
+            not_a_narrowing @ Refused::NotANarrowing(_) => Refusal::NotANarrowing(not_a_narrowing.to_string()),
         }
     }
 }
@@ -246,6 +279,9 @@ impl Authorization for CheckService {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let check = request.into_inner();
         let request = GatewayRequest::from_check(&check);
+        if request.is_whoami() {
+            return Ok(tonic::Response::new(self.whoami(&request).await));
+        }
         let response = match self.gatekeeper.decide(&request).await {
             Ok(allowed_request) => {
                 let Allowed { identity, privileges, decision } = allowed_request;
@@ -268,6 +304,35 @@ impl Authorization for CheckService {
         };
         Ok(tonic::Response::new(response))
     }
+}
+
+impl CheckService {
+    async fn whoami(&self, request: &GatewayRequest<'_>) -> CheckResponse {
+        match self.gatekeeper.whoami(request).await {
+            Ok(whoami) => {
+                tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
+                    path = request.path, user = %whoami.username, privilege_levels = ?whoami.privilege_levels,
+                    decision = "whoami");
+                answered(&whoami.to_json())
+            }
+            Err(refusal) => {
+                tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
+                    path = request.path, decision = "deny", reason = refusal.code());
+                self.metrics.record_denied(refusal.code());
+                denied(&refusal)
+            }
+        }
+    }
+}
+
+/// A request authz-server answers itself: Envoy sends `body` with status 200 and the
+/// request goes no further.
+fn answered(body: &str) -> CheckResponse {
+    let mut http = DeniedHttpResponseBuilder::new();
+    http.set_http_status(HttpStatusCode::Ok).add_header("content-type", "application/json", None, false).set_body(body);
+    let mut response = CheckResponse::with_status(tonic::Status::permission_denied("answered by kubegate"));
+    response.set_http_response(http);
+    response
 }
 
 fn allowed(decision: &Decision) -> CheckResponse {

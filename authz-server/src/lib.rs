@@ -5,8 +5,9 @@
 //! The map: [`config`] reads the YAML file; [`oidc`] verifies tokens and maps claims to
 //! an identity; [`request_info`] parses what a request asks to do, as kube-apiserver does;
 //! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
-//! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`metrics`] counts what
-//! happened; [`server`] puts the gRPC services on a socket.
+//! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
+//! `kubegate whoami`; [`metrics`] counts what happened; [`server`] puts the gRPC services
+//! on a socket.
 
 #![forbid(unsafe_code)]
 
@@ -21,3 +22,4 @@ pub mod privilege;
 pub mod request_info;
 pub mod rules;
 pub mod server;
+pub mod whoami;
