@@ -35,6 +35,16 @@ pub fn requested_api_version(exec_info: Option<&str>) -> &'static str {
     }
 }
 
+/// Whether a person can answer a login prompt: kubectl says so in
+/// `KUBERNETES_EXEC_INFO` (`spec.interactive`: its stdin is a terminal and the
+/// kubeconfig's `interactiveMode` allows it); without that, whether our stdin is one.
+pub fn interactive(exec_info: Option<&str>) -> bool {
+    let told = exec_info
+        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
+        .and_then(|v| v.pointer("/spec/interactive").and_then(serde_json::Value::as_bool));
+    told.unwrap_or_else(|| std::io::IsTerminal::is_terminal(&std::io::stdin()))
+}
+
 /// The JSON kubectl expects, with the token and its expiry (RFC 3339, UTC).
 pub fn render(api_version: &str, token: &str, expires_at: u64) -> String {
     let expiry = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(expires_at)).to_string();
@@ -64,5 +74,12 @@ mod tests {
         assert_eq!(requested_api_version(None), V1);
         assert_eq!(requested_api_version(Some(r#"{"apiVersion":"client.authentication.k8s.io/v1beta1"}"#)), V1BETA1);
         assert_eq!(requested_api_version(Some("garbage")), V1);
+    }
+
+    #[test]
+    fn kubectl_says_whether_a_person_is_there() {
+        let info = |interactive: bool| format!(r#"{{"apiVersion":"{V1}","spec":{{"interactive":{interactive}}}}}"#);
+        assert!(interactive(Some(&info(true))));
+        assert!(!interactive(Some(&info(false))));
     }
 }

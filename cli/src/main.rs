@@ -1,28 +1,41 @@
 //! `kubegate`: log in to your organisation's identity provider and hand kubectl a token
 //! for the kubegate gateway.
 //!
+//! The map: [`login`] runs the browser and device logins; [`token_source`] decides where
+//! exec-credential's token comes from (cache, refresh, login); [`oidc_client`] speaks
+//! OpenID Connect; [`token_cache`] keeps tokens between runs; [`exec_credential`] is
+//! kubectl's side of the protocol; [`kubeconfig`] edits the kubeconfig; [`whoami`] asks
+//! the gateway who you are.
+//!
 //! stdout belongs to the exec-credential protocol; everything meant for a person goes to
 //! stderr.
 
 mod exec_credential;
+mod kubeconfig;
+mod login;
 mod loopback;
 mod oidc_client;
 mod secret;
+mod setup;
 mod token_cache;
+mod token_source;
+mod whoami;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use login::LoginSettings;
 use oidc_client::OidcClient;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use token_cache::{CachedTokens, TokenCache};
-
-/// A cached ID token is used only while it has at least this long to live, so it does
-/// not expire between kubectl reading it and the gateway checking it.
-const MIN_REMAINING: u64 = 30;
+use token_cache::{CacheKey, CachedTokens, TokenCache};
+use token_source::TokenSource;
 
 #[derive(Debug, Parser)]
-#[command(name = "kubegate", version, about = "Log in to Kubernetes through the kubegate gateway")]
+#[command(
+    name = "kubegate",
+    version,
+    about = "Log in to Kubernetes through the kubegate gateway",
+    after_help = "Getting started:\n  kubegate kubeconfig add --server https://kubegate.example.com --issuer https://login.example.com\n  kubectl get pods        # logs you in on first use\n  kubegate whoami         # who the gateway says you are, and your privilege levels"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,13 +43,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Log in with your browser (authorization code + PKCE) and cache the tokens.
-    Login(LoginArgs),
-    /// kubectl exec credential plugin: print a token for the gateway, logging in first
-    /// if no usable token is cached.
-    ExecCredential(LoginArgs),
+    /// Log in now (browser, or `--device` for a code to enter elsewhere) and cache the tokens.
+    Login(LoginSettings),
+    /// kubectl's exec credential plugin (the kubeconfig calls it): prints a token,
+    /// refreshing it or logging in first when needed.
+    ExecCredential(LoginSettings),
     /// Remove cached tokens (revoking the refresh token where the provider supports it).
     Logout(LogoutArgs),
+    /// Show who the gateway says you are: user, groups, privilege levels, token expiry.
+    Whoami(WhoamiArgs),
+    /// Set up kubectl to use a kubegate gateway.
+    #[command(subcommand)]
+    Kubeconfig(KubeconfigCommand),
     /// Print a shell completion script: `kubegate completions bash > /etc/bash_completion.d/kubegate`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -44,9 +62,16 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KubeconfigCommand {
+    /// Add (or replace) a cluster, a user that logs in with kubegate, and a context, and
+    /// switch to it. Other kubeconfig entries are left as they are.
+    Add(setup::AddArgs),
+}
+
 #[derive(Debug, Args)]
 struct LogoutArgs {
-    /// Log out of every issuer and client this machine has tokens for.
+    /// Log out of every issuer, client and account this machine has tokens for.
     #[arg(long, conflicts_with = "issuer")]
     all: bool,
     /// OpenID Connect issuer URL (not needed with --all).
@@ -54,37 +79,36 @@ struct LogoutArgs {
     issuer: Option<String>,
     #[arg(long, env = "KUBEGATE_CLIENT_ID", default_value = "kubegate")]
     client_id: String,
+    /// The account, if you logged in with `--login-hint`.
+    #[arg(long, env = "KUBEGATE_LOGIN_HINT")]
+    login_hint: Option<String>,
     /// PEM bundle to trust for the issuer's TLS.
     #[arg(long, env = "KUBEGATE_CA_FILE")]
     ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-struct LoginArgs {
-    /// OpenID Connect issuer URL.
-    #[arg(long, env = "KUBEGATE_ISSUER")]
-    issuer: String,
-    /// OAuth client id registered for kubegate at the identity provider.
-    #[arg(long, env = "KUBEGATE_CLIENT_ID", default_value = "kubegate")]
-    client_id: String,
-    /// PEM bundle to trust for the issuer's TLS (in addition to the system roots).
-    #[arg(long, env = "KUBEGATE_CA_FILE")]
-    ca_file: Option<PathBuf>,
-    /// Print the login URL instead of opening a browser.
+struct WhoamiArgs {
+    /// The kubeconfig file (default: kubectl's).
     #[arg(long)]
-    no_browser: bool,
-    /// How long to wait for the browser login to finish, in seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    /// `json` prints the gateway's answer as it is.
+    #[arg(short, long, value_parser = ["text", "json"], default_value = "text")]
+    output: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Login(args) => login(&args).await.map(|_| eprintln!("kubegate: logged in")),
-        Command::ExecCredential(args) => exec_credential(&args).await,
+        Command::Login(settings) => login(&settings).await,
+        Command::ExecCredential(settings) => exec_credential(&settings).await,
         Command::Logout(args) => logout(&args).await,
+        Command::Whoami(args) => whoami(&args),
+        Command::Kubeconfig(KubeconfigCommand::Add(args)) => setup::add(&args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -101,55 +125,41 @@ async fn main() {
     }
 }
 
-async fn exec_credential(args: &LoginArgs) -> anyhow::Result<()> {
+async fn login(settings: &LoginSettings) -> anyhow::Result<()> {
     let cache = TokenCache::new(TokenCache::default_dir());
-    // Parallel kubectl runs queue here: one refreshes or logs in, the rest find its token.
-    let _lock = cache.lock(&args.issuer, &args.client_id)?;
-    let tokens = match usable_cached_tokens(&cache, args).await {
-        Some(tokens) => tokens,
-        None => login(args).await?,
-    };
-    let api_version = exec_credential::requested_api_version(std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref());
+    let _lock = cache.lock(&settings.cache_key())?;
+    let tokens = TokenSource::new(settings, cache).login().await?;
+    eprintln!("kubegate: logged in as {}", if tokens.user.is_empty() { "(unnamed)" } else { &tokens.user });
+    Ok(())
+}
+
+async fn exec_credential(settings: &LoginSettings) -> anyhow::Result<()> {
+    let exec_info = std::env::var("KUBERNETES_EXEC_INFO").ok();
+    let can_prompt = exec_credential::interactive(exec_info.as_deref());
+    let tokens = TokenSource::new(settings, TokenCache::new(TokenCache::default_dir())).token(can_prompt).await?;
+    let api_version = exec_credential::requested_api_version(exec_info.as_deref());
     println!("{}", exec_credential::render(api_version, tokens.id_token.expose(), tokens.expires_at));
     Ok(())
 }
 
-/// A cached token with time left, or a refreshed one; `None` means a login is needed.
-/// Cache and refresh problems are reported and fall through to a login.
-async fn usable_cached_tokens(cache: &TokenCache, args: &LoginArgs) -> Option<CachedTokens> {
-    let cached = match cache.load(&args.issuer, &args.client_id) {
-        Ok(cached) => cached?,
-        Err(e) => {
-            eprintln!("kubegate: {e}");
-            return None;
-        }
-    };
-    if cached.expires_at > now() + MIN_REMAINING {
-        return Some(cached);
+fn whoami(args: &WhoamiArgs) -> anyhow::Result<()> {
+    let kubectl = whoami::Kubectl { kubeconfig: args.kubeconfig.as_deref(), context: args.context.as_deref() };
+    if args.output == "json" {
+        print!("{}", kubectl.whoami_json()?);
+        return Ok(());
     }
-    let refresh_token = cached.refresh_token.as_ref()?;
-    let refreshed = async {
-        let client = OidcClient::discover(&args.issuer, &args.client_id, args.ca_file.as_deref()).await?;
-        client.refresh(refresh_token).await
-    };
-    match refreshed.await {
-        Ok(tokens) => {
-            if let Err(e) = cache.store(&args.issuer, &args.client_id, &tokens) {
-                eprintln!("kubegate: {e}");
-            }
-            Some(tokens)
-        }
-        Err(e) => {
-            eprintln!("kubegate: refreshing the token failed ({e}); logging in again");
-            None
-        }
-    }
+    print!("{}", whoami::describe(&kubectl.whoami()?));
+    Ok(())
 }
 
 async fn logout(args: &LogoutArgs) -> anyhow::Result<()> {
     let cache = TokenCache::new(TokenCache::default_dir());
     let files = match &args.issuer {
-        Some(issuer) => vec![cache.file(issuer, &args.client_id)],
+        Some(issuer) => vec![cache.file(&CacheKey {
+            issuer: issuer.clone(),
+            client_id: args.client_id.clone(),
+            login_hint: args.login_hint.clone().unwrap_or_default(),
+        })],
         None => cache.entries(),
     };
     for file in files.into_iter().filter(|f| f.exists()) {
@@ -178,36 +188,4 @@ async fn revoke(tokens: &CachedTokens, ca_file: Option<&std::path::Path>) {
         ),
         Err(e) => eprintln!("kubegate: could not revoke the refresh token at {} ({e})", tokens.issuer),
     }
-}
-
-async fn login(args: &LoginArgs) -> anyhow::Result<CachedTokens> {
-    let client = OidcClient::discover(&args.issuer, &args.client_id, args.ca_file.as_deref())
-        .await
-        .context("reading the identity provider's discovery document")?;
-    let receiver = loopback::LoopbackReceiver::bind().await?;
-    let request = client.authorization_request(&receiver.redirect_uri()?)?;
-    if args.no_browser || !open_browser(&request.url) {
-        eprintln!("Open this URL in a browser to log in:\n\n    {}\n", request.url);
-    } else {
-        eprintln!("Opened your browser to log in. If it did not open, visit:\n\n    {}\n", request.url);
-    }
-    let code = receiver.wait_for_code(&request.state, Duration::from_secs(args.timeout)).await?;
-    let tokens = client.exchange_code(&request, &code).await.context("exchanging the authorization code")?;
-    TokenCache::new(TokenCache::default_dir()).store(&args.issuer, &args.client_id, &tokens)?;
-    Ok(tokens)
-}
-
-fn open_browser(url: &str) -> bool {
-    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
-    std::process::Command::new(opener)
-        .arg(url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -1,4 +1,5 @@
-//! The OpenID Connect client side: discovery, authorization code + PKCE, refresh.
+//! The OpenID Connect client side: discovery, authorization code + PKCE, the device
+//! authorization grant (RFC 8628), refresh and revocation.
 
 use crate::secret::Secret;
 use crate::token_cache::CachedTokens;
@@ -10,11 +11,19 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Duration;
 
+/// What kubegate asks for: an ID token with the user's email and groups, and a refresh
+/// token so kubectl keeps working without the browser.
+const SCOPES: &str = "openid email groups offline_access";
+
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
 /// Why talking to the identity provider failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
     #[error("CA file {path}: {reason}")]
     CaFile { path: String, reason: String },
+    #[error("cannot reach the identity provider at {url} ({reason})")]
+    Unreachable { url: String, reason: String },
     #[error("{url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("the identity provider refused: {error}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
@@ -25,6 +34,38 @@ pub enum OidcError {
     NoIdToken,
     #[error("the ID token the identity provider returned has no readable `exp`")]
     BadIdToken,
+    #[error("the identity provider has no device authorization endpoint; log in with the browser instead")]
+    NoDeviceFlow,
+    #[error("the device code expired before the login was completed; run the command again")]
+    DeviceCodeExpired,
+}
+
+impl OidcError {
+    /// The provider refused a grant it once issued (`invalid_grant`): the refresh token
+    /// expired or was revoked, so only a new login helps.
+    pub fn is_invalid_grant(&self) -> bool {
+        matches!(self, OidcError::Refused { error, .. } if error == "invalid_grant")
+    }
+
+    /// The provider could not be reached at all (as opposed to answering no).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, OidcError::Unreachable { .. })
+    }
+}
+
+/// Classifies a transport error: connection failures and timeouts say the provider
+/// is unreachable, with the root cause ("Connection refused") instead of reqwest's
+/// chain of wrappers.
+fn http_error(url: &str, source: reqwest::Error) -> OidcError {
+    if source.is_connect() || source.is_timeout() {
+        let mut reason: &dyn std::error::Error = &source;
+        while let Some(inner) = reason.source() {
+            reason = inner;
+        }
+        let reason = if source.is_timeout() { "timed out".to_string() } else { reason.to_string() };
+        return OidcError::Unreachable { url: url.to_owned(), reason };
+    }
+    OidcError::Http { url: url.to_owned(), source }
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +75,8 @@ struct Discovery {
     token_endpoint: String,
     #[serde(default)]
     revocation_endpoint: Option<String>,
+    #[serde(default)]
+    device_authorization_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +95,30 @@ struct ErrorResponse {
 pub struct OidcClient {
     http: reqwest::Client,
     client_id: String,
+    /// Which account to log in as, when the user has several at the provider.
+    login_hint: Option<String>,
     discovery: Discovery,
+}
+
+/// A started device authorization: what the user must enter, and where.
+pub struct DeviceAuthorization {
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    device_code: Secret,
+    expires_in: u64,
+    interval: u64,
+}
+
+#[derive(Deserialize)]
+struct DeviceAuthorizationResponse {
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    verification_uri_complete: Option<String>,
+    expires_in: u64,
+    /// RFC 8628 §3.2: absent means 5 seconds.
+    interval: Option<u64>,
 }
 
 /// A PKCE verifier and the `state` value, kept between the redirect and the exchange.
@@ -69,7 +135,13 @@ impl OidcClient {
         let http = http_client(ca_file)?;
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let discovery = get_json(&http, &url).await?;
-        Ok(Self { http, client_id: client_id.to_owned(), discovery })
+        Ok(Self { http, client_id: client_id.to_owned(), login_hint: None, discovery })
+    }
+
+    /// Asks the provider to log in as this account (`login_hint`).
+    pub fn with_login_hint(mut self, login_hint: Option<&str>) -> Self {
+        self.login_hint = login_hint.map(str::to_owned);
+        self
     }
 
     /// The URL the browser opens, with a fresh PKCE challenge and state.
@@ -83,10 +155,13 @@ impl OidcClient {
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", redirect_uri)
-            .append_pair("scope", "openid email groups offline_access")
+            .append_pair("scope", SCOPES)
             .append_pair("state", &state)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
+        if let Some(hint) = &self.login_hint {
+            url.query_pairs_mut().append_pair("login_hint", hint);
+        }
         Ok(AuthorizationRequest { url: url.into(), state, verifier, redirect_uri: redirect_uri.to_owned() })
     }
 
@@ -100,6 +175,52 @@ impl OidcClient {
             ("code_verifier", &request.verifier),
         ])
         .await
+    }
+
+    /// Starts the device authorization grant: the user enters the returned code at the
+    /// returned URL, on any device, while [`Self::poll_device_token`] waits.
+    pub async fn start_device_authorization(&self) -> Result<DeviceAuthorization, OidcError> {
+        let url = self.discovery.device_authorization_endpoint.as_ref().ok_or(OidcError::NoDeviceFlow)?;
+        let mut form = vec![("client_id", self.client_id.as_str()), ("scope", SCOPES)];
+        if let Some(hint) = &self.login_hint {
+            form.push(("login_hint", hint));
+        }
+        let response = self.http.post(url).form(&form).send().await.map_err(|e| http_error(url, e))?;
+        let started: DeviceAuthorizationResponse = read_json_or_refusal(url, response).await?;
+        Ok(DeviceAuthorization {
+            user_code: started.user_code,
+            verification_uri: started.verification_uri,
+            verification_uri_complete: started.verification_uri_complete,
+            device_code: Secret::new(started.device_code),
+            expires_in: started.expires_in,
+            interval: started.interval.unwrap_or(5).max(1),
+        })
+    }
+
+    /// Polls the token endpoint until the user finishes (or refuses) the device login,
+    /// backing off when the provider says `slow_down` (RFC 8628 §3.5).
+    pub async fn poll_device_token(&self, device: &DeviceAuthorization) -> Result<CachedTokens, OidcError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(device.expires_in);
+        let mut interval = Duration::from_secs(device.interval);
+        loop {
+            tokio::time::sleep(interval).await;
+            if tokio::time::Instant::now() > deadline {
+                return Err(OidcError::DeviceCodeExpired);
+            }
+            let form = [
+                ("grant_type", DEVICE_CODE_GRANT),
+                ("device_code", device.device_code.expose()),
+                ("client_id", &self.client_id),
+            ];
+            match self.token_request(&form).await {
+                Err(OidcError::Refused { error, .. }) if error == "authorization_pending" => {}
+                Err(OidcError::Refused { error, .. }) if error == "slow_down" => interval += Duration::from_secs(5),
+                Err(OidcError::Refused { error, .. }) if error == "expired_token" => {
+                    return Err(OidcError::DeviceCodeExpired)
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Uses a refresh token to get a new ID token without the browser.
@@ -122,30 +243,67 @@ impl OidcClient {
         let Some(url) = &self.discovery.revocation_endpoint else { return Ok(false) };
         let form =
             [("token", refresh_token.expose()), ("token_type_hint", "refresh_token"), ("client_id", &self.client_id)];
-        let http_error = |source| OidcError::Http { url: url.clone(), source };
-        self.http.post(url).form(&form).send().await.map_err(http_error)?.error_for_status().map_err(http_error)?;
+        let response = self.http.post(url).form(&form).send().await.map_err(|e| http_error(url, e))?;
+        response.error_for_status().map_err(|e| http_error(url, e))?;
         Ok(true)
     }
 
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<CachedTokens, OidcError> {
         let url = &self.discovery.token_endpoint;
-        let http_error = |source| OidcError::Http { url: url.clone(), source };
-        let response = self.http.post(url).form(form).send().await.map_err(http_error)?;
-        if !response.status().is_success() {
-            let error: ErrorResponse = response.json().await.map_err(http_error)?;
-            return Err(OidcError::Refused { error: error.error, description: error.error_description });
-        }
-        let tokens: TokenResponse = response.json().await.map_err(http_error)?;
+        let response = self.http.post(url).form(form).send().await.map_err(|e| http_error(url, e))?;
+        let tokens: TokenResponse = read_json_or_refusal(url, response).await?;
         let id_token = tokens.id_token.ok_or(OidcError::NoIdToken)?;
-        let expires_at = jwt_expiry(&id_token).ok_or(OidcError::BadIdToken)?;
+        let claims = IdTokenClaims::read(&id_token).ok_or(OidcError::BadIdToken)?;
+        let clock_skew = claims.iat.map(|iat| iat as i64 - now() as i64).unwrap_or(0);
         Ok(CachedTokens {
             id_token: Secret::new(id_token),
-            expires_at,
+            // By this machine's clock: the token's lifetime from now, not its `exp` read
+            // against a clock that may disagree with the provider's.
+            expires_at: (claims.exp as i64 - clock_skew).max(0) as u64,
             refresh_token: tokens.refresh_token.map(Secret::new),
             issuer: self.discovery.issuer.clone(),
             client_id: self.client_id.clone(),
+            user: claims.email.or(claims.sub).unwrap_or_default(),
+            clock_skew,
         })
     }
+}
+
+/// A JSON answer, or the provider's OAuth error (`{"error": ...}`) as [`OidcError::Refused`].
+async fn read_json_or_refusal<T: serde::de::DeserializeOwned>(
+    url: &str,
+    response: reqwest::Response,
+) -> Result<T, OidcError> {
+    if !response.status().is_success() {
+        let status = response.status();
+        let error: ErrorResponse = response.json().await.map_err(|_| OidcError::Refused {
+            error: format!("HTTP {status}"),
+            description: Some(format!("{url} answered without an OAuth error")),
+        })?;
+        return Err(OidcError::Refused { error: error.error, description: error.error_description });
+    }
+    response.json().await.map_err(|e| http_error(url, e))
+}
+
+/// The ID-token claims the client reads, without verification: it only needs to know
+/// when to stop presenting the token and whose it is; the gateway verifies.
+#[derive(Deserialize)]
+struct IdTokenClaims {
+    exp: u64,
+    iat: Option<u64>,
+    email: Option<String>,
+    sub: Option<String>,
+}
+
+impl IdTokenClaims {
+    fn read(token: &str) -> Option<Self> {
+        let payload = URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()?;
+        serde_json::from_slice(&payload).ok()
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, OidcError> {
@@ -161,9 +319,9 @@ fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, OidcError> {
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> Result<T, OidcError> {
-    let http_error = |source| OidcError::Http { url: url.to_owned(), source };
-    let response = http.get(url).send().await.map_err(http_error)?.error_for_status().map_err(http_error)?;
-    response.json().await.map_err(http_error)
+    let response = http.get(url).send().await.map_err(|e| http_error(url, e))?;
+    let response = response.error_for_status().map_err(|e| http_error(url, e))?;
+    response.json().await.map_err(|e| OidcError::BadDiscovery(format!("{url}: {e}")))
 }
 
 fn random_token() -> String {
@@ -172,22 +330,17 @@ fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The `exp` of a JWT, read without verification: the client only needs to know when
-/// to stop presenting it; the gateway verifies.
-pub fn jwt_expiry(token: &str) -> Option<u64> {
-    let payload = URL_SAFE_NO_PAD.decode(token.split('.').nth(1)?).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&payload).ok()?.get("exp")?.as_u64()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reads_expiry_without_verifying() {
-        let token = format!("x.{}.y", URL_SAFE_NO_PAD.encode(br#"{"exp":1700000000}"#));
-        assert_eq!(jwt_expiry(&token), Some(1_700_000_000));
-        assert_eq!(jwt_expiry("garbage"), None);
+    fn reads_expiry_and_user_without_verifying() {
+        let token = format!("x.{}.y", URL_SAFE_NO_PAD.encode(br#"{"exp":1700000000,"sub":"s1"}"#));
+        let claims = IdTokenClaims::read(&token);
+        assert_eq!(claims.as_ref().map(|c| c.exp), Some(1_700_000_000));
+        assert_eq!(claims.and_then(|c| c.sub).as_deref(), Some("s1"));
+        assert!(IdTokenClaims::read("garbage").is_none());
     }
 
     #[test]

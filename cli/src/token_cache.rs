@@ -1,4 +1,5 @@
-//! Tokens kept between kubectl runs: one file per issuer and client, readable by the
+//! Tokens kept between kubectl runs: one file per issuer, client and account (the
+//! login hint, for people with several accounts at one provider), readable by the
 //! user alone (directory 0700, files 0600), replaced atomically so a reader never sees
 //! half a file.
 
@@ -23,6 +24,21 @@ pub struct CachedTokens {
     pub issuer: String,
     #[serde(default)]
     pub client_id: String,
+    /// Whose they are (the ID token's `email`, else `sub`), for messages.
+    #[serde(default)]
+    pub user: String,
+    /// The provider's clock minus this machine's when the tokens were issued, seconds.
+    #[serde(default)]
+    pub clock_skew: i64,
+}
+
+/// Which tokens: one issuer, one OAuth client, one account.
+#[derive(Debug, Clone)]
+pub struct CacheKey {
+    pub issuer: String,
+    pub client_id: String,
+    /// The `--login-hint` the tokens were requested with; empty when none.
+    pub login_hint: String,
 }
 
 /// Why the cache could not be used.
@@ -30,7 +46,7 @@ pub struct CachedTokens {
 pub enum CacheError {
     #[error("token cache {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("token cache {path} is corrupt ({source}); run `kubegate login`")]
+    #[error("token cache {path} is corrupt ({source}); the next login replaces it")]
     Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
@@ -55,17 +71,19 @@ impl TokenCache {
         base.join("kubegate")
     }
 
-    fn path(&self, issuer: &str, client_id: &str) -> PathBuf {
-        let digest = Sha256::digest(format!("{issuer}\n{client_id}").as_bytes());
+    /// The cache file of `key`.
+    pub fn file(&self, key: &CacheKey) -> PathBuf {
+        let CacheKey { issuer, client_id, login_hint } = key;
+        let digest = Sha256::digest(format!("{issuer}\n{client_id}\n{login_hint}").as_bytes());
         let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{name}.json"))
     }
 
-    /// Holds an exclusive lock for `issuer` + `client_id` until the guard drops, so that
-    /// 20 kubectl processes started at once log in or refresh once: the others wait,
-    /// then find the fresh token in the cache.
-    pub fn lock(&self, issuer: &str, client_id: &str) -> Result<CacheLock, CacheError> {
-        let path = self.path(issuer, client_id).with_extension("lock");
+    /// Holds an exclusive lock for `key` until the guard drops, so that 20 kubectl
+    /// processes started at once log in or refresh once: the others wait, then find the
+    /// fresh token in the cache.
+    pub fn lock(&self, key: &CacheKey) -> Result<CacheLock, CacheError> {
+        let path = self.file(key).with_extension("lock");
         let io = |source| CacheError::Io { path: path.clone(), source };
         create_private_dir(&self.dir).map_err(io)?;
         let file = open_private_no_truncate(&path).map_err(io)?;
@@ -84,11 +102,6 @@ impl TokenCache {
             .unwrap_or_default()
     }
 
-    /// The cache file of `issuer` + `client_id`.
-    pub fn file(&self, issuer: &str, client_id: &str) -> PathBuf {
-        self.path(issuer, client_id)
-    }
-
     /// Reads one cache file.
     pub fn read(&self, path: &Path) -> Result<CachedTokens, CacheError> {
         let bytes = std::fs::read(path).map_err(|source| CacheError::Io { path: path.to_owned(), source })?;
@@ -96,8 +109,8 @@ impl TokenCache {
     }
 
     /// The cached tokens, or `None` when nothing is cached.
-    pub fn load(&self, issuer: &str, client_id: &str) -> Result<Option<CachedTokens>, CacheError> {
-        let path = self.path(issuer, client_id);
+    pub fn load(&self, key: &CacheKey) -> Result<Option<CachedTokens>, CacheError> {
+        let path = self.file(key);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -107,8 +120,8 @@ impl TokenCache {
     }
 
     /// Stores tokens, creating the directory (0700) and the file (0600).
-    pub fn store(&self, issuer: &str, client_id: &str, tokens: &CachedTokens) -> Result<(), CacheError> {
-        let path = self.path(issuer, client_id);
+    pub fn store(&self, key: &CacheKey, tokens: &CachedTokens) -> Result<(), CacheError> {
+        let path = self.file(key);
         let io = |source| CacheError::Io { path: path.clone(), source };
         create_private_dir(&self.dir).map_err(io)?;
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -154,30 +167,38 @@ mod tests {
             refresh_token: Some(Secret::new("r".into())),
             issuer: "https://idp".into(),
             client_id: "kubegate".into(),
+            user: "alice@example.com".into(),
+            clock_skew: 0,
         }
+    }
+
+    fn key(issuer: &str, client_id: &str, login_hint: &str) -> CacheKey {
+        CacheKey { issuer: issuer.into(), client_id: client_id.into(), login_hint: login_hint.into() }
     }
 
     #[test]
     fn stores_privately_and_reads_back() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let cache = TokenCache::new(dir.path().join("kubegate"));
-        assert!(matches!(cache.load("https://idp", "kubegate"), Ok(None)));
-        cache.store("https://idp", "kubegate", &tokens()).unwrap_or_else(|e| panic!("{e}"));
-        let loaded = cache.load("https://idp", "kubegate").ok().flatten().map(|t| t.expires_at);
+        let alice = key("https://idp", "kubegate", "");
+        assert!(matches!(cache.load(&alice), Ok(None)));
+        cache.store(&alice, &tokens()).unwrap_or_else(|e| panic!("{e}"));
+        let loaded = cache.load(&alice).ok().flatten().map(|t| t.expires_at);
         assert_eq!(loaded, Some(42));
-        assert!(matches!(cache.load("https://idp", "other"), Ok(None)), "per client");
+        assert!(matches!(cache.load(&key("https://idp", "other", "")), Ok(None)), "per client");
+        assert!(matches!(cache.load(&key("https://idp", "kubegate", "admin@example.com")), Ok(None)), "per account");
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
         assert_eq!(mode(&dir.path().join("kubegate")), 0o700);
-        assert_eq!(mode(&cache.path("https://idp", "kubegate")), 0o600);
+        assert_eq!(mode(&cache.file(&alice)), 0o600);
     }
 
     #[test]
     fn a_corrupt_file_is_an_error_that_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let cache = TokenCache::new(dir.path().to_owned());
-        std::fs::write(cache.path("i", "c"), b"{not json").unwrap_or_else(|e| panic!("{e}"));
-        let err = cache.load("i", "c").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("corrupt") && err.contains("kubegate login"), "{err}");
+        std::fs::write(cache.file(&key("i", "c", "")), b"{not json").unwrap_or_else(|e| panic!("{e}"));
+        let err = cache.load(&key("i", "c", "")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("corrupt") && err.contains("next login replaces it"), "{err}");
     }
 }

@@ -3,10 +3,13 @@
 // of our own (the library's dev interactions accept any password).
 //
 // Usage: node server.mjs --port P --cert F --key F --state DIR [--keys a,b] [--id-token-ttl S]
+//        [--refresh-token-ttl S] [--clock-skew S]
 //   --keys: the published signing keys, in order; the first one signs. Each is the RSA
 //   key DIR/<name>.pem (created on first use, reused after) with `kid` <name>. Default
 //   `signing-key`. Tests restart the provider with another list to rotate keys, and
 //   read a key to forge tokens only the issuer could sign (to test refusal paths).
+//   --clock-skew: run the provider's clock S seconds ahead of the machine's (negative:
+//   behind), to test how clients cope with a clock that disagrees with the provider's.
 //   Prints "ready <issuer>" on stdout once listening.
 
 import { createServer } from 'node:https';
@@ -22,6 +25,8 @@ const { values: args } = parseArgs({
     key: { type: 'string' },
     state: { type: 'string' },
     'id-token-ttl': { type: 'string', default: '3600' },
+    'refresh-token-ttl': { type: 'string', default: '86400' },
+    'clock-skew': { type: 'string', default: '0' },
     keys: { type: 'string', default: 'signing-key' },
   },
 });
@@ -40,6 +45,13 @@ function signingKey(stateDir, name) {
   }
   const jwk = createPrivateKey(readFileSync(pemPath)).export({ format: 'jwk' });
   return { ...jwk, kid: name, use: 'sig', alg: 'RS256' };
+}
+
+// oidc-provider reads time only through Date.now (its epochTime helper).
+const clockSkewMs = Number(args['clock-skew']) * 1000;
+if (clockSkewMs !== 0) {
+  const realNow = Date.now;
+  Date.now = () => realNow() + clockSkewMs;
 }
 
 const port = Number(args.port);
@@ -100,7 +112,7 @@ const provider = new Provider(issuer, {
     },
   },
   pkce: { required: () => true },
-  ttl: { IdToken: Number(args['id-token-ttl']), AccessToken: 3600, RefreshToken: 86400, Session: 86400, Grant: 86400, Interaction: 600, DeviceCode: 600 },
+  ttl: { IdToken: Number(args['id-token-ttl']), AccessToken: 3600, RefreshToken: Number(args['refresh-token-ttl']), Session: 86400, Grant: 86400, Interaction: 600, DeviceCode: 600 },
   async findAccount(_ctx, id) {
     const account = ACCOUNTS[id];
     if (!account) return undefined;

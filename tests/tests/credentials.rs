@@ -34,8 +34,11 @@ async fn the_token_cache_is_private() -> anyhow::Result<()> {
     let dir = stack.cache_dir(&ALICE, GATEWAY_CLIENT_ID);
     assert_eq!(std::fs::metadata(&dir)?.permissions().mode() & 0o777, 0o700);
     let files: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0].metadata()?.permissions().mode() & 0o777, 0o600);
+    let tokens = files.iter().filter(|f| f.path().extension().is_some_and(|x| x == "json")).count();
+    assert_eq!(tokens, 1, "one token file (and its lock)");
+    for file in files {
+        assert_eq!(file.metadata()?.permissions().mode() & 0o777, 0o600, "{file:?}");
+    }
     Ok(())
 }
 

@@ -71,16 +71,84 @@ impl GatewayStack {
 
     /// A kubeconfig for `user` whose exec plugin is the kubegate CLI.
     pub fn write_exec_kubeconfig(&self, user: &DemoUser, client_id: &str) -> anyhow::Result<PathBuf> {
+        self.write_plugin_kubeconfig(user, client_id, "--no-browser")
+    }
+
+    /// A kubeconfig for `user` whose exec plugin logs in with the device flow when it
+    /// has no token (and so can log in without a terminal).
+    pub fn device_kubeconfig(&self, user: &DemoUser) -> anyhow::Result<PathBuf> {
+        self.write_plugin_kubeconfig(user, GATEWAY_CLIENT_ID, "--device")
+    }
+
+    fn write_plugin_kubeconfig(&self, user: &DemoUser, client_id: &str, login: &str) -> anyhow::Result<PathBuf> {
         let exec = serde_json::json!({
             "apiVersion": "client.authentication.k8s.io/v1",
             "command": self.tools.kubegate,
-            "args": ["exec-credential", "--issuer", self.issuer, "--client-id", client_id, "--ca-file", self.ca_cert, "--no-browser"],
+            "args": ["exec-credential", "--issuer", self.issuer, "--client-id", client_id, "--ca-file", self.ca_cert, login],
             "env": [{"name": "KUBEGATE_CACHE_DIR", "value": self.cache_dir(user, client_id)}],
             "interactiveMode": "IfAvailable",
         });
-        let path = self.dir.join(format!("kubeconfig-{}-{client_id}", user.email));
+        let path = self.dir.join(format!("kubeconfig-{}-{client_id}{login}", user.email));
         self.write_kubeconfig(&path, serde_json::json!({"exec": exec}))?;
         Ok(path)
+    }
+
+    /// Runs `kubegate login --device` for `user` and completes the login "on another
+    /// device" from the URL it prints. Returns what the CLI printed.
+    pub async fn device_login(&self, user: &DemoUser) -> anyhow::Result<String> {
+        let mut cli = tokio::process::Command::new(&self.tools.kubegate)
+            .args(["login", "--device", "--timeout", "60", "--issuer", &self.issuer])
+            .arg("--ca-file")
+            .arg(&self.ca_cert)
+            .env("KUBEGATE_CACHE_DIR", self.cache_dir(user, GATEWAY_CLIENT_ID))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stderr = cli.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut printed = String::new();
+        let url = loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+                .await??
+                .ok_or_else(|| anyhow::anyhow!("kubegate login --device printed no URL: {printed}"))?;
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(url) = device_url(&line) {
+                break url;
+            }
+        };
+        self.complete_device_login(&url, user).await?;
+        let status = tokio::time::timeout(Duration::from_secs(30), cli.wait()).await??;
+        while let Ok(Some(line)) = lines.next_line().await {
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        anyhow::ensure!(status.success(), "kubegate login --device failed ({status}): {printed}");
+        Ok(printed)
+    }
+
+    /// What a person does on their phone or laptop with a device code: open the URL
+    /// that carries it, confirm the code, log in.
+    pub async fn complete_device_login(&self, url: &str, user: &DemoUser) -> anyhow::Result<()> {
+        let browser =
+            crate::tls::https_client(&self.ca_cert)?.cookie_store(true).timeout(Duration::from_secs(20)).build()?;
+        // The URL's page posts the code back by script; then comes the confirmation page.
+        let auto_post = browser.get(url).send().await?;
+        let device_url = auto_post.url().join("/device")?;
+        let body = auto_post.text().await?;
+        let confirm = browser.post(device_url.clone()).form(&hidden_inputs(&body)).send().await?;
+        let body = confirm.text().await?;
+        anyhow::ensure!(body.contains("op.deviceConfirmForm"), "expected the code confirmation page, got: {body}");
+        let login_page = browser.post(device_url).form(&hidden_inputs(&body)).send().await?;
+        let form_url = format!("{}/login", login_page.url().as_str().trim_end_matches('/'));
+        let body = login_page.text().await?;
+        anyhow::ensure!(body.contains("Sign in to the kubegate sandbox"), "expected the login form, got: {body}");
+        let done = browser.post(&form_url).form(&[("login", user.email), ("password", user.password)]).send().await?;
+        let text = done.text().await?;
+        anyhow::ensure!(text.contains("Sign-in Success"), "the device login did not complete: {text}");
+        Ok(())
     }
 
     /// A kubeconfig that presents a fixed bearer token (or none, with `None`).
@@ -124,4 +192,25 @@ impl GatewayStack {
             .map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("no token in {credential}"))
     }
+}
+
+/// The verification URL with the code in it, from a line the CLI printed.
+pub fn device_url(line: &str) -> Option<String> {
+    let url = line.trim();
+    (url.starts_with("https://") && url.contains("user_code=")).then(|| url.to_owned())
+}
+
+/// The hidden fields of the provider's confirmation form (`xsrf`, `user_code`, ...),
+/// as a browser would submit them.
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let attribute = |tag: &str, name: &str| {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(tag[start..].split('"').next()?.to_owned())
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| rest.split('>').next())
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
+        .collect()
 }

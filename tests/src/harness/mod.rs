@@ -15,6 +15,7 @@
 mod http;
 mod kubectl;
 mod login;
+
 mod process;
 mod tokens;
 pub mod tools;
@@ -22,6 +23,7 @@ mod upstream;
 
 pub use http::{http2_get, raw_http1, raw_http1_head, RawResponse};
 pub use kubectl::{KubectlBytes, KubectlOutput, KubectlRun, StreamTransport};
+pub use login::device_url;
 pub use process::{free_port, wait_until, ChildProcess};
 pub use tokens::{now as now_secs, ForgedToken, SigningKey, ISSUER_KEY};
 pub use tools::Tools;
@@ -69,6 +71,9 @@ pub struct StackOptions {
     pub upstream: Upstream,
     /// Lifetime of the ID tokens the OIDC provider issues, in seconds.
     pub id_token_ttl: u64,
+    /// More arguments for the OIDC provider (`tests/oidc-provider/server.mjs`), such as
+    /// `--refresh-token-ttl 2` or `--clock-skew 7200`.
+    pub provider_args: Vec<String>,
     /// Extra authz-server issuer settings, as YAML lines indented for the issuer entry
     /// (e.g. `"  unknownKeyRefetchSeconds: 1\n"`); further `- url:` entries may follow.
     /// `{issuer}` and `{ca}` are replaced by the provider's URL and the CA file.
@@ -95,6 +100,7 @@ impl Default for StackOptions {
             dir: None,
             upstream: Upstream::StandIn,
             id_token_ttl: 3600,
+            provider_args: Vec::new(),
             issuer_settings: String::new(),
             authz_settings: ENGINEERING_ROLE.into(),
             policies: Vec::new(),
@@ -130,7 +136,7 @@ pub struct GatewayStack {
     pub authz_metrics_url: String,
     authz_config: PathBuf,
     oidc_port: u16,
-    id_token_ttl: u64,
+    provider_args: Vec<String>,
     // Declared in stop order: the front door closes first.
     pub envoy: ChildProcess,
     pub authz: ChildProcess,
@@ -167,8 +173,15 @@ impl GatewayStack {
         let issuer = format!("https://127.0.0.1:{oidc_port}");
         let oidc_state = dir.join("oidc-state");
         let oidc_leaf = pki.leaf("oidc-provider")?;
-        let oidc =
-            start_oidc_provider(&tools, &oidc_leaf, &dir, oidc_port, &oidc_state, options.id_token_ttl, &[ISSUER_KEY])?;
+        let oidc = start_oidc_provider(
+            &tools,
+            &oidc_leaf,
+            &dir,
+            oidc_port,
+            &oidc_state,
+            &provider_args(&options),
+            &[ISSUER_KEY],
+        )?;
         let discovery = format!("{issuer}/.well-known/openid-configuration");
         with_log(&oidc, wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await)?;
 
@@ -266,7 +279,7 @@ impl GatewayStack {
             authz_metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             authz_config,
             oidc_port,
-            id_token_ttl: options.id_token_ttl,
+            provider_args: provider_args(&options),
             envoy,
             authz,
             stand_in,
@@ -341,7 +354,7 @@ impl GatewayStack {
             &self.dir,
             self.oidc_port,
             &self.oidc_state,
-            self.id_token_ttl,
+            &self.provider_args,
             keys,
         )?;
         let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
@@ -388,13 +401,20 @@ pub fn write_token_atomically(dir: &Path, token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The OIDC provider's arguments beyond where it listens and which keys it signs with.
+fn provider_args(options: &StackOptions) -> Vec<String> {
+    let mut args = vec!["--id-token-ttl".to_string(), options.id_token_ttl.to_string()];
+    args.extend(options.provider_args.iter().cloned());
+    args
+}
+
 fn start_oidc_provider(
     tools: &Tools,
     leaf: &LeafFiles,
     dir: &Path,
     port: u16,
     state: &Path,
-    id_token_ttl: u64,
+    args: &[String],
     keys: &[&str],
 ) -> anyhow::Result<ChildProcess> {
     let mut command = Command::new(&tools.node);
@@ -408,8 +428,7 @@ fn start_oidc_provider(
         .arg(&leaf.key)
         .arg("--state")
         .arg(state)
-        .arg("--id-token-ttl")
-        .arg(id_token_ttl.to_string())
+        .args(args)
         .arg("--keys")
         .arg(keys.join(","));
     ChildProcess::spawn("oidc-provider", command, dir)

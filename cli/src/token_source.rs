@@ -1,0 +1,102 @@
+//! Where `exec-credential` gets a token, cheapest first: the cache while the token has
+//! time left, then a refresh with the refresh token, and only then a login, which needs
+//! a person (a terminal) unless the device flow is configured.
+//!
+//! Every failure on the way says what happened and falls through to the next source;
+//! the last one's error is what the user reads (kubectl prints the plugin's stderr).
+
+use crate::login::{interactive_login, warn_about_clock_skew, LoginSettings};
+use crate::token_cache::{CachedTokens, TokenCache};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A cached ID token is used only while it has at least this long to live, so it does
+/// not expire between kubectl reading it and the gateway checking it.
+const MIN_REMAINING: u64 = 30;
+
+/// Why no token could be had without a person.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no valid token for {issuer} and no terminal to log in from: run `kubegate login` \
+     (or configure `--device` on exec-credential, which prints a code to enter instead)"
+)]
+pub struct NeedsLogin {
+    issuer: String,
+}
+
+/// One account's tokens at one provider, as kubectl's exec plugin needs them.
+pub struct TokenSource<'a> {
+    settings: &'a LoginSettings,
+    cache: TokenCache,
+}
+
+impl<'a> TokenSource<'a> {
+    pub fn new(settings: &'a LoginSettings, cache: TokenCache) -> Self {
+        Self { settings, cache }
+    }
+
+    /// A token for kubectl. `can_prompt`: a person is at a terminal to log in.
+    pub async fn token(&self, can_prompt: bool) -> anyhow::Result<CachedTokens> {
+        let key = self.settings.cache_key();
+        // Parallel kubectl runs queue here: one refreshes or logs in, the rest find its token.
+        let _lock = self.cache.lock(&key)?;
+        let cached = self.cache.load(&key).unwrap_or_else(|e| {
+            eprintln!("kubegate: {e}");
+            None
+        });
+        if let Some(tokens) = &cached {
+            if tokens.expires_at > now() + MIN_REMAINING {
+                return Ok(tokens.clone());
+            }
+            if let Some(refreshed) = self.refresh(tokens).await {
+                self.cache.store(&key, &refreshed)?;
+                return Ok(refreshed);
+            }
+        }
+        if !can_prompt && !self.settings.device {
+            anyhow::bail!(NeedsLogin { issuer: self.settings.issuer.clone() });
+        }
+        self.login().await
+    }
+
+    /// Always a new login (`kubegate login`), replacing whatever is cached.
+    pub async fn login(&self) -> anyhow::Result<CachedTokens> {
+        let tokens = interactive_login(self.settings).await?;
+        self.cache.store(&self.settings.cache_key(), &tokens)?;
+        Ok(tokens)
+    }
+
+    /// A refreshed token; or, when the provider cannot be reached, the cached token if it
+    /// has not quite expired; `None` (after saying why) when a login is needed.
+    async fn refresh(&self, cached: &CachedTokens) -> Option<CachedTokens> {
+        let refresh_token = cached.refresh_token.as_ref()?;
+        let refreshed = async { self.settings.client().await?.refresh(refresh_token).await.map_err(Into::into) };
+        let error: anyhow::Error = match refreshed.await {
+            Ok(tokens) => {
+                warn_about_clock_skew(&tokens);
+                return Some(tokens);
+            }
+            Err(error) => error,
+        };
+        let oidc = error.chain().find_map(|e| e.downcast_ref::<crate::oidc_client::OidcError>());
+        if oidc.is_some_and(|e| e.is_unreachable()) && cached.expires_at > now() {
+            eprintln!(
+                "kubegate: warning: {error:#}; using the cached token, which expires in {} s",
+                cached.expires_at - now()
+            );
+            return Some(cached.clone());
+        }
+        if oidc.is_some_and(|e| e.is_invalid_grant()) {
+            eprintln!(
+                "kubegate: your session at {} has ended (the refresh token expired or was revoked); log in again",
+                self.settings.issuer
+            );
+        } else {
+            eprintln!("kubegate: refreshing the token failed: {error:#}");
+        }
+        None
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,120 @@
+//! `kubegate whoami`: asks the gateway (`GET /kubegate/v1/whoami`) through kubectl, so
+//! the answer uses exactly the kubeconfig context, credential and `as-groups` kubectl
+//! would, and prints it for a person.
+
+use serde::Deserialize;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+/// The path authz-server answers.
+pub const WHOAMI_PATH: &str = "/kubegate/v1/whoami";
+
+/// What the gateway says about the caller (unknown fields ignored: a newer gateway may
+/// say more).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmI {
+    pub username: String,
+    #[serde(default)]
+    pub idp_groups: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub privilege_levels: Vec<String>,
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesIdentity>,
+    pub token_expires_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KubernetesIdentity {
+    pub user: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Which kubectl and kubeconfig context to ask through.
+pub struct Kubectl<'a> {
+    pub kubeconfig: Option<&'a Path>,
+    pub context: Option<&'a str>,
+}
+
+impl Kubectl<'_> {
+    /// `kubectl get --raw /kubegate/v1/whoami`: the raw JSON. kubectl's stderr (a login
+    /// prompt, an error) goes straight to ours.
+    pub fn whoami_json(&self) -> anyhow::Result<String> {
+        let kubectl = std::env::var_os("KUBEGATE_KUBECTL").unwrap_or_else(|| "kubectl".into());
+        let mut command = std::process::Command::new(&kubectl);
+        if let Some(path) = self.kubeconfig {
+            command.arg("--kubeconfig").arg(path);
+        }
+        if let Some(context) = self.context {
+            command.args(["--context", context]);
+        }
+        let output = command
+            .args(["get", "--raw", WHOAMI_PATH])
+            .stdin(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| anyhow::anyhow!("running {}: {e}", kubectl.to_string_lossy()))?;
+        anyhow::ensure!(output.status.success(), "kubectl could not ask the gateway who you are (see above)");
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    pub fn whoami(&self) -> anyhow::Result<WhoAmI> {
+        let json = self.whoami_json()?;
+        serde_json::from_str(&json).map_err(|e| {
+            anyhow::anyhow!(
+                "the server did not answer like a kubegate gateway ({e}); is this context's server kubegate?"
+            )
+        })
+    }
+}
+
+/// The answer, for a person.
+pub fn describe(whoami: &WhoAmI) -> String {
+    let list = |items: &[String]| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };
+    let sees = match &whoami.kubernetes {
+        Some(k) => format!("{} in groups {}", k.user, list(&k.groups)),
+        None => "the gateway's own identity (no impersonation on this cluster)".into(),
+    };
+    format!(
+        "User:              {}\nIdP groups:        {}\nRoles:             {}\nPrivilege levels:  {}\n\
+         Kubernetes sees:   {sees}\nToken expires:     {}{}\n",
+        whoami.username,
+        list(&whoami.idp_groups),
+        list(&whoami.roles),
+        list(&whoami.privilege_levels),
+        whoami.token_expires_at,
+        remaining(&whoami.token_expires_at),
+    )
+}
+
+fn remaining(expires_at: &str) -> String {
+    let Ok(expiry) = humantime::parse_rfc3339(expires_at) else { return String::new() };
+    match expiry.duration_since(SystemTime::now()) {
+        Ok(left) => format!(" (in {})", humantime::format_duration(Duration::from_secs(left.as_secs()))),
+        Err(_) => " (expired)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_levels_and_what_kubernetes_sees() {
+        let whoami: WhoAmI = serde_json::from_str(
+            r#"{"apiVersion":"kubegate.dev/v1","kind":"WhoAmI","username":"alice","idpGroups":["eng"],
+                "roles":[],"privilegeLevels":["viewers"],"kubernetes":{"user":"alice","groups":["viewers"]},
+                "tokenExpiresAt":"2000-01-01T00:00:00Z","futureField":1}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = describe(&whoami);
+        assert!(text.contains("Privilege levels:  viewers"), "{text}");
+        assert!(text.contains("Roles:             (none)"), "{text}");
+        assert!(text.contains("alice in groups viewers"), "{text}");
+        assert!(text.contains("(expired)"), "{text}");
+    }
+}
