@@ -63,7 +63,10 @@ pub fn add(args: &AddArgs) -> anyhow::Result<()> {
     config.set_cluster(&name, cluster_entry(&args.server, args.ca_file.as_deref())?);
     config.set_user(&name, exec_user(args)?);
     config.set_context(&name, &name, &name);
-    config.set_current_context(&name);
+    // With --privilege, switch only once the privileged context exists.
+    if args.privilege.is_none() {
+        config.set_current_context(&name);
+    }
     config.save()?;
     eprintln!("kubegate: added context {name} to {}", config.path().display());
     let Some(level) = &args.privilege else { return Ok(()) };
