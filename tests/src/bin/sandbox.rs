@@ -113,6 +113,7 @@ Try:
   kubectl --context bob get pods      # refused by RBAC: bob has no `engineering`
   kubectl delete --raw /api/v1/namespaces/kube-system/pods/coredns   # refused by policy
   kubectl --as {alice} --as-group viewers auth whoami   # narrowed to one level
+  {kubegate} whoami      # your user, groups, privilege levels and token expiry
 
 alice holds privilege level `engineering` from a standing role and `viewers` from a
 policy. Policies: {dir}/policies/sandbox.cedar (edit it: authz-server reloads it).
@@ -122,6 +123,7 @@ Why a request is allowed or denied:
 
 Press Ctrl-C to stop."#,
         authz = stack.tools.authz_server.display(),
+        kubegate = stack.tools.kubegate.display(),
         gateway = stack.gateway_url,
         issuer = stack.issuer,
         dir = stack.dir.display(),
