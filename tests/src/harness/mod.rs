@@ -193,19 +193,9 @@ impl GatewayStack {
                 let gateway_token = format!("gateway-sa-token-{}", random_suffix());
                 write_token_atomically(&gateway_token_dir, &gateway_token)?;
                 std::fs::write(&accepted_tokens_file, &gateway_token)?;
-                let (port, control_port) = (free_port()?, free_port()?);
-                let process = start_stand_in(
-                    &tools,
-                    &pki,
-                    &dir,
-                    &options,
-                    port,
-                    control_port,
-                    &accepted_tokens_file,
-                    &audit_file,
-                )?;
-                let control = format!("http://127.0.0.1:{control_port}");
-                with_log(&process, wait_for_http(&format!("{control}/healthz"), "the API-server stand-in").await)?;
+                let (process, port, control) =
+                    start_stand_in_on_free_ports(&tools, &pki, &dir, &options, &accepted_tokens_file, &audit_file)
+                        .await?;
                 let upstream = ClusterUpstream {
                     host: "127.0.0.1".into(),
                     port,
@@ -432,6 +422,44 @@ fn start_oidc_provider(
         .arg("--keys")
         .arg(keys.join(","));
     ChildProcess::spawn("oidc-provider", command, dir)
+}
+
+/// Starts the stand-in on two free ports and waits until it is healthy. A port found
+/// free can be taken before the stand-in binds it (by a kubectl port-forward of a test
+/// running alongside): if the stand-in exits while starting, it is tried again on other
+/// ports. Returns the process, its API port and its control URL.
+async fn start_stand_in_on_free_ports(
+    tools: &Tools,
+    pki: &LocalPki,
+    dir: &Path,
+    options: &StackOptions,
+    accepted_tokens: &Path,
+    audit_file: &Path,
+) -> anyhow::Result<(ChildProcess, u16, String)> {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let (port, control_port) = (free_port()?, free_port()?);
+        let mut process = start_stand_in(tools, pki, dir, options, port, control_port, accepted_tokens, audit_file)?;
+        let control = format!("http://127.0.0.1:{control_port}");
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let deadline = tokio::time::Instant::now() + STARTUP;
+        while tokio::time::Instant::now() < deadline {
+            if client.get(format!("{control}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok((process, port, control));
+            }
+            if let Err(exited) = process.check_running() {
+                if attempt == ATTEMPTS {
+                    return Err(exited);
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return with_log(&process, Err(anyhow::anyhow!("timed out waiting for the API-server stand-in")));
+        }
+    }
+    anyhow::bail!("the API-server stand-in did not start")
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -52,10 +52,18 @@ impl ChildProcess {
     }
 
     /// The last `lines` lines of the log.
+    /// The last `lines` lines of the log, after the panic message if there is one (a
+    /// backtrace would otherwise push it out of view).
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        match all.iter().position(|l| l.contains("panicked at")) {
+            Some(at) if at < all.len().saturating_sub(lines) => {
+                format!("{}\n...\n{tail}", all[at..(at + 3).min(all.len())].join("\n"))
+            }
+            _ => tail,
+        }
     }
 }
 
