@@ -48,7 +48,10 @@ impl<'a> TokenSource<'a> {
                 return Ok(tokens.clone());
             }
             if let Some(refreshed) = self.refresh(tokens).await {
-                self.cache.store(&key, &refreshed)?;
+                // The cached token itself comes back when the provider is unreachable.
+                if refreshed.id_token != tokens.id_token {
+                    self.cache.store(&key, &refreshed)?;
+                }
                 return Ok(refreshed);
             }
         }

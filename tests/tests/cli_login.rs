@@ -45,9 +45,14 @@ fn cache_file(stack: &GatewayStack) -> anyhow::Result<PathBuf> {
 /// Edits the cache as if the cached ID token's time were up, so the next run must
 /// refresh (the token itself is untouched).
 fn age_cached_token(stack: &GatewayStack) -> anyhow::Result<serde_json::Value> {
+    set_cached_expiry(stack, 0)
+}
+
+/// Sets when the CLI believes the cached ID token expires; returns the cache entry.
+fn set_cached_expiry(stack: &GatewayStack, expires_at: u64) -> anyhow::Result<serde_json::Value> {
     let file = cache_file(stack)?;
     let mut cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
-    cached["expires_at"] = 0.into();
+    cached["expires_at"] = expires_at.into();
     std::fs::write(&file, serde_json::to_vec(&cached)?)?;
     Ok(cached)
 }
@@ -192,10 +197,7 @@ async fn with_the_provider_down_cached_tokens_still_work_and_refreshes_say_why_n
     assert!(out.success, "a cached token needs no provider: {out:?}");
 
     // Due for a refresh but not yet expired: served, with a warning.
-    let file = cache_file(&stack)?;
-    let mut cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
-    cached["expires_at"] = (kubegate_tests::harness::now_secs() + 20).into();
-    std::fs::write(&file, serde_json::to_vec(&cached)?)?;
+    set_cached_expiry(&stack, kubegate_tests::harness::now_secs() + 20)?;
     let run = exec_credential(&stack).await?;
     assert!(run.success, "{run:?}");
     assert!(run.stderr.contains(&format!("cannot reach the identity provider at {}", stack.issuer)), "{run:?}");

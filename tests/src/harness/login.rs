@@ -23,8 +23,17 @@ impl GatewayStack {
 
     /// Runs `kubegate login` for `user` and `client_id`, completing the browser part.
     pub async fn login_as_client(&self, user: &DemoUser, client_id: &str) -> anyhow::Result<()> {
-        let mut cli = tokio::process::Command::new(&self.tools.kubegate)
-            .args(["login", "--no-browser", "--timeout", "60", "--issuer", &self.issuer, "--client-id", client_id])
+        let mut cli = self.spawn_login(user, client_id, "--no-browser")?;
+        let url = cli.next_url(|line| line.trim().starts_with("https://").then(|| line.trim().to_owned())).await?;
+        self.complete_browser_login(&url, user).await?;
+        cli.finish().await?;
+        Ok(())
+    }
+
+    /// Starts `kubegate login` with `method` (`--no-browser` or `--device`).
+    fn spawn_login(&self, user: &DemoUser, client_id: &str, method: &str) -> anyhow::Result<LoginProcess> {
+        let mut child = tokio::process::Command::new(&self.tools.kubegate)
+            .args(["login", method, "--timeout", "60", "--issuer", &self.issuer, "--client-id", client_id])
             .arg("--ca-file")
             .arg(&self.ca_cert)
             .env("KUBEGATE_CACHE_DIR", self.cache_dir(user, client_id))
@@ -33,25 +42,8 @@ impl GatewayStack {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        let stderr = cli.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-                .await??
-                .ok_or_else(|| anyhow::anyhow!("kubegate login printed no URL"))?;
-            if let Some(url) = line.trim().strip_prefix("https://") {
-                break format!("https://{url}");
-            }
-        };
-        self.complete_browser_login(&url, user).await?;
-        let status = tokio::time::timeout(Duration::from_secs(20), cli.wait()).await??;
-        let mut rest = String::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            rest.push_str(&line);
-            rest.push('\n');
-        }
-        anyhow::ensure!(status.success(), "kubegate login failed ({status}): {rest}");
-        Ok(())
+        let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        Ok(LoginProcess { child, lines: BufReader::new(stderr).lines(), printed: String::new() })
     }
 
     /// What a person does in the browser: open the URL, fill in the login form.
@@ -96,37 +88,10 @@ impl GatewayStack {
     /// Runs `kubegate login --device` for `user` and completes the login "on another
     /// device" from the URL it prints. Returns what the CLI printed.
     pub async fn device_login(&self, user: &DemoUser) -> anyhow::Result<String> {
-        let mut cli = tokio::process::Command::new(&self.tools.kubegate)
-            .args(["login", "--device", "--timeout", "60", "--issuer", &self.issuer])
-            .arg("--ca-file")
-            .arg(&self.ca_cert)
-            .env("KUBEGATE_CACHE_DIR", self.cache_dir(user, GATEWAY_CLIENT_ID))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stderr = cli.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-        let mut lines = BufReader::new(stderr).lines();
-        let mut printed = String::new();
-        let url = loop {
-            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-                .await??
-                .ok_or_else(|| anyhow::anyhow!("kubegate login --device printed no URL: {printed}"))?;
-            printed.push_str(&line);
-            printed.push('\n');
-            if let Some(url) = device_url(&line) {
-                break url;
-            }
-        };
+        let mut cli = self.spawn_login(user, GATEWAY_CLIENT_ID, "--device")?;
+        let url = cli.next_url(device_url).await?;
         self.complete_device_login(&url, user).await?;
-        let status = tokio::time::timeout(Duration::from_secs(30), cli.wait()).await??;
-        while let Ok(Some(line)) = lines.next_line().await {
-            printed.push_str(&line);
-            printed.push('\n');
-        }
-        anyhow::ensure!(status.success(), "kubegate login --device failed ({status}): {printed}");
-        Ok(printed)
+        cli.finish().await
     }
 
     /// What a person does on their phone or laptop with a device code: open the URL
@@ -191,6 +156,40 @@ impl GatewayStack {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("no token in {credential}"))
+    }
+}
+
+/// A running `kubegate login`, its stderr read line by line and kept for messages.
+struct LoginProcess {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    printed: String,
+}
+
+impl LoginProcess {
+    /// The first URL `pick` finds in what the CLI prints.
+    async fn next_url(&mut self, pick: impl Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+                .await??
+                .ok_or_else(|| anyhow::anyhow!("kubegate login printed no URL: {}", self.printed))?;
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+            if let Some(url) = pick(&line) {
+                return Ok(url);
+            }
+        }
+    }
+
+    /// Waits for the CLI to exit successfully; everything it printed.
+    async fn finish(mut self) -> anyhow::Result<String> {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        while let Ok(Some(line)) = self.lines.next_line().await {
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+        }
+        anyhow::ensure!(status.success(), "kubegate login failed ({status}): {}", self.printed);
+        Ok(self.printed)
     }
 }
 
