@@ -24,6 +24,21 @@ pub fn peak_resident_bytes(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// Pins every thread of `pid` to `cpu` (with `taskset`; threads it starts later inherit
+/// the mask).
+pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list", &cpu.to_string(), &pid.to_string()])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "taskset {pid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub fn allowed_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -25,3 +25,20 @@ fn the_load_benchmark_runs_and_prints_its_table() {
         "{stdout}"
     );
 }
+
+/// The same for `--breakdown` (with `--pin`): every cut of the gateway's filter chain
+/// starts in its own Envoy and answers 2xx, and the table has a row for each.
+#[test]
+fn the_breakdown_runs_and_prints_every_cut() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubegate-load-bench"))
+        .args(["--breakdown", "--pin", "--requests", "100", "--rounds", "1"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for cut in kubegate_benches::breakdown::CUTS {
+        assert_eq!(stdout.matches(&format!("| {} |", cut.name)).count(), 1, "{}:\n{stdout}", cut.name);
+    }
+    assert!(stdout.contains("Envoys pinned to CPU 0"), "{stdout}");
+}

@@ -7,7 +7,7 @@
 use clap::Parser;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use kubegate_benches::load::{self, LoadResult, LoadShape};
-use kubegate_benches::process;
+use kubegate_benches::{breakdown, process};
 use kubegate_tests::envoy_config::render;
 use kubegate_tests::harness::{
     free_port, wait_until, ChildProcess, ClusterUpstream, GatewayStack, StackOptions, Tools, Upstream,
@@ -34,19 +34,45 @@ struct Args {
     /// Skip the single-user rows driven by h2load.
     #[arg(long)]
     no_h2load: bool,
+    /// Only these variants (e.g. `--variants kubegate` while profiling).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL)]
+    variants: Vec<Variant>,
+    /// Only these loads, by their position in the table: 1 = HTTP/2 1 stream, 2 = 16
+    /// streams, 3 = 128 streams, 4 = HTTP/1.1 64 connections.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
+    loads: Vec<usize>,
+    /// Skip authz-server's own Check ceiling (gRPC, no Envoy).
+    #[arg(long)]
+    no_check_ceiling: bool,
+    /// Instead of the comparison, show what each part of the gateway's filter chain costs
+    /// Envoy: the gateway config with filters removed, h2load at 16 streams, one user.
+    #[arg(long)]
+    breakdown: bool,
+    /// Pin every front Envoy to the first CPU and everything else (load generators,
+    /// upstream, authz-server) to the last, so the Envoy under test has a core to itself.
+    #[arg(long)]
+    pin: bool,
+    /// Start the targets, print their addresses, process ids and a token, and keep them up
+    /// until interrupted, measuring nothing: for profiling with perf or h2load by hand.
+    #[arg(long)]
+    hold: bool,
 }
 
 const PATH: &str = "/api/v1/namespaces/default/pods";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Variant {
     Plain,
+    #[value(name = "wasm")]
     WasmOnly,
     Kubegate,
+    #[value(name = "jwt-authn")]
     JwtAuthn,
 }
 
 impl Variant {
+    const ALL: [Variant; 4] = [Variant::Plain, Variant::WasmOnly, Variant::Kubegate, Variant::JwtAuthn];
+
     fn name(self) -> &'static str {
         match self {
             Variant::Plain => "plain Envoy",
@@ -63,24 +89,60 @@ struct Targets {
     jwt: (ChildProcess, String),
     wasm: (ChildProcess, String),
     upstream: ChildProcess,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
-fn shapes() -> Vec<(&'static str, LoadShape)> {
-    let h2 = |connections, streams| LoadShape { http2: true, connections, streams, requests: 0 };
-    vec![
-        ("HTTP/2, 1 stream", h2(1, 1)),
-        ("HTTP/2, 16 streams", h2(4, 4)),
-        ("HTTP/2, 128 streams", h2(4, 32)),
-        ("HTTP/1.1, 64 connections", LoadShape { http2: false, connections: 64, streams: 1, requests: 0 }),
-    ]
+/// What one run measures: which variants, under which loads.
+struct Selection {
+    variants: Vec<Variant>,
+    /// (index into the table's load order, name, shape).
+    shapes: Vec<(usize, &'static str, LoadShape)>,
+}
+
+impl Selection {
+    fn from_args(args: &Args) -> anyhow::Result<Self> {
+        let h2 = |connections, streams| LoadShape { http2: true, connections, streams, requests: args.requests };
+        let all = [
+            ("HTTP/2, 1 stream", h2(1, 1)),
+            ("HTTP/2, 16 streams", h2(4, 4)),
+            ("HTTP/2, 128 streams", h2(4, 32)),
+            ("HTTP/1.1, 64 connections", LoadShape { http2: false, connections: 64, streams: 1, ..h2(0, 0) }),
+        ];
+        if let Some(bad) = args.loads.iter().find(|&&l| l == 0 || l > all.len()) {
+            anyhow::bail!("--loads {bad}: loads are numbered 1 to {}", all.len());
+        }
+        let shapes = all.into_iter().enumerate().filter(|(i, _)| args.loads.contains(&(i + 1)));
+        let mut variants = args.variants.clone();
+        variants.sort();
+        variants.dedup();
+        Ok(Self { variants, shapes: shapes.map(|(i, (name, shape))| (i, name, shape)).collect() })
+    }
+
+    /// The variants in the order to run them: rotated each round and load, so none
+    /// always runs first.
+    fn rotated(&self, turn: usize) -> impl Iterator<Item = Variant> + '_ {
+        let n = self.variants.len();
+        (0..n).map(move |k| self.variants[(k + turn) % n])
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let selection = Selection::from_args(&args)?;
+    if args.pin {
+        let cpus = process::allowed_cpus();
+        anyhow::ensure!(cpus >= 2, "--pin needs 2 CPUs, this process may use {cpus}");
+        // Everything this process starts inherits the last CPU; fronts move to the first.
+        process::pin(std::process::id(), cpus - 1)?;
+    }
     let users: Vec<usize> = args.users.split(',').map(|u| u.trim().parse()).collect::<Result<_, _>>()?;
     let targets = start_targets().await?;
+    if args.pin {
+        for variant in Variant::ALL {
+            process::pin(front(&targets, variant).0.pid().unwrap_or(0), 0)?;
+        }
+    }
     let key = EncodingKey::from_rsa_pem(&std::fs::read(targets.stack.oidc_state.join(format!("{ISSUER_KEY}.pem")))?)?;
     let mut token_sets = BTreeMap::new();
     for &n in &users {
@@ -89,15 +151,18 @@ async fn main() -> anyhow::Result<()> {
             Arc::new((0..n).map(|i| token(&targets.stack.issuer, &key, i)).collect::<anyhow::Result<Vec<_>>>()?),
         );
     }
-    let variants = [Variant::Plain, Variant::WasmOnly, Variant::Kubegate, Variant::JwtAuthn];
+    if args.hold {
+        return hold(&targets, &token(&targets.stack.issuer, &key, 0)?).await;
+    }
+    if args.breakdown {
+        let token = token(&targets.stack.issuer, &key, 0)?;
+        return print_breakdown(&targets, &token, args.requests * 2, args.rounds, args.pin).await;
+    }
     let mut results: BTreeMap<(usize, usize, Variant), Vec<Measurement>> = BTreeMap::new();
     for round in 0..args.rounds {
-        for (shape_index, (_, shape)) in shapes().into_iter().enumerate() {
+        for &(shape_index, _, shape) in &selection.shapes {
             for &n in &users {
-                // Rotate the order each round so no variant always runs first.
-                for k in 0..variants.len() {
-                    let variant = variants[(k + round + shape_index) % variants.len()];
-                    let shape = LoadShape { requests: args.requests, ..shape };
+                for variant in selection.rotated(round + shape_index) {
                     let m = measure(&targets, variant, shape, token_sets[&n].clone()).await?;
                     results.entry((shape_index, n, variant)).or_default().push(m);
                 }
@@ -105,20 +170,107 @@ async fn main() -> anyhow::Result<()> {
         }
         eprintln!("round {} of {} done", round + 1, args.rounds);
     }
-    print_table(&results, &users, args.requests, args.rounds);
+    print_table(&selection, &results, &users, args.requests, args.rounds);
     if !args.no_h2load {
         anyhow::ensure!(
             kubegate_benches::h2load::available(),
             "h2load not found: install Debian nghttp2-client (`make tools` does), or pass --no-h2load"
         );
-        print_h2load_table(&targets, &token(&targets.stack.issuer, &key, 0)?, args.requests * 2, args.rounds).await?;
+        let token = token(&targets.stack.issuer, &key, 0)?;
+        print_h2load_table(&targets, &selection, &token, args.requests * 2, args.rounds).await?;
     }
-    print_check_ceiling(&targets, &key, args.requests).await?;
+    if !args.no_check_ceiling {
+        print_check_ceiling(&targets, &key, args.requests).await?;
+    }
     let authz_pid = targets.stack.authz.pid().unwrap_or(0);
     println!(
         "\nauthz-server peak resident memory: {:.1} MiB",
         process::peak_resident_bytes(authz_pid) as f64 / 1048576.0
     );
+    Ok(())
+}
+
+/// `--breakdown`: the gateway's own rendered config with parts of its filter chain
+/// removed (see [`breakdown::CUTS`]), each in its own Envoy beside the others, driven by
+/// h2load at 16 streams with one user's token, cuts interleaved in each round.
+async fn print_breakdown(
+    targets: &Targets,
+    token: &str,
+    requests: usize,
+    rounds: usize,
+    pin: bool,
+) -> anyhow::Result<()> {
+    let rendered = std::fs::read_to_string(targets.stack.dir.join("envoy.yaml"))?;
+    let mut envoys = Vec::new();
+    for (i, cut) in breakdown::CUTS.into_iter().enumerate() {
+        let (port, admin) = (free_port()?, free_port()?);
+        let config = breakdown::apply(&rendered, cut, port, admin)?;
+        let envoy = launch_envoy(&targets.stack.tools, targets.dir.path(), &format!("cut-{i}"), &config, admin).await?;
+        if pin {
+            process::pin(envoy.pid().unwrap_or(0), 0)?;
+        }
+        envoys.push((envoy, format!("127.0.0.1:{port}")));
+    }
+    let shape = LoadShape { http2: true, connections: 4, streams: 4, requests };
+    let authz_pid = targets.stack.authz.pid().unwrap_or(0);
+    // Per cut: (req/s, Envoy CPU µs per request, authz-server CPU µs per request).
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); envoys.len()];
+    for round in 0..rounds {
+        for k in 0..envoys.len() {
+            let i = (k + round) % envoys.len();
+            let (envoy, address) = &envoys[i];
+            let pids = [envoy.pid().unwrap_or(0), authz_pid];
+            let before = pids.map(process::cpu_seconds);
+            let result = kubegate_benches::h2load::run(address, PATH, token, shape).await?;
+            let after = pids.map(process::cpu_seconds);
+            anyhow::ensure!(
+                result.succeeded_2xx == requests as u64,
+                "{}: {} of {requests} answered 2xx",
+                breakdown::CUTS[i].name,
+                result.succeeded_2xx
+            );
+            let per_request = |k: usize| (after[k] - before[k]) * 1e6 / requests as f64;
+            results[i].push((result.requests_per_second, per_request(0), per_request(1)));
+        }
+    }
+    let medians: Vec<(f64, f64, f64)> = results
+        .iter()
+        .map(|r| {
+            let m = |f: fn(&(f64, f64, f64)) -> f64| median(r.iter().map(f).collect());
+            (m(|x| x.0), m(|x| x.1), m(|x| x.2))
+        })
+        .collect();
+    println!("\nWhere the gateway Envoy's time goes: h2load, HTTP/2, 16 streams, 1 user, {requests} requests per measurement, median of {rounds} round(s){}\n", if pin { ", Envoys pinned to CPU 0" } else { "" });
+    println!("| configuration | req/s | Envoy CPU µs per request | whole chain minus this | authz-server CPU µs per request |");
+    println!("|---|---|---|---|---|");
+    let whole = medians[0].1;
+    for (i, (cut, (rps, envoy_us, authz_us))) in breakdown::CUTS.iter().zip(&medians).enumerate() {
+        let saved = if i == 0 { "-".to_owned() } else { format!("{:.0}", whole - envoy_us) };
+        println!("| {} | {rps:.0} | {envoy_us:.0} | {saved} | {authz_us:.0} |", cut.name);
+    }
+    Ok(())
+}
+
+/// `--hold`: what a person profiling needs to reach each target, then wait for Ctrl-C.
+async fn hold(targets: &Targets, token: &str) -> anyhow::Result<()> {
+    let token_file = targets.stack.dir.join("bench-token");
+    std::fs::write(&token_file, token)?;
+    println!("| variant | address | Envoy pid |\n|---|---|---|");
+    for variant in Variant::ALL {
+        let (envoy, address) = front(targets, variant);
+        println!("| {} | https://{address}{PATH} | {} |", variant.name(), envoy.pid().unwrap_or(0));
+    }
+    println!(
+        "\nauthz-server pid {}, gRPC 127.0.0.1:{}",
+        targets.stack.authz.pid().unwrap_or(0),
+        targets.stack.authz_port
+    );
+    println!("upstream Envoy pid {}", targets.upstream.pid().unwrap_or(0));
+    println!("configs and logs: {}", targets.stack.dir.parent().unwrap_or(&targets.stack.dir).display());
+    println!("a user's token: {}", token_file.display());
+    println!("e.g. h2load -n 20000 -c 4 -m 4 -H \"authorization: Bearer $(cat {})\" <address>", token_file.display());
+    println!("Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }
 
@@ -167,14 +319,18 @@ fn front(targets: &Targets, variant: Variant) -> (&ChildProcess, String) {
 type H2loadMeasurement = (kubegate_benches::h2load::H2loadResult, f64, f64);
 
 /// The same shapes driven by h2load with one user's token, variants interleaved.
-async fn print_h2load_table(targets: &Targets, token: &str, requests: usize, rounds: usize) -> anyhow::Result<()> {
+async fn print_h2load_table(
+    targets: &Targets,
+    selection: &Selection,
+    token: &str,
+    requests: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
     use kubegate_benches::h2load;
-    let variants = [Variant::Plain, Variant::WasmOnly, Variant::Kubegate, Variant::JwtAuthn];
     let mut results: BTreeMap<(usize, Variant), Vec<H2loadMeasurement>> = BTreeMap::new();
     for round in 0..rounds {
-        for (shape_index, (_, shape)) in shapes().into_iter().enumerate() {
-            for k in 0..variants.len() {
-                let variant = variants[(k + round + shape_index) % variants.len()];
+        for &(shape_index, _, shape) in &selection.shapes {
+            for variant in selection.rotated(round + shape_index) {
                 let (envoy, address) = front(targets, variant);
                 let pids = [envoy.pid(), targets.stack.authz.pid()].map(|p| p.unwrap_or(0));
                 let before = pids.map(process::cpu_seconds);
@@ -198,21 +354,21 @@ h2load (one thread), 1 user, {requests} requests per measurement, median of {rou
     );
     println!("| load | variant | req/s | vs plain | mean ms | CPU gateway Envoy | CPU authz-server |");
     println!("|---|---|---|---|---|---|---|");
-    for (shape_index, (shape_name, _)) in shapes().into_iter().enumerate() {
+    for &(shape_index, shape_name, _) in &selection.shapes {
         let rps = |variant| {
             results.get(&(shape_index, variant)).map(|ms| median(ms.iter().map(|m| m.0.requests_per_second).collect()))
         };
-        let plain = rps(Variant::Plain).unwrap_or(0.0);
-        for variant in variants {
+        let plain = rps(Variant::Plain);
+        for &variant in &selection.variants {
             let Some(ms) = results.get(&(shape_index, variant)) else { continue };
             let per_10k = |f: &dyn Fn(&H2loadMeasurement) -> f64| {
                 median(ms.iter().map(|m| f(m) * 10_000.0 / requests as f64).collect())
             };
             let variant_rps = rps(variant).unwrap_or(0.0);
             println!(
-                "| {shape_name} | {} | {variant_rps:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {shape_name} | {} | {variant_rps:.0} | {} | {:.2} | {:.2} | {} |",
                 variant.name(),
-                if plain > 0.0 { variant_rps / plain } else { 0.0 },
+                ratio_to(plain, variant_rps),
                 median(ms.iter().map(|m| m.0.mean.as_secs_f64() * 1000.0).collect()),
                 per_10k(&|m| m.1),
                 if variant == Variant::Kubegate { format!("{:.2}", per_10k(&|m| m.2)) } else { "-".into() },
@@ -276,7 +432,7 @@ async fn start_targets() -> anyhow::Result<Targets> {
         &BTreeMap::from([("WASM_FILTER", path(&tools.wasm_filter))]),
     )?;
     let wasm = start_front(&tools, dir.path(), &stack, &upstream_pki, upstream_port, "wasm-only", wasm_filter).await?;
-    Ok(Targets { stack, plain, jwt, wasm, upstream, _dir: dir })
+    Ok(Targets { stack, plain, jwt, wasm, upstream, dir })
 }
 
 fn path(p: &Path) -> String {
@@ -322,12 +478,24 @@ async fn start_envoy(
     values: &[(&str, String)],
 ) -> anyhow::Result<ChildProcess> {
     let values: BTreeMap<&str, String> = values.iter().cloned().collect();
-    let config: PathBuf = dir.join(format!("{name}.yaml"));
-    std::fs::write(&config, render(template, &values)?)?;
+    let admin_port = values["ADMIN_PORT"].parse()?;
+    launch_envoy(tools, dir, name, &render(template, &values)?, admin_port).await
+}
+
+/// Starts Envoy (one worker) with `config` and waits until its admin port says ready.
+async fn launch_envoy(
+    tools: &Tools,
+    dir: &Path,
+    name: &str,
+    config: &str,
+    admin_port: u16,
+) -> anyhow::Result<ChildProcess> {
+    let config_file: PathBuf = dir.join(format!("{name}.yaml"));
+    std::fs::write(&config_file, config)?;
     let mut command = std::process::Command::new(&tools.envoy);
-    command.arg("-c").arg(&config).args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "error"]);
+    command.arg("-c").arg(&config_file).args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "error"]);
     let process = ChildProcess::spawn(name, command, dir)?;
-    let ready = format!("http://127.0.0.1:{}/ready", values["ADMIN_PORT"]);
+    let ready = format!("http://127.0.0.1:{admin_port}/ready");
     wait_until(name, Duration::from_secs(30), || async {
         reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success())
     })
@@ -382,12 +550,18 @@ async fn print_check_ceiling(targets: &Targets, key: &EncodingKey, requests: usi
     Ok(())
 }
 
+/// `value / plain` to two places, or "-" when plain Envoy was not measured.
+fn ratio_to(plain: Option<f64>, value: f64) -> String {
+    plain.filter(|p| *p > 0.0).map_or_else(|| "-".to_owned(), |p| format!("{:.2}", value / p))
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn print_table(
+    selection: &Selection,
     results: &BTreeMap<(usize, usize, Variant), Vec<Measurement>>,
     users: &[usize],
     requests: usize,
@@ -396,21 +570,21 @@ fn print_table(
     println!("\n{requests} requests per measurement, median of {rounds} interleaved round(s); CPU is seconds per 10,000 requests\n");
     println!("| load | users | variant | req/s | vs plain | p50 ms | p90 ms | p99 ms | CPU gateway Envoy | CPU authz-server | CPU upstream |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (shape_index, (shape_name, _)) in shapes().into_iter().enumerate() {
+    for &(shape_index, shape_name, _) in &selection.shapes {
         for &n in users {
             let plain_rps = results
                 .get(&(shape_index, n, Variant::Plain))
                 .map(|ms| median(ms.iter().map(|m| m.result.requests_per_second()).collect()));
-            for variant in [Variant::Plain, Variant::WasmOnly, Variant::Kubegate, Variant::JwtAuthn] {
+            for &variant in &selection.variants {
                 let Some(ms) = results.get(&(shape_index, n, variant)) else { continue };
                 let rps = median(ms.iter().map(|m| m.result.requests_per_second()).collect());
                 let ms_at = |p: f64| median(ms.iter().map(|m| m.result.percentile(p).as_secs_f64() * 1000.0).collect());
                 let per_10k = |f: &dyn Fn(&Measurement) -> f64| {
                     median(ms.iter().map(|m| f(m) * 10_000.0 / m.result.requests as f64).collect())
                 };
-                let ratio = plain_rps.map_or(0.0, |p| rps / p);
+                let ratio = ratio_to(plain_rps, rps);
                 println!(
-                    "| {shape_name} | {n} | {} | {rps:.0} | {ratio:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} |",
+                    "| {shape_name} | {n} | {} | {rps:.0} | {ratio} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} |",
                     variant.name(),
                     ms_at(50.0),
                     ms_at(90.0),
