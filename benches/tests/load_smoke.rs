@@ -1,15 +1,20 @@
 //! A smoke run of the load benchmark (a few hundred requests, one round), so the
 //! benchmark cannot rot between the times someone runs it for figures.
 
-#[test]
-fn the_load_benchmark_runs_and_prints_its_table() {
+/// Runs the load benchmark with `args`, asserts it succeeded, returns what it printed.
+fn run_load_bench(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubegate-load-bench"))
-        .args(["--requests", "200", "--rounds", "1", "--users", "1,20"])
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn the_load_benchmark_runs_and_prints_its_table() {
+    let stdout = run_load_bench(&["--requests", "200", "--rounds", "1", "--users", "1,20"]);
     for variant in ["| plain Envoy |", "| plain + wasm filter |", "| kubegate |", "| jwt_authn |"] {
         assert_eq!(
             stdout.matches(variant).count(),
@@ -30,13 +35,7 @@ fn the_load_benchmark_runs_and_prints_its_table() {
 /// starts in its own Envoy and answers 2xx, and the table has a row for each.
 #[test]
 fn the_breakdown_runs_and_prints_every_cut() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubegate-load-bench"))
-        .args(["--breakdown", "--pin", "--requests", "100", "--rounds", "1"])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let stdout = run_load_bench(&["--breakdown", "--pin", "--requests", "100", "--rounds", "1"]);
     for cut in kubegate_benches::breakdown::CUTS {
         assert_eq!(stdout.matches(&format!("| {} |", cut.name)).count(), 1, "{}:\n{stdout}", cut.name);
     }

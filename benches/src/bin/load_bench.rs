@@ -219,18 +219,10 @@ async fn print_breakdown(
         for k in 0..envoys.len() {
             let i = (k + round) % envoys.len();
             let (envoy, address) = &envoys[i];
-            let pids = [envoy.pid().unwrap_or(0), authz_pid];
-            let before = pids.map(process::cpu_seconds);
-            let result = kubegate_benches::h2load::run(address, PATH, token, shape).await?;
-            let after = pids.map(process::cpu_seconds);
-            anyhow::ensure!(
-                result.succeeded_2xx == requests as u64,
-                "{}: {} of {requests} answered 2xx",
-                breakdown::CUTS[i].name,
-                result.succeeded_2xx
-            );
-            let per_request = |k: usize| (after[k] - before[k]) * 1e6 / requests as f64;
-            results[i].push((result.requests_per_second, per_request(0), per_request(1)));
+            let (result, envoy_cpu, authz_cpu) =
+                h2load_with_cpu(breakdown::CUTS[i].name, envoy, address, authz_pid, token, shape).await?;
+            let per_request = |cpu: f64| cpu * 1e6 / requests as f64;
+            results[i].push((result.requests_per_second, per_request(envoy_cpu), per_request(authz_cpu)));
         }
     }
     let medians: Vec<(f64, f64, f64)> = results
@@ -249,6 +241,29 @@ async fn print_breakdown(
         println!("| {} | {rps:.0} | {envoy_us:.0} | {saved} | {authz_us:.0} |", cut.name);
     }
     Ok(())
+}
+
+/// One h2load run against `address`, failing unless every request answered 2xx, with
+/// the CPU seconds the Envoy and authz-server spent on it.
+async fn h2load_with_cpu(
+    name: &str,
+    envoy: &ChildProcess,
+    address: &str,
+    authz_pid: u32,
+    token: &str,
+    shape: LoadShape,
+) -> anyhow::Result<(kubegate_benches::h2load::H2loadResult, f64, f64)> {
+    let pids = [envoy.pid().unwrap_or(0), authz_pid];
+    let before = pids.map(process::cpu_seconds);
+    let result = kubegate_benches::h2load::run(address, PATH, token, shape).await?;
+    let after = pids.map(process::cpu_seconds);
+    anyhow::ensure!(
+        result.succeeded_2xx == shape.requests as u64,
+        "{name}: {} of {} answered 2xx",
+        result.succeeded_2xx,
+        shape.requests
+    );
+    Ok((result, after[0] - before[0], after[1] - before[1]))
 }
 
 /// `--hold`: what a person profiling needs to reach each target, then wait for Ctrl-C.
@@ -326,24 +341,17 @@ async fn print_h2load_table(
     requests: usize,
     rounds: usize,
 ) -> anyhow::Result<()> {
-    use kubegate_benches::h2load;
     let mut results: BTreeMap<(usize, Variant), Vec<H2loadMeasurement>> = BTreeMap::new();
     for round in 0..rounds {
         for &(shape_index, _, shape) in &selection.shapes {
             for variant in selection.rotated(round + shape_index) {
                 let (envoy, address) = front(targets, variant);
-                let pids = [envoy.pid(), targets.stack.authz.pid()].map(|p| p.unwrap_or(0));
-                let before = pids.map(process::cpu_seconds);
-                let result = h2load::run(&address, PATH, token, LoadShape { requests, ..shape }).await?;
-                let after = pids.map(process::cpu_seconds);
-                anyhow::ensure!(
-                    result.succeeded_2xx == requests as u64,
-                    "{}: {} of {requests} answered 2xx",
-                    variant.name(),
-                    result.succeeded_2xx
-                );
-                let authz = if variant == Variant::Kubegate { after[1] - before[1] } else { 0.0 };
-                results.entry((shape_index, variant)).or_default().push((result, after[0] - before[0], authz));
+                let authz_pid = targets.stack.authz.pid().unwrap_or(0);
+                let shape = LoadShape { requests, ..shape };
+                let (result, envoy_cpu, authz_cpu) =
+                    h2load_with_cpu(variant.name(), envoy, &address, authz_pid, token, shape).await?;
+                let authz = if variant == Variant::Kubegate { authz_cpu } else { 0.0 };
+                results.entry((shape_index, variant)).or_default().push((result, envoy_cpu, authz));
             }
         }
     }
