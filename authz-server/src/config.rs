@@ -11,9 +11,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
-    /// Address of the gRPC ext_authz and health service. Default `127.0.0.1:9001`.
+    /// Address of the gRPC ext_authz and health service. Default `127.0.0.1:9001`:
+    /// beside Envoy, on loopback. Any other address needs `grpcTls`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Mutual TLS on `listen`, for an authz-server Envoy reaches over a network.
+    #[serde(default)]
+    pub grpc_tls: Option<GrpcTlsConfig>,
     /// Prometheus metrics at `/metrics` on this address; off when unset.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
@@ -38,6 +42,16 @@ pub struct Config {
     /// Cedar policy files, or directories of `*.cedar` files, relative to this file.
     #[serde(default)]
     pub policy_files: Vec<PathBuf>,
+}
+
+/// Mutual TLS for the ext_authz listener: this server's certificate, and the CA whose
+/// client certificates (Envoy's) may call it. Paths are used as given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrpcTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
 }
 
 /// The cluster behind this gateway.
@@ -122,6 +136,36 @@ pub fn role_group_name(role: &str) -> String {
     role.to_lowercase().replace(' ', "-").replace('.', "")
 }
 
+/// The prefix of Kubernetes' reserved user and group names.
+pub const RESERVED_PREFIX: &str = "system:";
+
+/// Characters that vanish at the edges of a name on its way to the API server, or that
+/// cannot be told apart from nothing: Unicode white space (Go's textproto trims spaces
+/// and tabs from header values, other software trims more) and zero-width characters.
+fn is_invisible_at_edge(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}' | '\u{feff}')
+}
+
+/// Why `name` cannot be a Kubernetes user, group or uid as is: white space (or a
+/// zero-width character) at either end, which the API server's header parsing trims so
+/// that `" system:masters"` arrives as `system:masters`, or a control character
+/// anywhere. `None` when the name is usable.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if name.starts_with(is_invisible_at_edge) || name.ends_with(is_invisible_at_edge) {
+        Some("has leading or trailing white space")
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is, or becomes once trimmed the way any hop may trim it, a reserved
+/// `system:` name.
+pub fn is_reserved_name(name: &str) -> bool {
+    name.trim_matches(|c: char| is_invisible_at_edge(c) || c.is_control()).starts_with(RESERVED_PREFIX)
+}
+
 /// One trusted OpenID Connect issuer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -162,6 +206,16 @@ pub struct IssuerConfig {
     /// false: nobody becomes `system:masters` through their identity provider.
     #[serde(default)]
     pub allow_reserved_names: bool,
+    /// This entry knowingly shares user names with other entries whose
+    /// `usernamePrefix` is the same or extends the other's (both entries must say so).
+    /// Default false: two entries with one prefix (both empty included) are refused at
+    /// load, since each could mint the other's users; where one prefix extends another
+    /// (`bot:` and none), the shorter entry's names under the longer prefix are refused.
+    #[serde(default)]
+    pub allow_shared_usernames: bool,
+    /// As `allowSharedUsernames`, for `groupsPrefix` and the groups each entry asserts.
+    #[serde(default)]
+    pub allow_shared_groups: bool,
     /// PEM bundle trusted for the issuer's TLS, instead of the system's web PKI roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -283,6 +337,14 @@ impl Config {
         if self.issuers.is_empty() {
             return Err("issuers: at least one issuer is required".into());
         }
+        // The channel carries users' tokens and decides who requests run as: plaintext
+        // only where it cannot leave the host (or the pod's network namespace).
+        if !self.listen.ip().is_loopback() && self.grpc_tls.is_none() {
+            return Err(format!(
+                "listen: {} is not a loopback address: run authz-server beside Envoy on 127.0.0.1, or set grpcTls (mutual TLS) for Envoy to reach it over a network",
+                self.listen
+            ));
+        }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let url = url::Url::parse(&issuer.url).map_err(|e| format!("issuers[{i}].url: {e}"))?;
             if url.scheme() != "https" {
@@ -300,8 +362,15 @@ impl Config {
             for (field, prefix) in
                 [("usernamePrefix", &issuer.username_prefix), ("groupsPrefix", &issuer.groups_prefix)]
             {
-                if prefix.starts_with("system:") && !issuer.allow_reserved_names {
+                if is_reserved_name(prefix) && !issuer.allow_reserved_names {
                     return Err(format!("issuers[{i}].{field}: {prefix:?} would produce reserved `system:` names"));
+                }
+                // Trailing space inside a prefix is part of the name; at the start it
+                // would be trimmed off by the API server.
+                if prefix.chars().any(char::is_control) || prefix.starts_with(is_invisible_at_edge) {
+                    return Err(format!(
+                        "issuers[{i}].{field}: {prefix:?} starts with white space or contains a control character; every name it produced would be refused"
+                    ));
                 }
             }
         }
@@ -319,9 +388,37 @@ impl Config {
                     role_group_name(&role.name)
                 ));
             }
-            if role.privilege_levels.iter().any(|l| l.starts_with("system:")) {
-                return Err(format!("roles[{i}].privilegeLevels: `system:` groups cannot be privilege levels"));
+            if let Some(problem) = name_problem(&role.name) {
+                return Err(format!("roles[{i}].name: role {:?} {problem}", role.name));
             }
+            // With `cluster.includeRoleNames` the role's group name is impersonated: it
+            // must not be a reserved name once transformed (`System:Masters`,
+            // `sys.tem:masters`). Refused whatever that setting says, since a reload may
+            // turn it on.
+            let group = role_group_name(&role.name);
+            if is_reserved_name(&group) {
+                return Err(format!(
+                    "roles[{i}].name: role {:?} would be impersonated as the reserved Kubernetes group {group:?} (role names become groups lower-cased, spaces made hyphens and periods dropped, with cluster.includeRoleNames); rename the role",
+                    role.name
+                ));
+            }
+            for level in &role.privilege_levels {
+                if is_reserved_name(level) {
+                    return Err(format!(
+                        "roles[{i}].privilegeLevels: {level:?} of role {:?}: `system:` groups cannot be privilege levels",
+                        role.name
+                    ));
+                }
+                if let Some(problem) = name_problem(level) {
+                    return Err(format!(
+                        "roles[{i}].privilegeLevels: {level:?} of role {:?} {problem}, which Kubernetes would not keep as written",
+                        role.name
+                    ));
+                }
+            }
+        }
+        if let Some(problem) = name_problem(&self.cluster.gateway_user) {
+            return Err(format!("cluster.gatewayUser: {:?} {problem}", self.cluster.gateway_user));
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let overlapping = self.issuers[..i]
@@ -332,6 +429,46 @@ impl Config {
                     "issuers[{i}]: {} is configured twice with a shared audience; entries for one issuer need disjoint audiences",
                     issuer.url
                 ));
+            }
+        }
+        self.validate_issuer_namespaces()
+    }
+
+    /// Two entries with the same user-name prefix (both empty included) can each mint
+    /// the other's users, and likewise for groups: refused unless both entries say the
+    /// sharing is intended. (A prefix that merely extends another, such as `bot:` and
+    /// none, is guarded per token instead: the shorter entry's names that fall under the
+    /// longer prefix are refused, see `TokenValidator`.)
+    fn validate_issuer_namespaces(&self) -> Result<(), String> {
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            for (j, other) in self.issuers.iter().enumerate().take(i) {
+                let checks = [
+                    (
+                        "usernamePrefix",
+                        &issuer.username_prefix,
+                        &other.username_prefix,
+                        issuer.allow_shared_usernames && other.allow_shared_usernames,
+                        "user names",
+                        "allowSharedUsernames",
+                    ),
+                    (
+                        "groupsPrefix",
+                        &issuer.groups_prefix,
+                        &other.groups_prefix,
+                        issuer.allow_shared_groups && other.allow_shared_groups,
+                        "groups",
+                        "allowSharedGroups",
+                    ),
+                ];
+                for (field, prefix, other_prefix, allowed, what, flag) in checks {
+                    if prefix == other_prefix && !allowed {
+                        let shown = if prefix.is_empty() { "none".to_string() } else { format!("{prefix:?}") };
+                        return Err(format!(
+                            "issuers[{j}] ({}) and issuers[{i}] ({}) have the same {field} ({shown}), so either could mint the other's {what}: give each entry its own {field} (e.g. \"people:\" and \"bots:\"), or set `{flag}: true` on both entries if they are meant to share {what}",
+                            other.url, issuer.url
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -405,8 +542,80 @@ mod tests {
 
     #[test]
     fn one_issuer_may_serve_people_and_bots_with_disjoint_audiences() {
-        let c = parse("issuers:\n- url: https://idp\n  audiences: [kubegate]\n- url: https://idp\n  audiences: [kubegate-bots]\n  usernameClaim: sub\n");
+        let c = parse("issuers:\n- url: https://idp\n  audiences: [kubegate]\n- url: https://idp\n  audiences: [kubegate-bots]\n  usernameClaim: sub\n  usernamePrefix: 'bot:'\n  groupsPrefix: 'bot:'\n");
         assert!(c.is_ok(), "{:?}", c.err().map(|e| e.to_string()));
+    }
+
+    /// Attack: two issuers (or two entries of one) with the same user-name prefix, none
+    /// at all included: a user of the one can be given the name of a user of the other
+    /// (`alice@example.com` at a less careful IdP), and likewise for groups.
+    #[test]
+    fn issuers_sharing_a_username_or_groups_prefix_are_refused_unless_both_say_so() {
+        let two = |a: &str, b: &str| {
+            format!("issuers:\n- url: https://a\n  audiences: [k]\n{a}- url: https://b\n  audiences: [k]\n{b}")
+        };
+        for (a, b, field) in [
+            ("", "", "usernamePrefix"),
+            ("  usernamePrefix: 'x:'\n", "  usernamePrefix: 'x:'\n  groupsPrefix: 'y:'\n", "usernamePrefix"),
+            ("  usernamePrefix: 'a:'\n", "  usernamePrefix: 'b:'\n", "groupsPrefix"),
+            ("  usernamePrefix: 'a:'\n  allowSharedGroups: true\n", "  usernamePrefix: 'b:'\n", "groupsPrefix"),
+            ("  allowSharedUsernames: true\n  groupsPrefix: 'a:'\n", "  groupsPrefix: 'b:'\n", "usernamePrefix"),
+        ] {
+            let err = parse(&two(a, b)).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(&format!("the same {field}")), "{a}{b}: {err}");
+            assert!(err.contains("issuers[0] (https://a) and issuers[1] (https://b)"), "{err}");
+            assert!(err.contains("give each entry its own") && err.contains(": true` on both entries"), "{err}");
+        }
+        for (a, b) in [
+            ("  usernamePrefix: 'a:'\n  groupsPrefix: 'a:'\n", "  usernamePrefix: 'b:'\n  groupsPrefix: 'b:'\n"),
+            // A prefix that extends another is distinct here; its names are guarded per token.
+            ("", "  usernamePrefix: 'bot:'\n  groupsPrefix: 'bot:'\n"),
+            (
+                "  allowSharedUsernames: true\n  allowSharedGroups: true\n",
+                "  allowSharedUsernames: true\n  allowSharedGroups: true\n",
+            ),
+        ] {
+            let c = parse(&two(a, b));
+            assert!(c.is_ok(), "{a}{b}: {:?}", c.err().map(|e| e.to_string()));
+        }
+    }
+
+    /// Attack: a role named `System:Masters` or `sys.tem:masters` is impersonated as the
+    /// group `system:masters` once `includeRoleNames` lower-cases it and drops periods.
+    #[test]
+    fn role_names_that_become_reserved_groups_are_refused() {
+        for name in ["System:Masters", "sys.tem:masters", "SYSTEM:NODES", "system.:masters", "'\tsystem:masters'"] {
+            let text = format!("issuers:\n- url: https://idp\n  audiences: [k]\nroles:\n- name: {name}\n");
+            let err = parse(&text).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("roles[0].name: role"), "{name}: {err}");
+        }
+        let err = parse("issuers:\n- url: https://idp\n  audiences: [k]\nroles:\n- name: sys.tem:masters\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("\"sys.tem:masters\"") && err.contains("\"system:masters\"") && err.contains("rename"),
+            "{err}"
+        );
+        assert!(parse("issuers:\n- url: https://idp\n  audiences: [k]\nroles:\n- name: System Admins\n").is_ok());
+    }
+
+    /// Attack: a privilege level `" system:masters"` (or with a tab) passes a plain
+    /// `starts_with("system:")` test and reaches the API server trimmed.
+    #[test]
+    fn padded_or_reserved_privilege_levels_are_refused() {
+        for level in ["system:masters", "' system:masters'", "\"\\tsystem:masters\"", "'ops '", "\"o\\u0000ps\""] {
+            let text = format!(
+                "issuers:\n- url: https://idp\n  audiences: [k]\nroles:\n- name: r\n  privilegeLevels: [{level}]\n"
+            );
+            let err = parse(&text).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("roles[0].privilegeLevels") && err.contains("of role \"r\""), "{level}: {err}");
+        }
+        let err = parse("issuers:\n- url: https://idp\n  audiences: [k]\n  groupsPrefix: ' system:'\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("reserved"), "{err}");
     }
 
     #[test]

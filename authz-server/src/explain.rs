@@ -149,4 +149,73 @@ mod tests {
         assert!(deny.report.contains("guard.cedar:1"), "{}", deny.report);
         assert!(deny.report.contains("message:    no deletes in kube-system"), "{}", deny.report);
     }
+
+    /// Attack: getting round documented guardrails by another route to the same
+    /// effect: evicting instead of deleting in kube-system, `kubectl debug` (an
+    /// ephemeral container) or attach instead of exec, the kubelet's own exec through
+    /// `nodes/proxy`, and a shell the deny-list did not spell (`/bin/sh`, `env sh`).
+    /// The guardrails of docs/policy.md must stop each.
+    #[test]
+    fn the_documented_guardrails_stop_eviction_debug_containers_node_proxy_and_other_shells() {
+        let doc = include_str!("../../docs/policy.md");
+        let guardrails = doc
+            .split("```cedar")
+            .filter_map(|rest| rest.split("```").next())
+            .find(|block| block.contains("no-delete-in-kube-system"))
+            .unwrap_or_else(|| panic!("docs/policy.md has the guardrails block"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("guardrails.cedar"), guardrails).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("authz.yaml");
+        std::fs::write(&path, "policyFiles: [guardrails.cedar]\nroles:\n- name: oncall\n  members: {groups: [oncall]}\n  privilegeLevels: [oncall]\nissuers:\n- url: https://idp\n  audiences: [k]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let decide = |groups: &[&str], request: &str| {
+            let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            explain(&config, "alice@example.com", &groups, request, "192.0.2.10")
+                .unwrap_or_else(|e| panic!("{request}: {e}"))
+        };
+        let refused = [
+            "DELETE /api/v1/namespaces/kube-system/pods/coredns",
+            "POST /api/v1/namespaces/kube-system/pods/coredns/eviction",
+            "POST /api/v1/namespaces/payments/pods/api/exec?command=date",
+            "GET /api/v1/namespaces/payments/pods/api/attach?stdin=true&tty=true",
+            "PATCH /api/v1/namespaces/payments/pods/api/ephemeralcontainers",
+            "PUT /api/v1/namespaces/payments/pods/api/ephemeralcontainers",
+            "GET /api/v1/nodes/node-1/proxy/exec/payments/api/app?command=sh",
+            "POST /api/v1/nodes/node-1:10250/proxy/run/payments/api/app?cmd=sh",
+            "GET /api/v1/proxy/nodes/node-1/exec/payments/api/app?command=sh",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=sh",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=/bin/sh",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=env&command=sh",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=busybox&command=sh",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=lsof",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=python3&command=-c&command=x",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=tar&command=cf&command=-",
+            "GET /api/v1/namespaces/prod/pods/web/attach?stdin=true",
+            "PATCH /api/v1/namespaces/prod/pods/web/ephemeralcontainers",
+        ];
+        for request in refused {
+            let decision = decide(&[], request);
+            assert!(!decision.allowed, "{request}:\n{}", decision.report);
+        }
+        for request in [
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=ls&command=-la",
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=date",
+            "GET /api/v1/namespaces/kube-system/pods/coredns",
+            "GET /api/v1/nodes/node-1",
+        ] {
+            let decision = decide(&[], request);
+            assert!(decision.allowed, "{request}:\n{}", decision.report);
+        }
+        for request in [
+            "GET /api/v1/namespaces/prod/pods/web/exec?command=/bin/sh",
+            "PATCH /api/v1/namespaces/payments/pods/api/ephemeralcontainers",
+            "GET /api/v1/namespaces/payments/pods/api/exec?command=sh",
+        ] {
+            let decision = decide(&["oncall"], request);
+            assert!(decision.allowed, "oncall, {request}:\n{}", decision.report);
+        }
+        let node = decide(&["oncall"], "GET /api/v1/nodes/node-1/proxy/exec/payments/api/app?command=sh");
+        assert!(!node.allowed && node.report.contains("kubelet API"), "{}", node.report);
+    }
 }

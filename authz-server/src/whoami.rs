@@ -9,6 +9,7 @@ use crate::oidc::Identity;
 use crate::privilege::Privileges;
 use kubegate_decision::Impersonation;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The path kubegate answers itself; `kubegate whoami` asks it through kubectl.
@@ -32,7 +33,8 @@ pub struct WhoAmI {
     /// Privilege levels in effect for this request (narrowed by `--as-group`, if the
     /// kubeconfig or command line asked).
     pub privilege_levels: Vec<String>,
-    /// The policies that added privilege levels.
+    /// The policies that added privilege levels, by id (their `@id`, else a stable
+    /// digest): never a policy file's path or line, which are the operator's business.
     pub granted_by: Vec<String>,
     /// The user and groups the API server sees; absent when the cluster forwards under
     /// the gateway's own credential with no impersonation.
@@ -61,7 +63,7 @@ impl WhoAmI {
             idp_groups: identity.groups.clone(),
             roles: privileges.roles.clone(),
             privilege_levels: privileges.levels.iter().cloned().collect(),
-            granted_by: privileges.granted_by.clone(),
+            granted_by: privileges.granted_by.iter().map(|label| policy_id(label)).collect(),
             kubernetes: impersonation.map(|i| KubernetesIdentity { user: i.user, groups: i.groups }),
             token_expires_at: humantime::format_rfc3339_seconds(expiry).to_string(),
         }
@@ -70,6 +72,33 @@ impl WhoAmI {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// What whoami shows of a policy that added levels. The policy engine labels policies
+/// for operators as `FILE:LINE (ID)` or `FILE:LINE`; every user may call whoami, so it
+/// shows the `@id` alone, and for a policy without one `policy-` and a digest of the
+/// label (the same for the same policy in the same place, on every replica). Anything
+/// else is taken to be an id already.
+fn policy_id(label: &str) -> String {
+    // The first `:DIGITS` that ends the label or is followed by ` (`: file names rarely
+    // hold that, and whatever follows it is the id.
+    for (colon, _) in label.match_indices(':') {
+        let rest = &label[colon + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            continue;
+        }
+        let after = &rest[digits..];
+        if after.is_empty() {
+            let digest = Sha256::digest(label.as_bytes());
+            let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            return format!("policy-{hex}");
+        }
+        if let Some(id) = after.strip_prefix(" (").and_then(|a| a.strip_suffix(')')) {
+            return id.to_owned();
+        }
+    }
+    label.to_owned()
 }
 
 #[cfg(test)]
@@ -89,6 +118,7 @@ mod tests {
             roles: vec!["engineering".into()],
             levels: BTreeSet::from(["engineering".to_string()]),
             granted_by: vec![],
+            narrowed: false,
         };
         let impersonation = Impersonation {
             user: "alice@example.com".into(),
@@ -104,5 +134,33 @@ mod tests {
         assert_eq!(json["privilegeLevels"][0], "engineering");
         assert_eq!(json["kubernetes"]["groups"][0], "engineering");
         assert_eq!(json["tokenExpiresAt"], "2023-11-14T22:13:20Z");
+    }
+
+    /// Attack (reconnaissance): any user with a valid token asks whoami and learns the
+    /// gateway's policy file paths and lines (`/etc/kubegate/policies/team.cedar:12`).
+    #[test]
+    fn granted_by_names_policy_ids_never_file_paths_or_lines() {
+        let identity =
+            Identity { username: "bob@example.com".into(), groups: vec![], uid: None, expires_at: 1_700_000_000 };
+        let privileges = Privileges {
+            roles: vec![],
+            levels: BTreeSet::from(["log-readers".to_string()]),
+            granted_by: vec![
+                "/etc/kubegate/policies/team.cedar:12 (bob-reads-logs)".into(),
+                "/etc/kubegate/policies/team.cedar:20".into(),
+                "/etc/kubegate/policies/odd:name.cedar:3 (with (parens): 7)".into(),
+            ],
+            narrowed: false,
+        };
+        let whoami = WhoAmI::new(&identity, &privileges, None);
+        let [named, unnamed, odd] = whoami.granted_by.as_slice() else { panic!("{:?}", whoami.granted_by) };
+        assert_eq!(named, "bob-reads-logs");
+        assert_eq!(odd, "with (parens): 7");
+        assert!(unnamed.starts_with("policy-") && unnamed.len() == "policy-".len() + 12, "{unnamed}");
+        assert_eq!(unnamed, &policy_id("/etc/kubegate/policies/team.cedar:20"), "stable");
+        assert_ne!(unnamed, &policy_id("/etc/kubegate/policies/team.cedar:21"), "one per policy");
+        let json = whoami.to_json();
+        assert!(!json.contains("cedar") && !json.contains("/etc") && !json.contains(":12"), "{json}");
+        assert_eq!(policy_id("already-an-id"), "already-an-id");
     }
 }

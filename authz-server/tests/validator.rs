@@ -91,3 +91,20 @@ fn one_issuers_settings_do_not_leak_to_the_other() {
     );
     assert_eq!(run(v.validate(&a_audience_at_b)).err(), Some(TokenError::WrongAudience));
 }
+
+/// Attack: the people's issuer has no group prefix and the bots' entry prefixes its
+/// groups `bots:`; a person whose IdP groups include `bots:deployers` would hold the
+/// bots' group (and every role it is a member of).
+#[test]
+fn a_person_cannot_assert_a_group_under_the_bots_prefix() {
+    let v = validator();
+    let posing = token(
+        Algorithm::RS256,
+        "rsa-1",
+        json!({"iss": "https://idp-a.example.com", "aud": "kubegate",
+        "email": "mallory@example.com", "email_verified": true, "groups": ["engineering", "bots:deployers"],
+        "exp": now() + 600}),
+    );
+    assert_eq!(run(v.validate(&posing)).err(), Some(TokenError::ForeignPrefix("groups".into(), "bots:".into())));
+    assert_eq!(v.cached_tokens(), 0, "a refusal is not cached");
+}

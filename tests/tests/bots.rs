@@ -3,8 +3,9 @@
 
 use kubegate_tests::harness::{GatewayStack, StackOptions, ALICE};
 
-const BOTS: &str =
-    "- url: {issuer}\n  audiences: [kubegate-bots]\n  caFile: {ca}\n  usernameClaim: sub\n  usernamePrefix: 'bot:'\n";
+// The bots' groups get a prefix of their own too: two entries with the same
+// `groupsPrefix` (none) could assert each other's groups, and are refused at load.
+const BOTS: &str = "- url: {issuer}\n  audiences: [kubegate-bots]\n  caFile: {ca}\n  usernameClaim: sub\n  usernamePrefix: 'bot:'\n  groupsPrefix: 'bot:'\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_credentials_bot_is_a_kubernetes_user_of_its_own() -> anyhow::Result<()> {

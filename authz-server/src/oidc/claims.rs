@@ -5,7 +5,7 @@
 //! claims to a user name, groups and uid.
 
 use super::TokenError;
-use crate::config::IssuerConfig;
+use crate::config::{is_reserved_name, name_problem, IssuerConfig};
 use serde_json::{Map, Value};
 
 /// The person or bot a verified token names.
@@ -22,8 +22,6 @@ pub struct Identity {
     /// outlive it.
     pub expires_at: u64,
 }
-
-const RESERVED_PREFIX: &str = "system:";
 
 /// Maps the claims of a token whose signature and registered claims were verified.
 pub fn identity_from_claims(
@@ -45,14 +43,75 @@ pub fn identity_from_claims(
         .into_iter()
         .map(|g| format!("{}{g}", issuer.groups_prefix))
         .collect();
-    // A person must never become `system:masters` or `system:admin` via their IdP.
-    let reserved = username.starts_with(RESERVED_PREFIX) || groups.iter().any(|g| g.starts_with(RESERVED_PREFIX));
+    let uid = claim(claims, &issuer.uid_claim).and_then(Value::as_str).map(str::to_owned);
+    // Kubernetes trims spaces and tabs from header values, so `" system:masters"` from
+    // the IdP would reach the API server as `system:masters`; a control character has
+    // no business in a name either. One bad group refuses the whole token (fail
+    // closed), rather than quietly dropping the group.
+    let unsafe_name = |claim: &str, name: &str| match name_problem(name) {
+        Some(_) => Err(TokenError::UnsafeName(claim.to_owned())),
+        None => Ok(()),
+    };
+    unsafe_name(&issuer.username_claim, &username)?;
+    for group in &groups {
+        unsafe_name(&issuer.groups_claim, group)?;
+    }
+    if let Some(uid) = &uid {
+        unsafe_name(&issuer.uid_claim, uid)?;
+    }
+    // A person must never become `system:masters` or `system:admin` via their IdP,
+    // whatever trimming happens on the way.
+    let reserved = is_reserved_name(&username) || groups.iter().any(|g| is_reserved_name(g));
     if reserved && !issuer.allow_reserved_names {
         return Err(TokenError::ReservedName);
     }
-    let uid = claim(claims, &issuer.uid_claim).and_then(Value::as_str).map(str::to_owned);
     let expires_at = claims.get("exp").and_then(Value::as_u64).ok_or(TokenError::InvalidClaim("exp".into()))?;
     Ok(Identity { username, groups, uid, expires_at })
+}
+
+/// The prefixes of other issuer entries that extend this entry's own (`bot:` when this
+/// entry has none): names this entry maps under them belong to the other entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForeignPrefixes {
+    pub usernames: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl ForeignPrefixes {
+    /// For entry `index` of `issuers`: every other entry's prefix that is longer than
+    /// and starts with this entry's, unless both entries allow sharing.
+    pub fn for_entry(issuers: &[IssuerConfig], index: usize) -> Self {
+        let Some(own) = issuers.get(index) else { return Self::default() };
+        let extends = |other: &str, mine: &str| other.len() > mine.len() && other.starts_with(mine);
+        let others = || issuers.iter().enumerate().filter(move |(j, _)| *j != index).map(|(_, o)| o);
+        let mut usernames: Vec<String> = others()
+            .filter(|o| !(own.allow_shared_usernames && o.allow_shared_usernames))
+            .filter(|o| extends(&o.username_prefix, &own.username_prefix))
+            .map(|o| o.username_prefix.clone())
+            .collect();
+        let mut groups: Vec<String> = others()
+            .filter(|o| !(own.allow_shared_groups && o.allow_shared_groups))
+            .filter(|o| extends(&o.groups_prefix, &own.groups_prefix))
+            .map(|o| o.groups_prefix.clone())
+            .collect();
+        usernames.dedup();
+        groups.dedup();
+        Self { usernames, groups }
+    }
+
+    /// Refuses an identity with a user name or group under another entry's prefix:
+    /// otherwise an IdP whose users have no prefix could name one `bot:ci-deployer`
+    /// and be the other entry's bot.
+    pub fn check(&self, identity: &Identity, issuer: &IssuerConfig) -> Result<(), TokenError> {
+        let foreign = |name: &str, prefixes: &[String]| prefixes.iter().find(|p| name.starts_with(p.as_str())).cloned();
+        if let Some(prefix) = foreign(&identity.username, &self.usernames) {
+            return Err(TokenError::ForeignPrefix(issuer.username_claim.clone(), prefix));
+        }
+        if let Some(prefix) = identity.groups.iter().find_map(|g| foreign(g, &self.groups)) {
+            return Err(TokenError::ForeignPrefix(issuer.groups_claim.clone(), prefix));
+        }
+        Ok(())
+    }
 }
 
 /// A claim by exact name (claim names may contain dots, e.g. Auth0's
@@ -207,6 +266,82 @@ mod tests {
         let prefixed = identity_from_claims(&masters, &issuer("groupsPrefix: 'idp:'\n"), NOW);
         assert_eq!(prefixed.map(|i| i.groups), Ok(vec!["idp:system:masters".to_string()]));
         assert!(identity_from_claims(&masters, &issuer("allowReservedNames: true\n"), NOW).is_ok());
+    }
+
+    /// Attack: an IdP user name or group `" system:masters"` (or with a tab, a
+    /// non-breaking space, a zero-width space): the API server trims header values, so
+    /// it would arrive as `system:masters`, past the `system:` refusal.
+    #[test]
+    fn padded_or_control_character_names_are_refused_before_kubernetes_trims_them() {
+        for bad in [
+            " system:masters",
+            "system:masters ",
+            "\tsystem:masters",
+            "system:masters\t",
+            "\u{a0}system:masters",
+            "\u{3000}admins",
+            "\u{200b}system:masters",
+            "eng\u{0}ineering",
+            "eng\nineering",
+            "engineering\r",
+            "eng\u{7f}",
+            "eng\u{85}",
+        ] {
+            let group = alice(json!({ "groups": ["engineering", bad] }));
+            assert_eq!(
+                identity_from_claims(&group, &issuer(""), NOW),
+                Err(TokenError::UnsafeName("groups".into())),
+                "group {bad:?}"
+            );
+            // Even where reserved names are allowed: the name would not arrive as written.
+            assert!(identity_from_claims(&group, &issuer("allowReservedNames: true\n"), NOW).is_err(), "{bad:?}");
+            let user = alice(json!({ "preferred_username": bad }));
+            assert_eq!(
+                identity_from_claims(&user, &issuer("usernameClaim: preferred_username\n"), NOW),
+                Err(TokenError::UnsafeName("preferred_username".into())),
+                "user name {bad:?}"
+            );
+            let uid = alice(json!({ "sub": bad }));
+            assert_eq!(identity_from_claims(&uid, &issuer(""), NOW), Err(TokenError::UnsafeName("sub".into())));
+        }
+        // A prefix does not hide a trailing space or a control character.
+        let c = alice(json!({"groups": ["ops "]}));
+        assert!(identity_from_claims(&c, &issuer("groupsPrefix: 'idp:'\n"), NOW).is_err());
+        // Inner spaces are part of the name and are kept.
+        let c = alice(json!({"groups": ["site reliability"]}));
+        assert_eq!(identity_from_claims(&c, &issuer(""), NOW).map(|i| i.groups), Ok(vec!["site reliability".into()]));
+    }
+
+    /// Attack: with two issuer entries, people unprefixed and bots under `bot:`, a
+    /// person whose IdP user name is `bot:ci-deployer` would be the bot.
+    #[test]
+    fn names_under_another_issuers_longer_prefix_are_refused() {
+        let people = issuer("usernameClaim: preferred_username\n");
+        let bots: IssuerConfig = serde_yaml::from_str(
+            "url: https://idp\naudiences: [bots]\nusernameClaim: sub\nusernamePrefix: 'bot:'\ngroupsPrefix: 'bot:'\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let issuers = [people.clone(), bots.clone()];
+        let foreign = ForeignPrefixes::for_entry(&issuers, 0);
+        assert_eq!(foreign.usernames, ["bot:"]);
+        assert_eq!(ForeignPrefixes::for_entry(&issuers, 1), ForeignPrefixes::default(), "the bots' names are theirs");
+        let id = |c| identity_from_claims(&c, &people, NOW).unwrap_or_else(|e| panic!("{e}"));
+        let posing = id(alice(json!({"preferred_username": "bot:ci-deployer"})));
+        assert_eq!(
+            foreign.check(&posing, &people),
+            Err(TokenError::ForeignPrefix("preferred_username".into(), "bot:".into()))
+        );
+        let group = id(alice(json!({"preferred_username": "alice", "groups": ["bot:deployers"]})));
+        assert_eq!(foreign.check(&group, &people), Err(TokenError::ForeignPrefix("groups".into(), "bot:".into())));
+        assert_eq!(foreign.check(&id(alice(json!({"preferred_username": "alice"}))), &people), Ok(()));
+        // Both entries saying the sharing is intended lifts it.
+        let shared = |i: &IssuerConfig| IssuerConfig { allow_shared_usernames: true, ..i.clone() };
+        let foreign = ForeignPrefixes::for_entry(&[shared(&people), shared(&bots)], 0);
+        assert!(foreign.usernames.is_empty() && foreign.groups == ["bot:"], "{foreign:?}");
+        assert!(
+            ForeignPrefixes::for_entry(&[shared(&people), bots], 0).usernames == ["bot:"],
+            "one entry alone cannot"
+        );
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub enum TokenError {
     /// The identity would be a reserved Kubernetes `system:` name.
     #[error("the identity provider asserted a reserved Kubernetes name (`system:` prefix); refused")]
     ReservedName,
+    /// A user name, group or uid with white space at an end or a control character:
+    /// the API server would not see it as written (it trims header values).
+    #[error("the token's `{0}` claim has a name with leading or trailing white space or a control character; refused (the identity provider's value must be fixed)")]
+    UnsafeName(String),
+    /// A user name or group under the prefix of another configured issuer entry.
+    #[error("the token's `{0}` claim has a name under another issuer's prefix (`{1}`); refused")]
+    ForeignPrefix(String, String),
 }
 
 impl TokenError {
@@ -70,6 +77,8 @@ impl TokenError {
             TokenError::RequiredClaim(_) => "claim_required",
             TokenError::UnsupportedCritical => "header_crit_unsupported",
             TokenError::ReservedName => "name_reserved",
+            TokenError::UnsafeName(_) => "name_unsafe",
+            TokenError::ForeignPrefix(..) => "name_foreign_prefix",
         }
     }
 }

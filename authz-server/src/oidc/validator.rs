@@ -1,6 +1,6 @@
 //! Verifies a bearer token against the configured issuers.
 
-use super::claims::{identity_from_claims, Identity};
+use super::claims::{identity_from_claims, ForeignPrefixes, Identity};
 use super::jwks::{JwksCache, JwksError};
 use super::verified_cache::{digest, VerifiedTokenCache};
 use super::TokenError;
@@ -20,6 +20,8 @@ struct TrustedIssuer {
     config: IssuerConfig,
     algorithms: Vec<Algorithm>,
     keys: Arc<JwksCache>,
+    /// Other entries' prefixes this entry's names must not fall under.
+    foreign: ForeignPrefixes,
 }
 
 /// Validates bearer tokens from any configured issuer.
@@ -45,17 +47,19 @@ impl TokenValidator {
     /// A validator for `issuers` remembering up to `cache_size` verified tokens; keys
     /// load once [`TokenValidator::start`] runs (or through [`TokenValidator::keys`]).
     pub fn new(issuers: &[IssuerConfig], cache_size: usize) -> Result<Self, JwksError> {
-        let issuers = issuers
+        let trusted = issuers
             .iter()
-            .map(|config| {
+            .enumerate()
+            .map(|(index, config)| {
                 Ok(TrustedIssuer {
                     config: config.clone(),
                     algorithms: config.accepted_algorithms(),
                     keys: Arc::new(JwksCache::new(config)?),
+                    foreign: ForeignPrefixes::for_entry(issuers, index),
                 })
             })
             .collect::<Result<_, JwksError>>()?;
-        Ok(Self { issuers, verified: VerifiedTokenCache::new(cache_size) })
+        Ok(Self { issuers: trusted, verified: VerifiedTokenCache::new(cache_size) })
     }
 
     /// Starts background key refresh for every issuer.
@@ -101,7 +105,9 @@ impl TokenValidator {
         let claims = decode::<Map<String, Value>>(token, &key, &validation(alg, &issuer.config))
             .map_err(|e| token_error(e.kind()))?
             .claims;
-        let identity = Arc::new(identity_from_claims(&claims, &issuer.config, now)?);
+        let identity = identity_from_claims(&claims, &issuer.config, now)?;
+        issuer.foreign.check(&identity, &issuer.config)?;
+        let identity = Arc::new(identity);
         self.verified.insert(token_digest, identity.clone(), index, generation, now);
         Ok(identity)
     }
