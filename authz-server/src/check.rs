@@ -9,13 +9,13 @@ use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use crate::policy::{RequestMeta, Verdict};
 use crate::privilege::{Narrowing, Privileges, Refused};
-use crate::request_info::{self, RequestInfoError, StreamRequest};
+use crate::request_info::{KubeRequest, RequestInfoError, StreamRequest};
 use crate::rules::{Rules, SharedRules};
 use crate::whoami::{WhoAmI, WHOAMI_PATH};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use kubegate_decision::{Decision, Status, CLIENT_IMPERSONATION_HEADER, METADATA_KEY};
+use kubegate_decision::{Decision, Status, CLIENT_IMPERSONATION_HEADER, CONTRACT_VERSION, METADATA_KEY};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,25 +62,22 @@ impl<'a> GatewayRequest<'a> {
         self.path.split_once('?').unwrap_or((self.path, ""))
     }
 
-    /// exec, attach, port-forward: the command and container asked for, for the audit
-    /// event (parsed again only for these requests).
-    fn stream(&self) -> Option<StreamRequest> {
-        let (path, query) = self.path_and_query();
-        let last = path.rsplit('/').next().unwrap_or_default();
-        if !matches!(last, "exec" | "attach" | "portforward") {
-            return None;
-        }
-        StreamRequest::from_request(&request_info::parse(self.method, path, query).ok()?, query)
-    }
-
-    /// What policies see of the request besides its Kubernetes attributes.
-    fn meta(&self) -> RequestMeta {
-        let (path, query) = self.path_and_query();
+    /// What policies see of the request besides its Kubernetes attributes: the path as
+    /// the API server decodes it and the canonical query (`read` is `None` for kubegate's
+    /// own questions, which never reach the API server).
+    fn meta(&self, read: Option<&KubeRequest>) -> RequestMeta {
+        let (path, query) = match read {
+            Some(read) => (read.target.path.clone(), read.target.query.canonical()),
+            None => {
+                let (path, query) = self.path_and_query();
+                (path.to_owned(), query.to_owned())
+            }
+        };
         RequestMeta {
             source_ip: self.source_ip.to_owned(),
             time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
-            path: path.to_owned(),
-            query: query.to_owned(),
+            path,
+            query,
         }
     }
 
@@ -147,26 +144,36 @@ impl Refusal {
     }
 }
 
+/// What the decision cache keeps for an allowed request: the levels, and the request as
+/// the API server will read it.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub privileges: Privileges,
+    /// The canonical target policy decided on; the filter forwards exactly this.
+    pub target: String,
+    /// exec, attach, port-forward: what they ask for (for the audit event).
+    pub stream: Option<StreamRequest>,
+}
+
+/// The decision cache's entries.
+pub type Outcomes = DecisionCache<Result<Decided, Refusal>>;
+
 /// Decides one request.
 pub struct Gatekeeper {
     validator: Arc<TokenValidator>,
     rules: SharedRules,
-    decisions: DecisionCache<Result<Privileges, Refusal>>,
+    decisions: Outcomes,
 }
 
-/// An allowed request: who, with which levels, and what the filter should inject.
+/// An allowed request: who, with which levels, and what the filter should enforce.
 pub struct Allowed {
     pub identity: Arc<Identity>,
-    pub privileges: Privileges,
+    pub decided: Decided,
     pub decision: Decision,
 }
 
 impl Gatekeeper {
-    pub fn new(
-        validator: Arc<TokenValidator>,
-        rules: SharedRules,
-        decisions: DecisionCache<Result<Privileges, Refusal>>,
-    ) -> Self {
+    pub fn new(validator: Arc<TokenValidator>, rules: SharedRules, decisions: Outcomes) -> Self {
         Self { validator, rules, decisions }
     }
 
@@ -200,31 +207,35 @@ impl Gatekeeper {
                 outcome
             }
         };
-        let privileges = outcome.as_ref().clone()?;
+        let decided = outcome.as_ref().clone()?;
         let decision = Decision {
-            version: kubegate_decision::CONTRACT_VERSION,
-            impersonate: rules.privileges.impersonation(&identity, &privileges, request.id),
+            version: CONTRACT_VERSION,
+            cluster: rules.privileges.cluster_name().to_owned(),
+            mode: rules.privileges.mode(),
+            impersonate: rules.privileges.impersonation(&identity, &decided.privileges, request.id),
+            target: decided.target.clone(),
+            grants: Vec::new(),
         };
-        Ok(Allowed { identity, privileges, decision })
+        Ok(Allowed { identity, decided, decision })
     }
 
-    /// Privilege resolution and policy for one request (what the decision cache keeps).
+    /// Reading, privilege resolution and policy for one request (what the decision
+    /// cache keeps).
     fn evaluate(
         &self,
         rules: &Rules,
         identity: &Identity,
         request: &GatewayRequest<'_>,
         requested: Option<&str>,
-    ) -> Result<Privileges, Refusal> {
+    ) -> Result<Decided, Refusal> {
         let narrowing = narrowing(requested)?;
-        let (path, query) = request.path_and_query();
-        let info = request_info::parse(request.method, path, query)?;
-        let meta = request.meta();
+        let read = KubeRequest::read(request.method, request.path)?;
+        let meta = request.meta(Some(&read));
         let principal = rules.privileges.principal(identity);
         let privileges = rules.privileges.resolve(&principal, &rules.policy, &meta, narrowing.as_ref())?;
-        match rules.policy.authorize_request(&principal, &info, &privileges.levels, &meta) {
+        match rules.policy.authorize_request(&principal, &read.info, &privileges.levels, &meta) {
             Verdict::Deny { message, .. } => Err(Refusal::Forbidden(message)),
-            Verdict::Allow => Ok(privileges),
+            Verdict::Allow => Ok(Decided { target: read.canonical_target(), stream: read.stream, privileges }),
         }
     }
 
@@ -237,7 +248,8 @@ impl Gatekeeper {
         let narrowing = narrowing(request.header(CLIENT_IMPERSONATION_HEADER))?;
         let rules = self.rules.current();
         let principal = rules.privileges.principal(&identity);
-        let privileges = rules.privileges.resolve(&principal, &rules.policy, &request.meta(), narrowing.as_ref())?;
+        let privileges =
+            rules.privileges.resolve(&principal, &rules.policy, &request.meta(None), narrowing.as_ref())?;
         let impersonation = rules.privileges.impersonation(&identity, &privileges, request.id);
         Ok(WhoAmI::new(&identity, &privileges, impersonation))
     }
@@ -284,10 +296,12 @@ impl Authorization for CheckService {
         }
         let response = match self.gatekeeper.decide(&request).await {
             Ok(allowed_request) => {
-                let Allowed { identity, privileges, decision } = allowed_request;
-                let stream = request.stream();
+                let Allowed { identity, decided, decision } = allowed_request;
+                let (privileges, stream) = (&decided.privileges, &decided.stream);
+                // `path` is the canonical target: what the API server executes.
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
-                    path = request.path, user = %identity.username, idp_groups = ?identity.groups,
+                    path = decision.target, received_path = (request.path != decision.target).then_some(request.path),
+                    cluster = decision.cluster, user = %identity.username, idp_groups = ?identity.groups,
                     roles = ?privileges.roles, privilege_levels = ?privileges.levels,
                     upgrade = request.header("upgrade"), command = stream.as_ref().map(|s| s.command.as_str()),
                     container = stream.as_ref().map(|s| s.container.as_str()), decision = "allow");
@@ -397,12 +411,16 @@ mod tests {
     fn allowed_decisions_travel_as_one_json_string() {
         use kubegate_decision::Impersonation;
         use std::collections::BTreeMap;
-        let decision = Decision::impersonating(Impersonation {
-            user: "alice@example.com".into(),
-            groups: vec!["engineering".into()],
-            uid: None,
-            extra: BTreeMap::new(),
-        });
+        let decision = Decision::impersonating(
+            "kubernetes",
+            "/api",
+            Impersonation {
+                user: "alice@example.com".into(),
+                groups: vec!["engineering".into()],
+                uid: None,
+                extra: BTreeMap::new(),
+            },
+        );
         let response = allowed(&decision);
         let field = response.dynamic_metadata.and_then(|m| m.fields.get(METADATA_KEY).cloned());
         let Some(Value { kind: Some(Kind::StringValue(json)) }) = field else { panic!("no decision field") };

@@ -2,10 +2,10 @@
 //! standing roles in configuration and `fetchPrivileges` policies, then checked as a
 //! whole with `impersonate` (where a `forbid` can veto them).
 
-use crate::config::{role_group_name, ClusterConfig, IdentityMode, RoleConfig};
+use crate::config::{is_reserved_name, name_problem, role_group_name, ClusterConfig, IdentityMode, RoleConfig};
 use crate::oidc::Identity;
 use crate::policy::{PolicyEngine, Principal, RequestMeta, Verdict};
-use kubegate_decision::{Impersonation, RequestedImpersonation};
+use kubegate_decision::{IdentityMode as DecisionMode, Impersonation, RequestedImpersonation};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// What resolution found for one user.
@@ -17,6 +17,9 @@ pub struct Privileges {
     pub levels: BTreeSet<String>,
     /// The policies that added levels.
     pub granted_by: Vec<String>,
+    /// The client narrowed to `levels` (`kubectl --as-group`): then the API server sees
+    /// those levels and nothing else, not the IdP groups or role names a cluster may add.
+    pub narrowed: bool,
 }
 
 /// Why no privilege levels could be granted.
@@ -124,13 +127,33 @@ impl PrivilegeResolver {
             .flat_map(|r| r.config.privilege_levels.iter().cloned())
             .collect();
         let (added, granted_by) = policy.fetch_privileges(principal, meta);
-        levels.extend(added.into_iter().filter(|l| !l.starts_with("system:")));
-        if let Some(narrowing) = narrow_to {
-            levels = narrowing.apply(principal, levels)?;
-        }
+        // A policy may not grant `system:` groups, nor names a hop would trim into one.
+        levels.extend(added.into_iter().filter(|l| !is_reserved_name(l) && name_problem(l).is_none()));
+        let narrowed = match narrow_to {
+            Some(narrowing) => {
+                let asked_for_some = !narrowing.0.groups.is_empty();
+                levels = narrowing.apply(principal, levels)?;
+                asked_for_some
+            }
+            None => false,
+        };
         match policy.check_impersonation(principal, &levels, meta) {
-            Verdict::Allow => Ok(Privileges { roles: principal.roles.clone(), levels, granted_by }),
+            Verdict::Allow => Ok(Privileges { roles: principal.roles.clone(), levels, granted_by, narrowed }),
             Verdict::Deny { message, .. } => Err(Refused::Vetoed(message)),
+        }
+    }
+
+    /// The name of the cluster these rules are for.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster.name
+    }
+
+    /// The cluster's identity mode, as the decision contract names it.
+    pub fn mode(&self) -> DecisionMode {
+        match self.cluster.identity_mode {
+            IdentityMode::Impersonate => DecisionMode::Impersonate,
+            IdentityMode::LeasedWithLevels => DecisionMode::LeasedWithLevels,
+            IdentityMode::Leased => DecisionMode::Leased,
         }
     }
 
@@ -142,10 +165,10 @@ impl PrivilegeResolver {
         request_id: &str,
     ) -> Option<Impersonation> {
         let mut groups: BTreeSet<String> = privileges.levels.clone();
-        if self.cluster.include_idp_groups {
+        if self.cluster.include_idp_groups && !privileges.narrowed {
             groups.extend(identity.groups.iter().cloned());
         }
-        if self.cluster.include_role_names {
+        if self.cluster.include_role_names && !privileges.narrowed {
             groups.extend(privileges.roles.iter().map(|r| role_group_name(r)));
         }
         let extra = BTreeMap::from([(kubegate_decision::REQUEST_ID_EXTRA.to_string(), vec![request_id.to_string()])]);
@@ -257,5 +280,23 @@ mod tests {
         let (r, p) = resolver("cluster: {identityMode: leased}\n");
         let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
         assert_eq!(r.impersonation(&alice(), &privileges, "r1"), None);
+        assert_eq!(r.mode(), DecisionMode::Leased);
+    }
+
+    /// Attack: `kubectl --as-group viewers` meant to run with `viewers` alone, while
+    /// the cluster's `includeIdpGroups` / `includeRoleNames` add the user's IdP groups
+    /// and role names back, so the narrowed context is not narrow.
+    #[test]
+    fn a_narrowed_request_carries_only_the_levels_asked_for() {
+        let (r, p) = resolver("cluster: {includeRoleNames: true, includeIdpGroups: true}\n");
+        let principal = r.principal(&alice());
+        let narrowing = asked(&["alice@example.com"], &["viewers"]);
+        let narrowed = r.resolve(&principal, &p, &meta(), Some(&narrowing)).unwrap_or_else(|v| panic!("{v:?}"));
+        let imp = r.impersonation(&alice(), &narrowed, "r1").unwrap_or_else(|| panic!("impersonates"));
+        assert_eq!(imp.groups, ["viewers"]);
+        // Without narrowing the cluster's extra groups are there: the control.
+        let all = r.resolve(&principal, &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+        let imp = r.impersonation(&alice(), &all, "r1").unwrap_or_else(|| panic!("impersonates"));
+        assert_eq!(imp.groups, ["engineering", "platform-team", "viewers"]);
     }
 }

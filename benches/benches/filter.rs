@@ -19,6 +19,10 @@ impl HeaderMap for Lines {
     fn add(&mut self, name: &str, value: &str) {
         self.0.push((name.to_owned(), value.to_owned()));
     }
+    fn set(&mut self, name: &str, value: &str) {
+        self.remove_all(name);
+        self.add(name, value);
+    }
 }
 
 /// The headers `kubectl get pods` sends, plus Envoy's own.
@@ -40,12 +44,19 @@ fn kubectl_request() -> Lines {
 }
 
 fn decision(groups: usize) -> Decision {
-    Decision::impersonating(Impersonation {
-        user: "alice@example.com".into(),
-        groups: (0..groups).map(|i| format!("privilege-level-{i}")).collect(),
-        uid: Some("b3f1a8c2-alice".into()),
-        extra: BTreeMap::from([(REQUEST_ID_EXTRA.to_string(), vec!["7d0b6e2a-1c55-4f0e-9a43-3e3a2c7d9f10".into()])]),
-    })
+    Decision::impersonating(
+        "kubernetes",
+        "/api/v1/namespaces/default/pods?limit=500",
+        Impersonation {
+            user: "alice@example.com".into(),
+            groups: (0..groups).map(|i| format!("privilege-level-{i}")).collect(),
+            uid: Some("b3f1a8c2-alice".into()),
+            extra: BTreeMap::from([(
+                REQUEST_ID_EXTRA.to_string(),
+                vec!["7d0b6e2a-1c55-4f0e-9a43-3e3a2c7d9f10".into()],
+            )]),
+        },
+    )
 }
 
 fn filter(c: &mut Criterion) {

@@ -6,8 +6,14 @@
 //! encoding that survives the proxy-wasm property interface intact (lists and structs
 //! come back in the host's "pairs" encoding, which loses their shape).
 //!
-//! The filter trusts nothing else: if the field is missing, is not valid JSON, or names
-//! an unknown contract version, it refuses the request.
+//! The filter trusts nothing else: if the field is missing, is not valid JSON, names
+//! an unknown contract version, or is inconsistent (an identity mode without the
+//! identity it needs), it refuses the request.
+//!
+//! Version 2 carries everything the filter enforces, so later features do not bump it
+//! again: the identity and its mode, the canonical request target policy decided on
+//! (the filter sets `:path` to it, so the API server executes exactly that request),
+//! the cluster the decision is for, and the access grants that contributed levels.
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +30,7 @@ pub const METADATA_KEY: &str = "kubegate.decision";
 pub const EXT_AUTHZ_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 
 /// The contract version this crate writes and accepts.
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;
 
 /// The `Impersonate-Extra-*` key that carries kubegate's request id, so an API-server
 /// audit entry can be matched to kubegate's own audit event.
@@ -36,9 +42,34 @@ pub const REQUEST_ID_EXTRA: &str = "kubegate.dev/request-id";
 pub struct Decision {
     /// Contract version; the filter refuses versions it does not know.
     pub version: u32,
-    /// Who the API server should see. `None` means "forward under the gateway's own
-    /// credential with no impersonation" (the leased-credential-only identity mode).
+    /// The cluster (a `clusters[]` name of authz-server's configuration) this decision
+    /// was made for; routing must follow it.
+    pub cluster: String,
+    /// How the API server sees the request. Always explicit: an absent identity can
+    /// never silently mean "run as the gateway".
+    pub mode: IdentityMode,
+    /// Who the API server should see: required in `impersonate` and `leasedWithLevels`
+    /// modes, absent in `leased`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impersonate: Option<Impersonation>,
+    /// The request target (path and query) policy decided on, in canonical form: Go's
+    /// decoding of it yields exactly what was authorised. The filter sets `:path` to it.
+    pub target: String,
+    /// Ids of the access grants whose levels this decision uses (empty without any).
+    #[serde(default)]
+    pub grants: Vec<String>,
+}
+
+/// How the API server sees a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityMode {
+    /// User = the person; groups = their privilege levels.
+    Impersonate,
+    /// User = the gateway's own identity; groups = the person's privilege levels.
+    LeasedWithLevels,
+    /// No impersonation: the gateway's own credential alone; kubegate audits the person.
+    Leased,
 }
 
 /// The identity injected as Kubernetes impersonation headers.
@@ -71,15 +102,36 @@ pub enum DecisionError {
     /// An impersonation without a user name.
     #[error("decision impersonates an empty user name")]
     EmptyUser,
+    /// The identity mode and the identity disagree (an impersonating mode without a
+    /// user, or `leased` with one).
+    #[error("decision's identity mode {0:?} does not match its identity")]
+    ModeMismatch(IdentityMode),
     /// A value that cannot be sent as an HTTP header value.
     #[error("decision contains a value that is not a valid header value")]
     InvalidHeaderValue,
+    /// A user, group, uid or extra value with leading or trailing whitespace, which Go
+    /// trims from header values (`" system:masters"` would arrive as `system:masters`).
+    #[error("decision contains a name with leading or trailing whitespace")]
+    UntrimmedName,
+    /// The target is not an absolute, canonical (visible ASCII, no `#`) request target.
+    #[error("decision's request target is not canonical")]
+    InvalidTarget,
+    /// No cluster named.
+    #[error("decision names no cluster")]
+    NoCluster,
 }
 
 impl Decision {
-    /// A decision that impersonates `impersonation`.
-    pub fn impersonating(impersonation: Impersonation) -> Self {
-        Self { version: CONTRACT_VERSION, impersonate: Some(impersonation) }
+    /// A decision for `target` on `cluster` that impersonates `impersonation`.
+    pub fn impersonating(cluster: &str, target: &str, impersonation: Impersonation) -> Self {
+        Self {
+            version: CONTRACT_VERSION,
+            cluster: cluster.to_owned(),
+            mode: IdentityMode::Impersonate,
+            impersonate: Some(impersonation),
+            target: target.to_owned(),
+            grants: Vec::new(),
+        }
     }
 
     /// Encodes the decision for the metadata field.
@@ -90,15 +142,50 @@ impl Decision {
 
     /// Decodes and validates a decision read from the metadata field.
     pub fn from_json(raw: &[u8]) -> Result<Self, DecisionError> {
-        let decision: Decision = serde_json::from_slice(raw).map_err(|e| DecisionError::Malformed(e.to_string()))?;
+        let decision: Decision = serde_json::from_slice(raw).map_err(|e| match version_of(raw) {
+            // Another version's fields: say so, rather than which field is missing.
+            Some(version) if version != CONTRACT_VERSION => DecisionError::UnknownVersion(version),
+            _ => DecisionError::Malformed(e.to_string()),
+        })?;
         if decision.version != CONTRACT_VERSION {
             return Err(DecisionError::UnknownVersion(decision.version));
         }
-        if let Some(imp) = &decision.impersonate {
-            imp.validate()?;
-        }
+        decision.validate()?;
         Ok(decision)
     }
+
+    fn validate(&self) -> Result<(), DecisionError> {
+        match (self.mode, &self.impersonate) {
+            (IdentityMode::Impersonate | IdentityMode::LeasedWithLevels, Some(imp)) => imp.validate()?,
+            (IdentityMode::Leased, None) => {}
+            (mode, _) => return Err(DecisionError::ModeMismatch(mode)),
+        }
+        if self.cluster.is_empty() {
+            return Err(DecisionError::NoCluster);
+        }
+        if !is_header_value(&self.cluster) || !self.grants.iter().all(|g| is_header_value(g)) {
+            return Err(DecisionError::InvalidHeaderValue);
+        }
+        if !is_canonical_target(&self.target) {
+            return Err(DecisionError::InvalidTarget);
+        }
+        Ok(())
+    }
+}
+
+/// The `version` of a decision this crate cannot read, if it has one.
+fn version_of(raw: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    serde_json::from_slice::<Versioned>(raw).ok().map(|v| v.version)
+}
+
+/// An absolute request target of visible ASCII without a fragment: what the canonical
+/// encoding produces, and nothing that could be read two ways by a hop.
+fn is_canonical_target(target: &str) -> bool {
+    target.starts_with('/') && !target.starts_with("//") && target.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
 }
 
 impl Impersonation {
@@ -111,12 +198,20 @@ impl Impersonation {
             .chain(&self.uid)
             .chain(self.extra.keys())
             .chain(self.extra.values().flatten());
-        if values.into_iter().all(|v| is_header_value(v)) {
-            Ok(())
-        } else {
-            Err(DecisionError::InvalidHeaderValue)
+        let values: Vec<&String> = values.collect();
+        if !values.iter().all(|v| is_header_value(v)) {
+            return Err(DecisionError::InvalidHeaderValue);
         }
+        if !values.iter().all(|v| is_trimmed(v)) {
+            return Err(DecisionError::UntrimmedName);
+        }
+        Ok(())
     }
+}
+
+/// True when Go's textproto would not change `value` by trimming it.
+fn is_trimmed(value: &str) -> bool {
+    value.trim_matches([' ', '\t']) == value
 }
 
 /// True when `value` can travel as one HTTP header value unchanged: visible ASCII,
@@ -159,29 +254,52 @@ mod tests {
         }
     }
 
+    fn decision(imp: Impersonation) -> Decision {
+        Decision::impersonating("prod", "/api/v1/namespaces/default/pods?limit=500", imp)
+    }
+
+    fn check(d: &Decision) -> Result<Decision, DecisionError> {
+        Decision::from_json(d.to_json().as_bytes())
+    }
+
     #[test]
     fn round_trips() {
-        let d = Decision::impersonating(alice());
-        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Ok(d));
+        let d = decision(alice());
+        assert_eq!(check(&d), Ok(d));
     }
 
     #[test]
     fn leased_credential_only_has_no_impersonation() {
-        let d = Decision { version: CONTRACT_VERSION, impersonate: None };
-        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Ok(d));
+        let d = Decision { mode: IdentityMode::Leased, impersonate: None, ..decision(alice()) };
+        assert_eq!(check(&d), Ok(d));
     }
 
     #[test]
     fn refuses_malformed_unknown_version_and_empty_user() {
         assert!(matches!(Decision::from_json(b"not json"), Err(DecisionError::Malformed(_))));
         assert!(matches!(Decision::from_json(b"{}"), Err(DecisionError::Malformed(_))));
-        let mut d = Decision::impersonating(alice());
-        d.version = 2;
-        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Err(DecisionError::UnknownVersion(2)));
+        let d = Decision { version: 1, ..decision(alice()) };
+        assert_eq!(check(&d), Err(DecisionError::UnknownVersion(1)));
         let mut imp = alice();
         imp.user.clear();
-        let d = Decision::impersonating(imp);
-        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Err(DecisionError::EmptyUser));
+        assert_eq!(check(&decision(imp)), Err(DecisionError::EmptyUser));
+    }
+
+    /// Attack: a decision that names no identity silently running as the gateway. A v1
+    /// decision `{"version":1,"impersonate":null}` did exactly that; v2 needs the mode,
+    /// and an impersonating mode needs its user.
+    #[test]
+    fn refuses_a_decision_whose_mode_is_missing_or_contradicted() {
+        let raw = br#"{"version":2,"cluster":"prod","target":"/api","impersonate":null}"#;
+        assert!(matches!(Decision::from_json(raw), Err(DecisionError::Malformed(_))));
+        let raw = br#"{"version":1,"impersonate":null}"#;
+        assert_eq!(Decision::from_json(raw), Err(DecisionError::UnknownVersion(1)));
+        for mode in [IdentityMode::Impersonate, IdentityMode::LeasedWithLevels] {
+            let d = Decision { mode, impersonate: None, ..decision(alice()) };
+            assert_eq!(check(&d), Err(DecisionError::ModeMismatch(mode)));
+        }
+        let d = Decision { mode: IdentityMode::Leased, ..decision(alice()) };
+        assert_eq!(check(&d), Err(DecisionError::ModeMismatch(IdentityMode::Leased)));
     }
 
     /// Attack: header injection through a group name such as "dev\r\nImpersonate-User: admin".
@@ -189,14 +307,40 @@ mod tests {
     fn refuses_crlf_in_any_value() {
         let mut imp = alice();
         imp.groups.push("dev\r\nimpersonate-user: admin".into());
-        let d = Decision::impersonating(imp);
-        assert_eq!(Decision::from_json(d.to_json().as_bytes()), Err(DecisionError::InvalidHeaderValue));
+        assert_eq!(check(&decision(imp)), Err(DecisionError::InvalidHeaderValue));
+        let d = Decision { grants: vec!["g\n1".into()], ..decision(alice()) };
+        assert_eq!(check(&d), Err(DecisionError::InvalidHeaderValue));
+    }
+
+    /// Attack: `" system:masters"` passes a `system:` prefix check and is trimmed to
+    /// `system:masters` by the API server's header parsing.
+    #[test]
+    fn refuses_names_go_would_trim() {
+        for bad in [" system:masters", "system:masters\t", "alice "] {
+            let mut imp = alice();
+            imp.groups.push(bad.into());
+            assert_eq!(check(&decision(imp)), Err(DecisionError::UntrimmedName), "{bad:?}");
+            let imp = Impersonation { user: bad.into(), ..alice() };
+            assert_eq!(check(&decision(imp)), Err(DecisionError::UntrimmedName), "{bad:?}");
+        }
+    }
+
+    /// Attack: a target the filter would forward that a hop could read another way.
+    #[test]
+    fn refuses_targets_that_are_not_canonical() {
+        for bad in ["", "api/v1", "//evil/api", "/api/v1/pods#x", "/api/v1/a b", "/api/v1/\u{e9}", "/api\n"] {
+            let d = Decision { target: bad.into(), ..decision(alice()) };
+            assert_eq!(check(&d), Err(DecisionError::InvalidTarget), "{bad:?}");
+        }
+        let d = Decision { cluster: String::new(), ..decision(alice()) };
+        assert_eq!(check(&d), Err(DecisionError::NoCluster));
     }
 
     #[test]
     fn refuses_unknown_fields() {
-        let raw = br#"{"version":1,"impersonate":null,"admin":true}"#;
-        assert!(matches!(Decision::from_json(raw), Err(DecisionError::Malformed(_))));
+        let mut value = serde_json::to_value(decision(alice())).unwrap_or_default();
+        value["admin"] = serde_json::Value::Bool(true);
+        assert!(matches!(Decision::from_json(value.to_string().as_bytes()), Err(DecisionError::Malformed(_))));
     }
 
     #[test]

@@ -96,19 +96,32 @@ impl Authorization for AllowWithout {
 }
 
 /// Attack surface: an ext_authz answer that says "allow" but carries no usable decision
-/// (absent, not JSON, unknown version, empty user). The filter must refuse, not forward
-/// the request under the gateway's own credential.
+/// (absent, not JSON, a v1 decision without an identity, which v1 ran as the gateway,
+/// a v2 decision without its mode, an impersonating mode without a user, a target that
+/// is not canonical). The filter must refuse, not forward the request under the
+/// gateway's own credential. Control: a well-formed v2 `leased` decision does run as the
+/// gateway, so the refusals are the filter's reading, not a broken path.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_filter_refuses_requests_without_a_usable_decision() -> anyhow::Result<()> {
     let mut stack = GatewayStack::start(StackOptions::default()).await?;
     let kubeconfig = stack.login(&ALICE).await?;
     stack.stop_authz();
-    for decision in [
+    let path = "/api/v1/namespaces/default/pods";
+    let refused = [
         None,
         Some("not json".to_string()),
-        Some(r#"{"version":2,"impersonate":null}"#.to_string()),
+        Some(r#"{"version":1,"impersonate":null}"#.to_string()),
         Some(r#"{"version":1,"impersonate":{"user":"","groups":["system:masters"]}}"#.to_string()),
-    ] {
+        Some(format!(r#"{{"version":2,"cluster":"kubernetes","target":"{path}"}}"#)),
+        Some(format!(r#"{{"version":2,"cluster":"kubernetes","mode":"impersonate","target":"{path}"}}"#)),
+        Some(format!(
+            r#"{{"version":2,"cluster":"kubernetes","mode":"leasedWithLevels","target":"{path}","impersonate":{{"user":"","groups":["system:masters"]}}}}"#
+        )),
+        Some(r#"{"version":2,"cluster":"kubernetes","mode":"leased","target":"//evil/x"}"#.to_string()),
+    ];
+    let leased = format!(r#"{{"version":2,"cluster":"kubernetes","mode":"leased","target":"{path}"}}"#);
+    let cases = refused.iter().map(|d| (d.clone(), false)).chain([(Some(leased), true)]);
+    for (decision, allowed) in cases {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", stack.authz_port)).await?;
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -119,13 +132,23 @@ async fn the_filter_refuses_requests_without_a_usable_decision() -> anyhow::Resu
                     let _ = stopped.await;
                 }),
         );
-        let out = stack.kubectl(&kubeconfig, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await?;
-        assert!(!out.success, "{decision:?}: {out:?}");
-        assert!(out.stderr.contains("kubegate refused the request"), "{decision:?}: {out:?}");
+        let out = stack.kubectl(&kubeconfig, &["get", "--raw", path]).await?;
+        if allowed {
+            // The stand-in's RBAC gives the gateway itself nothing: it answers 403 as it.
+            assert!(out.stderr.contains("kubegate-gateway\" cannot list"), "{decision:?}: {out:?}");
+        } else {
+            assert!(!out.success, "{decision:?}: {out:?}");
+            assert!(out.stderr.contains("kubegate refused the request"), "{decision:?}: {out:?}");
+            assert!(stack.audit().is_empty(), "{decision:?} reached the API server: {:?}", stack.audit());
+        }
         let _ = stop.send(());
         server.await??;
     }
-    assert!(stack.audit().is_empty(), "nothing reached the API server: {:?}", stack.audit());
+    let audit = stack.audit();
+    assert_eq!(audit.len(), 1, "only the leased control reached the API server: {audit:?}");
+    let user = audit[0].user.as_ref().map(|u| u.username.as_str());
+    assert_eq!(user, Some("system:serviceaccount:kubegate:kubegate-gateway"), "leased runs as the gateway: {audit:?}");
+    assert!(audit[0].impersonation_headers.is_empty(), "{audit:?}");
     stack.restart_authz().await?;
     Ok(())
 }

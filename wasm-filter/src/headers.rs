@@ -6,6 +6,9 @@ use kubegate_decision::{
 };
 
 const IMPERSONATE_PREFIX: &str = "impersonate-";
+/// kube-apiserver's front-proxy (request-header) authentication reads identity from
+/// these; they must never reach it from a client.
+const FRONT_PROXY_PREFIX: &str = "x-remote-";
 
 /// The request headers of one request, as the filter sees and changes them.
 pub trait HeaderMap {
@@ -15,35 +18,48 @@ pub trait HeaderMap {
     fn remove_all(&mut self, name: &str);
     /// Adds one more line, keeping any existing ones.
     fn add(&mut self, name: &str, value: &str);
+    /// Replaces every line with this name by one line with `value` (pseudo-headers such
+    /// as `:path` included).
+    fn set(&mut self, name: &str, value: &str);
 }
 
 /// True for headers no client may send upstream: any `Impersonate-*` (User, Group, Uid,
-/// every Extra-*, and whatever Kubernetes adds later) and kubegate's own namespace.
+/// every Extra-*, and whatever Kubernetes adds later), the front-proxy identity headers
+/// (`X-Remote-User`, `-Group`, `-Extra-*`) and kubegate's own namespace.
 pub fn is_reserved(name: &str) -> bool {
-    starts_with_ignore_case(name, IMPERSONATE_PREFIX) || starts_with_ignore_case(name, INTERNAL_HEADER_PREFIX)
+    [IMPERSONATE_PREFIX, FRONT_PROXY_PREFIX, INTERNAL_HEADER_PREFIX]
+        .iter()
+        .any(|prefix| starts_with_ignore_case(name, prefix))
 }
 
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
-    name.len() >= prefix.len() && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    name.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// Removes every reserved header and returns what the client asked to impersonate.
 pub fn strip_reserved(headers: &mut impl HeaderMap) -> RequestedImpersonation {
+    let lines = headers.lines();
+    strip_reserved_lines(headers, &lines)
+}
+
+/// [`strip_reserved`] given the request's `lines`, read once: each read of the whole
+/// map is a host call.
+fn strip_reserved_lines(headers: &mut impl HeaderMap, lines: &[(String, String)]) -> RequestedImpersonation {
     let mut requested = RequestedImpersonation::default();
-    let mut names = Vec::new();
-    for (name, value) in headers.lines() {
-        if !is_reserved(&name) {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, value) in lines {
+        if !is_reserved(name) {
             continue;
         }
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
-            "impersonate-user" => requested.users.push(value),
-            "impersonate-group" => requested.groups.push(value),
-            "impersonate-uid" => requested.uids.push(value),
+            "impersonate-user" => requested.users.push(value.clone()),
+            "impersonate-group" => requested.groups.push(value.clone()),
+            "impersonate-uid" => requested.uids.push(value.clone()),
             n if n.starts_with(IMPERSONATE_PREFIX) => requested.extra_headers.push(lower.clone()),
             _ => {}
         }
-        if !names.contains(&name) {
+        if !names.contains(&name.as_str()) {
             names.push(name);
         }
     }
@@ -64,13 +80,36 @@ pub fn strip_stage(headers: &mut impl HeaderMap) {
 }
 
 /// The inject stage for an accepted decision: strip again, drop the user's bearer token
-/// (Envoy's credential injector sets the gateway's own after this filter), then add the
-/// impersonation headers.
+/// (Envoy's credential injector sets the gateway's own after this filter), keep only
+/// the `upgrade` token of `Connection`, forward the canonical target that was decided
+/// on, then add the impersonation headers.
 pub fn inject_stage(headers: &mut impl HeaderMap, decision: &Decision) {
-    strip_reserved(headers);
+    let lines = headers.lines();
+    strip_reserved_lines(headers, &lines);
     headers.remove_all("authorization");
+    keep_only_upgrade_in_connection(headers, &lines);
+    // kubectl's requests are already canonical: they cost no host call here.
+    let mut path = lines.iter().filter(|(name, _)| name == ":path").map(|(_, value)| value);
+    if !(path.next() == Some(&decision.target) && path.next().is_none()) {
+        headers.set(":path", &decision.target);
+    }
     if let Some(identity) = &decision.impersonate {
         add_impersonation(headers, identity);
+    }
+}
+
+/// A hop honours `Connection: <name>` by dropping header `<name>`; naming the injected
+/// `Impersonate-*` headers there made Rancher run requests as itself (CVE-2021-31999).
+/// Envoy does not sanitise `Connection` on upgrade requests, so only `upgrade` is kept.
+fn keep_only_upgrade_in_connection(headers: &mut impl HeaderMap, lines: &[(String, String)]) {
+    let mut connection = lines.iter().filter(|(n, _)| n.eq_ignore_ascii_case("connection")).peekable();
+    if connection.peek().is_none() {
+        return;
+    }
+    let upgrade = connection.flat_map(|(_, v)| v.split(',')).any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    headers.remove_all("connection");
+    if upgrade {
+        headers.add("connection", "upgrade");
     }
 }
 
@@ -110,6 +149,10 @@ mod tests {
         fn add(&mut self, name: &str, value: &str) {
             self.0.push((name.to_string(), value.to_string()));
         }
+        fn set(&mut self, name: &str, value: &str) {
+            self.remove_all(name);
+            self.add(name, value);
+        }
     }
 
     impl Lines {
@@ -122,12 +165,16 @@ mod tests {
     }
 
     fn alice() -> Decision {
-        Decision::impersonating(Impersonation {
-            user: "alice@example.com".into(),
-            groups: vec!["engineering".into(), "system:authenticated".into()],
-            uid: Some("u-1".into()),
-            extra: BTreeMap::from([(REQUEST_ID_EXTRA.to_string(), vec!["req-1".to_string()])]),
-        })
+        Decision::impersonating(
+            "prod",
+            "/api/v1/namespaces/default/pods",
+            Impersonation {
+                user: "alice@example.com".into(),
+                groups: vec!["engineering".into(), "system:authenticated".into()],
+                uid: Some("u-1".into()),
+                extra: BTreeMap::from([(REQUEST_ID_EXTRA.to_string(), vec!["req-1".to_string()])]),
+            },
+        )
     }
 
     /// Attack: a client names itself `system:admin` in `system:masters` through
@@ -149,7 +196,8 @@ mod tests {
         assert!(h.0.iter().filter(|(n, _)| n != CLIENT_IMPERSONATION_HEADER).all(|(n, _)| !is_reserved(n)));
         assert_eq!(h.values("accept"), ["application/json"]);
         let reported: RequestedImpersonation =
-            serde_json::from_str(h.values(CLIENT_IMPERSONATION_HEADER)[0]).unwrap_or_default();
+            serde_json::from_str(h.values(CLIENT_IMPERSONATION_HEADER).first().copied().unwrap_or_default())
+                .unwrap_or_default();
         assert_eq!(reported.users, ["system:admin"]);
         assert_eq!(reported.groups, ["system:masters", "cluster-admins"]);
         assert_eq!(reported.uids, ["0"]);
@@ -181,19 +229,68 @@ mod tests {
         assert_eq!(h.values("impersonate-uid"), ["u-1"]);
         assert_eq!(h.values("impersonate-extra-kubegate.dev%2Frequest-id"), ["req-1"]);
         assert!(h.values("x-kubegate-client-impersonation").is_empty());
-        assert_eq!(h.0.len(), 5);
+        assert_eq!(h.values(":path"), ["/api/v1/namespaces/default/pods"]);
+        assert_eq!(h.0.len(), 6);
+    }
+
+    /// Attack: the API server executing another request than the one decided
+    /// (`kube%2Dsystem` read raw by the gateway, decoded by the API server): the filter
+    /// forwards the canonical target policy saw, whatever the client sent.
+    #[test]
+    fn inject_forwards_exactly_the_decided_target() {
+        let mut h =
+            Lines::of(&[(":path", "/api/v1/namespaces/kube%2Dsystem/configmaps/victim"), (":method", "DELETE")]);
+        let decision = Decision { target: "/api/v1/namespaces/kube-system/configmaps/victim".into(), ..alice() };
+        inject_stage(&mut h, &decision);
+        assert_eq!(h.values(":path"), ["/api/v1/namespaces/kube-system/configmaps/victim"]);
+        assert_eq!(h.values(":method"), ["DELETE"]);
+    }
+
+    /// Attack: `Connection: impersonate-user, impersonate-group` on an exec upgrade, so
+    /// a hop between Envoy and the API server drops the injected identity and the
+    /// request runs as the gateway (CVE-2021-31999 on the exec path).
+    #[test]
+    fn inject_keeps_only_the_upgrade_token_of_connection() {
+        let mut h = Lines::of(&[("connection", "Upgrade, Impersonate-User"), ("Connection", "impersonate-group")]);
+        inject_stage(&mut h, &alice());
+        assert_eq!(h.values("connection"), ["upgrade"]);
+        assert!(h.values("Connection").is_empty());
+        let mut h = Lines::of(&[("connection", "impersonate-user, keep-alive")]);
+        inject_stage(&mut h, &alice());
+        assert!(h.values("connection").is_empty());
+        assert_eq!(h.values("impersonate-user"), ["alice@example.com"]);
+    }
+
+    /// Attack: a client authenticating itself to kube-apiserver's front-proxy
+    /// (request-header) authenticator with `X-Remote-User` / `-Group` / `-Extra-*`.
+    #[test]
+    fn strip_removes_front_proxy_identity_headers() {
+        let mut h = Lines::of(&[
+            ("X-Remote-User", "system:admin"),
+            ("x-remote-group", "system:masters"),
+            ("X-REMOTE-EXTRA-scopes", "all"),
+            ("x-remotely", "kept"),
+        ]);
+        strip_stage(&mut h);
+        assert_eq!(h.0, [("x-remotely".to_string(), "kept".to_string())]);
+        let mut h = Lines::of(&[("x-remote-user", "system:admin")]);
+        inject_stage(&mut h, &alice());
+        assert!(h.values("x-remote-user").is_empty());
     }
 
     #[test]
     fn inject_without_impersonation_only_strips() {
         let mut h = Lines::of(&[("impersonate-user", "mallory"), ("authorization", "Bearer t")]);
-        inject_stage(&mut h, &Decision { version: 1, impersonate: None });
-        assert!(h.0.is_empty());
+        let leased = Decision { mode: kubegate_decision::IdentityMode::Leased, impersonate: None, ..alice() };
+        inject_stage(&mut h, &leased);
+        assert_eq!(h.0, [(":path".to_string(), "/api/v1/namespaces/default/pods".to_string())]);
     }
 
     #[test]
     fn reserved_names_are_prefix_matches_in_any_case() {
-        for name in ["impersonate-user", "Impersonate-Extra-X", "IMPERSONATE-FUTURE", "X-Kubegate-Anything"] {
+        for name in
+            ["impersonate-user", "Impersonate-Extra-X", "IMPERSONATE-FUTURE", "X-Kubegate-Anything", "X-Remote-User"]
+        {
             assert!(is_reserved(name), "{name}");
         }
         for name in ["impersonate", "x-impersonate-user", "authorization", "x-kube"] {

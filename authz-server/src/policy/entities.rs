@@ -1,6 +1,6 @@
 //! The Cedar entities and requests for one question about one user.
 
-use crate::request_info::{RequestInfo, StreamRequest};
+use crate::request_info::{Query, RequestInfo, StreamRequest};
 use cedar_policy::{Context, Entities, Entity, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
@@ -21,7 +21,9 @@ pub struct RequestMeta {
     pub source_ip: String,
     /// Seconds since the epoch.
     pub time: i64,
+    /// The path as the API server decodes it.
     pub path: String,
+    /// The query in canonical form (the pairs the API server reads, re-encoded).
     pub query: String,
 }
 
@@ -210,7 +212,13 @@ pub(super) fn request(
         RequestInfo::Resource(r) => r.verb.clone(),
         RequestInfo::NonResource { verb, .. } => verb.clone(),
     };
-    let stream = StreamRequest::from_request(info, &meta.query).unwrap_or_default();
+    // `meta.query` is canonical, so reading it again gives exactly what was decided on;
+    // only exec, attach and port-forward need it.
+    let stream = if StreamRequest::applies_to(info) {
+        Query::parse(&meta.query).ok().and_then(|query| StreamRequest::from_request(info, &query)).unwrap_or_default()
+    } else {
+        StreamRequest::default()
+    };
     let request_record = RestrictedExpression::new_record([
         ("verb".to_string(), string(&verb)),
         ("path".to_string(), string(&meta.path)),

@@ -1,13 +1,19 @@
-//! What a Kubernetes API request asks to do, parsed from method, path and query the
-//! way kube-apiserver's `RequestInfoFactory` does (k8s.io/apiserver/pkg/endpoints/request),
-//! so policy sees the same verb, resource and namespace that RBAC will.
+//! What a Kubernetes API request asks to do, read the way kube-apiserver reads it: the
+//! target decoded as Go's `net/url` decodes it ([`target`]), then split and interpreted
+//! as `RequestInfoFactory.NewRequestInfo` does (k8s.io/apiserver/pkg/endpoints/request),
+//! so policy sees the same verb, resource, namespace and name that RBAC and the
+//! handlers will. [`KubeRequest::canonical_target`] is the form the filter forwards.
 //!
 //! One deliberate difference: `exec`, `attach` and `portforward` are `create` whatever
 //! the method. kubectl >= 1.30 opens them as a websocket `GET`, which kube-apiserver
 //! authorised as `get` until 1.35; kubegate never lets that weaker verb through.
 
+mod field_selector;
 mod stream;
+pub mod target;
+
 pub use stream::StreamRequest;
+pub use target::{Query, RequestTarget, TargetError};
 
 /// The attributes of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,75 +40,151 @@ pub struct ResourceAttributes {
     pub name: String,
 }
 
-/// Why a path could not be parsed (kube-apiserver answers these with an error too).
+/// Why a request is refused before policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unable to determine kind and namespace from url {0}")]
-pub struct RequestInfoError(pub String);
+pub enum RequestInfoError {
+    /// The target is one no legitimate client sends (see [`TargetError`]).
+    #[error("kubegate refuses this request: {0}")]
+    Target(#[from] TargetError),
+    /// A `%2F` where the API server would split one segment into several: the
+    /// reading would depend on who decodes first.
+    #[error("kubegate refuses this request: the path has an encoded '/' (%2F) in a segment that names an API group, version, namespace, resource, name or subresource; send it unencoded")]
+    EncodedSlash,
+    /// A bool option whose value is not ASCII: kube-apiserver reads `falſe` as false
+    /// through its parameter codec (Go's `EqualFold`) but as true when another option
+    /// fails to decode (`ToLower`), so no single reading is right.
+    #[error("kubegate refuses this request: the value of query parameter {0:?} is not ASCII")]
+    AmbiguousOption(&'static str),
+    /// kube-apiserver cannot parse it either (a special verb with nothing after it).
+    #[error("unable to determine kind and namespace from url {0}")]
+    Unresolvable(String),
+}
 
 const SPECIAL_VERBS: [&str; 2] = ["proxy", "watch"];
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 const CREATE_WHATEVER_THE_METHOD: [&str; 3] = ["exec", "attach", "portforward"];
+/// The bool options RequestInfo and the stream handlers read.
+const BOOL_OPTIONS: [&str; 6] = ["watch", "tty", "stdin", "stdout", "stderr", "follow"];
 
-/// Parses `method`, `path` (without query) and `query` (without `?`).
+/// One request, as kube-apiserver will read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeRequest {
+    pub info: RequestInfo,
+    pub target: RequestTarget,
+    /// exec, attach, port-forward: what they ask for.
+    pub stream: Option<StreamRequest>,
+}
+
+impl KubeRequest {
+    /// Reads `method` and `raw_target` (Envoy's `:path`, query included).
+    pub fn read(method: &str, raw_target: &str) -> Result<Self, RequestInfoError> {
+        let target = RequestTarget::parse(raw_target)?;
+        if let Some(option) = BOOL_OPTIONS.into_iter().find(|o| target.query.first(o).is_some_and(|v| !v.is_ascii())) {
+            return Err(RequestInfoError::AmbiguousOption(option));
+        }
+        let (info, tail) = resolve(method, &target)?;
+        // Segments RequestInfo interprets must not hide a `/`; a proxy's tail (the path
+        // passed on to the pod, service or node) may, and is forwarded decoded.
+        let proxied = matches!(&info, RequestInfo::Resource(r) if r.verb == "proxy" || r.subresource == "proxy");
+        let interpreted = if proxied { tail } else { target.segments.len() };
+        if target.segments.iter().take(interpreted).any(|s| s.contains('/')) {
+            return Err(RequestInfoError::EncodedSlash);
+        }
+        let stream = StreamRequest::from_request(&info, &target.query);
+        Ok(Self { info, target, stream })
+    }
+
+    /// The `:path` the filter forwards: what Go decodes into exactly what was decided.
+    pub fn canonical_target(&self) -> String {
+        self.target.canonical()
+    }
+}
+
+/// Parses `method`, a raw `path` and a raw `query` (without `?`): the attributes alone.
 pub fn parse(method: &str, path: &str, query: &str) -> Result<RequestInfo, RequestInfoError> {
-    let non_resource = || Ok(RequestInfo::NonResource { verb: method.to_ascii_lowercase(), path: path.to_owned() });
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if parts.len() < 3 || !(parts[0] == "api" || parts[0] == "apis") {
-        return non_resource();
-    }
-    let api_prefix = parts[0];
-    let mut rest = &parts[1..];
-    let mut info = ResourceAttributes { api_prefix: api_prefix.to_owned(), ..Default::default() };
-    if api_prefix == "apis" {
-        // `/apis/<group>/<version>` alone is discovery, not a resource.
-        if rest.len() < 3 {
-            return non_resource();
-        }
-        info.api_group = rest[0].to_owned();
-        rest = &rest[1..];
-    }
-    info.api_version = rest[0].to_owned();
-    rest = &rest[1..];
+    let raw = if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") };
+    KubeRequest::read(method, &raw).map(|r| r.info)
+}
 
-    if SPECIAL_VERBS.contains(&rest[0]) {
-        if rest.len() < 2 {
-            return Err(RequestInfoError(path.to_owned()));
+/// `NewRequestInfo` over the decoded segments. Also returns the index of the first
+/// segment RequestInfo does not interpret (a proxy's tail).
+fn resolve(method: &str, target: &RequestTarget) -> Result<(RequestInfo, usize), RequestInfoError> {
+    let parts: Vec<&str> = target.segments.iter().map(String::as_str).collect();
+    let non_resource = || {
+        let info = RequestInfo::NonResource { verb: method.to_ascii_lowercase(), path: target.path.clone() };
+        Ok((info, parts.len()))
+    };
+    let (api_prefix, api_group, rest) = match parts.as_slice() {
+        ["api", rest @ ..] if rest.len() >= 2 => ("api", "", rest),
+        ["apis", group, rest @ ..] if rest.len() >= 2 => ("apis", *group, rest),
+        _ => return non_resource(),
+    };
+    let [api_version, rest @ ..] = rest else { return non_resource() };
+    let mut info = ResourceAttributes {
+        api_prefix: api_prefix.to_owned(),
+        api_group: api_group.to_owned(),
+        api_version: (*api_version).to_owned(),
+        ..Default::default()
+    };
+    let mut rest = rest;
+    match rest {
+        [verb, more @ ..] if SPECIAL_VERBS.contains(verb) => {
+            if more.is_empty() {
+                return Err(RequestInfoError::Unresolvable(target.path.clone()));
+            }
+            info.verb = (*verb).to_owned();
+            rest = more;
         }
-        info.verb = rest[0].to_owned();
-        rest = &rest[1..];
-    } else {
-        info.verb = verb_for_method(method).to_owned();
+        _ => info.verb = verb_for_method(method).to_owned(),
     }
-
-    if rest[0] == "namespaces" && rest.len() > 1 {
-        info.namespace = rest[1].to_owned();
+    if let ["namespaces", namespace, more @ ..] = rest {
+        info.namespace = (*namespace).to_owned();
         // `namespaces/<ns>/<resource>...`: the resource is what follows, unless it is a
         // subresource of the namespace itself (`namespaces/<ns>/status`).
-        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
-            rest = &rest[2..];
+        if matches!(more.first(), Some(next) if !NAMESPACE_SUBRESOURCES.contains(next)) {
+            rest = more;
         }
     }
-    if rest.len() >= 3 && info.verb != "proxy" {
-        info.subresource = rest[2].to_owned();
+    let consumed = parts.len() - rest.len();
+    let tail = match rest {
+        [resource, name, subresource, ..] if info.verb != "proxy" => {
+            info.subresource = (*subresource).to_owned();
+            info.name = (*name).to_owned();
+            info.resource = (*resource).to_owned();
+            consumed + 3
+        }
+        [resource, name, ..] => {
+            info.name = (*name).to_owned();
+            info.resource = (*resource).to_owned();
+            consumed + 2
+        }
+        [resource, ..] => {
+            info.resource = (*resource).to_owned();
+            consumed + 1
+        }
+        [] => consumed,
+    };
+    list_or_watch(&mut info, &target.query);
+    if CREATE_WHATEVER_THE_METHOD.contains(&info.subresource.as_str()) && info.resource == "pods" {
+        info.verb = "create".to_owned();
     }
-    if rest.len() >= 2 {
-        info.name = rest[1].to_owned();
-    }
-    info.resource = rest[0].to_owned();
+    Ok((RequestInfo::Resource(info), tail))
+}
 
+/// A `get` or `delete` without a name is a `list`/`watch` or a `deletecollection`; a
+/// list or watch may still name one object through its field selector.
+fn list_or_watch(info: &mut ResourceAttributes, query: &Query) {
     if info.name.is_empty() && info.verb == "get" {
-        info.verb = if query_flag(query, "watch") { "watch" } else { "list" }.to_owned();
-        if let Some(name) = field_selector_name(query) {
+        info.verb = if query.flag("watch") { "watch" } else { "list" }.to_owned();
+        // A selector that does not parse leaves the name empty, as in kube-apiserver
+        // (whose list handler then refuses the request with 400 anyway).
+        if let Some(name) = query.first("fieldSelector").and_then(field_selector::exact_name) {
             info.name = name;
         }
     }
     if info.name.is_empty() && info.verb == "delete" {
         info.verb = "deletecollection".to_owned();
     }
-    if CREATE_WHATEVER_THE_METHOD.contains(&info.subresource.as_str()) && info.resource == "pods" {
-        info.verb = "create".to_owned();
-    }
-    Ok(RequestInfo::Resource(info))
 }
 
 fn verb_for_method(method: &str) -> &'static str {
@@ -114,56 +196,6 @@ fn verb_for_method(method: &str) -> &'static str {
         "DELETE" => "delete",
         _ => "",
     }
-}
-
-/// The decoded values of a query parameter, in order.
-fn query_values<'a>(query: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
-    query.split('&').filter_map(move |pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(key)? == name).then(|| percent_decode(value)).flatten()
-    })
-}
-
-/// A boolean parameter the way Go's `strconv.ParseBool` reads it (the first value).
-fn query_flag(query: &str, name: &str) -> bool {
-    query_values(query, name).next().is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
-}
-
-/// `fieldSelector=metadata.name=<name>` (or `==`) on a list or watch names one object.
-fn field_selector_name(query: &str) -> Option<String> {
-    let selector = query_values(query, "fieldSelector").next()?;
-    let name = selector.split(',').find_map(|term| {
-        let value = term.trim().strip_prefix("metadata.name")?;
-        value.strip_prefix("==").or_else(|| value.strip_prefix('='))
-    })?;
-    // path.IsValidPathSegmentName: not `.` or `..`, no `/` or `%`.
-    let valid = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']);
-    valid.then(|| name.to_owned())
-}
-
-/// `application/x-www-form-urlencoded` decoding; `None` for invalid escapes or UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -1,58 +1,50 @@
-//! What an exec, attach or port-forward asks for, from its query string: the command
-//! and container policy may look at (`context.request.command`, `.container`) and the
-//! audit event records.
+//! What an exec, attach or port-forward asks for, from its query: the command and
+//! container policy may look at (`context.request.command`, `.container`) and the audit
+//! event records, read as kube-apiserver converts the query into its options.
 
-use super::{RequestInfo, CREATE_WHATEVER_THE_METHOD};
+use super::{Query, RequestInfo, CREATE_WHATEVER_THE_METHOD};
 
 /// The query of a streaming request, decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamRequest {
-    /// The command and its arguments, joined by single spaces (`""` for attach and
+    /// Every `command` value, joined by single spaces (`""` for attach and
     /// port-forward). Cedar has no ordered lists; `like "sh *"` matches on this.
     pub command: String,
-    /// The container named in the query (`""`: the pod's default container).
+    /// The first `container` value, as kube-apiserver takes it (`""`: the pod's default).
     pub container: String,
-    /// Port-forward: the ports of the query, comma-separated (websocket forwards name them).
+    /// Port-forward: every `ports` value, comma-separated.
     pub ports: String,
+    /// kube-apiserver's bool conversion: `?tty` and `?tty=yes` are true.
     pub tty: bool,
     pub stdin: bool,
 }
 
 impl StreamRequest {
+    /// True for exec, attach and portforward on pods.
+    pub fn applies_to(info: &RequestInfo) -> bool {
+        matches!(info, RequestInfo::Resource(r)
+            if r.resource == "pods" && CREATE_WHATEVER_THE_METHOD.contains(&r.subresource.as_str()))
+    }
+
     /// `Some` for exec, attach and portforward on pods; `None` for any other request.
-    pub fn from_request(info: &RequestInfo, query: &str) -> Option<Self> {
-        let RequestInfo::Resource(r) = info else { return None };
-        if r.resource != "pods" || !CREATE_WHATEVER_THE_METHOD.contains(&r.subresource.as_str()) {
-            return None;
-        }
-        let mut command = Vec::new();
-        let mut ports = Vec::new();
-        let mut stream = Self::default();
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            let on = value == "true" || value == "1";
-            match key.as_ref() {
-                "command" => command.push(value.into_owned()),
-                "container" => stream.container = value.into_owned(),
-                "ports" => ports.push(value.into_owned()),
-                "tty" => stream.tty = on,
-                "stdin" => stream.stdin = on,
-                _ => {}
-            }
-        }
-        stream.command = command.join(" ");
-        stream.ports = ports.join(",");
-        Some(stream)
+    pub fn from_request(info: &RequestInfo, query: &Query) -> Option<Self> {
+        Self::applies_to(info).then(|| Self {
+            command: query.all("command").collect::<Vec<_>>().join(" "),
+            container: query.first("container").unwrap_or_default().to_owned(),
+            ports: query.all("ports").collect::<Vec<_>>().join(","),
+            tty: query.flag("tty"),
+            stdin: query.flag("stdin"),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request_info::parse;
+    use crate::request_info::KubeRequest;
 
     fn stream(method: &str, path: &str, query: &str) -> Option<StreamRequest> {
-        let info = parse(method, path, query).ok()?;
-        StreamRequest::from_request(&info, query)
+        KubeRequest::read(method, &format!("{path}?{query}")).ok()?.stream
     }
 
     #[test]
@@ -69,6 +61,19 @@ mod tests {
                 stdin: true
             })
         );
+    }
+
+    /// Attack: policy reads one command or container while the API server runs another
+    /// (kube-apiserver takes the first `container`, and drops pairs with `;` or a bad escape).
+    #[test]
+    fn exec_query_is_read_as_kube_apiserver_reads_it() {
+        let read = |query: &str| stream("POST", "/api/v1/namespaces/d/pods/web/exec", query).unwrap_or_default();
+        assert_eq!(read("container=safe&container=app").container, "safe");
+        assert_eq!(read("command=ls+x;&command=sh").command, "sh");
+        assert_eq!(read("command=x%ZZ&command=sh").command, "sh");
+        let flags = read("tty&stdin=yes");
+        assert!(flags.tty && flags.stdin);
+        assert!(!read("tty=0&stdin=False").tty);
     }
 
     #[test]
