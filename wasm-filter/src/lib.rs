@@ -12,10 +12,13 @@
 //!   headers. A missing or malformed decision refuses the request (fail closed).
 //!
 //! The logic lives in [`headers`] and works on any [`headers::HeaderMap`]; the proxy-wasm
-//! shell in [`shell`] only adapts the host to it, so the rules are unit-tested natively.
+//! shell in [`shell`] only adapts the host to it, so the rules are unit-tested natively;
+//! [`host_bytes`] turns the host's header bytes into what the rules see without any
+//! chance of a panic (a non-UTF-8 byte from a client must not fail the VM).
 
 pub mod config;
 pub mod headers;
+pub mod host_bytes;
 mod shell;
 
 pub use config::{FilterConfig, Stage};
