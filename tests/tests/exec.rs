@@ -16,7 +16,7 @@ const BOTH: [StreamTransport; 2] = [StreamTransport::WebSocket, StreamTransport:
 
 fn engineering_streams() -> Rule {
     serde_yaml::from_str(
-        "groups: [engineering]\nverbs: [create]\nresources: [pods/exec, pods/attach, pods/portforward]\n",
+        "groups: [engineering]\nverbs: [get, create]\nresources: [pods/exec, pods/attach, pods/portforward]\n",
     )
     .unwrap_or_else(|e| panic!("rule: {e}"))
 }

@@ -33,7 +33,8 @@ const CHUNK: usize = 1 << 20;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let streams: Rule = serde_yaml_rule("groups: [engineering]\nverbs: [create]\nresources: [pods/exec]\n")?;
+    // A websocket exec is a GET: kube-apiserver checks `get` (and from 1.35 `create` too).
+    let streams: Rule = serde_yaml_rule("groups: [engineering]\nverbs: [get, create]\nresources: [pods/exec]\n")?;
     let gateway_sa: Rule = serde_yaml_rule(
         "users: [\"system:serviceaccount:kubegate:kubegate-gateway\"]\nverbs: [get, create]\nresources: [pods, pods/exec]\n",
     )?;

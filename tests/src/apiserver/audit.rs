@@ -2,6 +2,7 @@
 //! what reached "the API server" and as whom.
 
 use super::identity::UserInfo;
+use super::request_info::{ReadRequest, RequestInfo};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -13,8 +14,35 @@ use std::sync::Mutex;
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
     pub method: String,
+    /// The path exactly as received, before any decoding (`%2D` stays `%2D`).
     pub path: String,
+    /// The query exactly as received.
     pub query: String,
+    /// What the stand-in acted on: Go's `URL.Path`, every `%XX` decoded (invalid UTF-8
+    /// replaced; see `decoded_path_hex`). `None` when Go's HTTP server would have refused
+    /// the path (an invalid `%` escape).
+    #[serde(default)]
+    pub decoded_path: Option<String>,
+    /// The decoded path in hex, only when it is not UTF-8.
+    #[serde(default)]
+    pub decoded_path_hex: Option<String>,
+    /// Go's `URL.Query()`: every key with its values in order (keys in byte order).
+    #[serde(default)]
+    pub parsed_query: Vec<(String, Vec<String>)>,
+    /// The error `url.ParseQuery` gave (pairs it dropped), which kube-apiserver ignores.
+    #[serde(default)]
+    pub query_error: Option<String>,
+    /// kube-apiserver's RequestInfo of the request.
+    #[serde(default)]
+    pub request_info: Option<RequestInfoRecord>,
+    /// Every attribute set RBAC was asked about, in order (it stops at the first
+    /// refusal): the RequestInfo, and from 1.35 `create` for a websocket exec.
+    #[serde(default)]
+    pub checks: Vec<RequestInfoRecord>,
+    /// Why the request was refused before authentication (Go's 400 for a bad escape,
+    /// the 500 of an unparsable RequestInfo).
+    #[serde(default)]
+    pub refusal: Option<String>,
     pub status: u16,
     /// The identity the bearer token authenticated, if any.
     pub authenticated_as: Option<String>,
@@ -45,6 +73,13 @@ impl AuditRecord {
             method: method.to_owned(),
             path: path.to_owned(),
             query: query.to_owned(),
+            decoded_path: None,
+            decoded_path_hex: None,
+            parsed_query: Vec::new(),
+            query_error: None,
+            request_info: None,
+            checks: Vec::new(),
+            refusal: None,
             status: 0,
             authenticated_as: None,
             token_fingerprint: None,
@@ -52,6 +87,54 @@ impl AuditRecord {
             impersonation_headers,
             header_names,
             upgrade: None,
+        }
+    }
+}
+
+impl AuditRecord {
+    /// Records how the request was read.
+    pub fn read_as(&mut self, read: &ReadRequest) {
+        self.decoded_path = Some(String::from_utf8_lossy(&read.path).into_owned());
+        if std::str::from_utf8(&read.path).is_err() {
+            self.decoded_path_hex = Some(read.path.iter().map(|b| format!("{b:02x}")).collect());
+        }
+        self.parsed_query = read.query.to_text();
+        self.query_error = read.query_error.clone();
+        self.request_info = Some(RequestInfoRecord::from(&read.info));
+    }
+}
+
+/// A RequestInfo as the audit file shows it (empty strings for what Go leaves empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestInfoRecord {
+    pub is_resource_request: bool,
+    pub verb: String,
+    pub api_group: String,
+    pub namespace: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+    /// For a non-resource request: the decoded path RBAC matches.
+    pub path: String,
+}
+
+impl From<&RequestInfo> for RequestInfoRecord {
+    fn from(info: &RequestInfo) -> Self {
+        match info {
+            RequestInfo::Resource { verb, group, namespace, resource, subresource, name } => RequestInfoRecord {
+                is_resource_request: true,
+                verb: verb.clone(),
+                api_group: group.clone(),
+                namespace: namespace.clone().unwrap_or_default(),
+                resource: resource.clone(),
+                subresource: subresource.clone().unwrap_or_default(),
+                name: name.clone().unwrap_or_default(),
+                path: String::new(),
+            },
+            RequestInfo::NonResource { verb, path } => {
+                RequestInfoRecord { verb: verb.clone(), path: path.clone(), ..RequestInfoRecord::default() }
+            }
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The discovery documents kubectl reads before it does anything (legacy, non-aggregated
 //! form; kubectl falls back to it when the response is plain `application/json`).
 
+use super::request_info::KubeVersion;
 use serde_json::{json, Value};
 
-pub fn version() -> Value {
-    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kubegate-stand-in", "gitCommit": "0000000",
+pub fn version(version: KubeVersion) -> Value {
+    let KubeVersion { major, minor } = version;
+    json!({"major": major.to_string(), "minor": minor.to_string(), "gitVersion": format!("v{major}.{minor}.0-kubegate-stand-in"), "gitCommit": "0000000",
            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc",
            "platform": "linux/amd64"})
 }

@@ -1,6 +1,8 @@
 //! An API-server stand-in for kubegate's tests and sandbox. No kube-apiserver can be
 //! had on these machines; this serves the parts kubegate depends on, faithfully:
 //!
+//! * requests read as kube-apiserver reads them: Go's decoded path and query, and its
+//!   RequestInfo ([`request_info`]), for the Kubernetes version it plays;
 //! * TLS, and only the gateway's bearer token authenticates ([`identity`]);
 //! * impersonation headers applied like kube-apiserver ([`identity`]);
 //! * an RBAC table answering by the impersonated user and groups ([`rbac`]);
@@ -53,6 +55,10 @@ pub struct StandInConfig {
     /// Pods that exist at start, as `namespace/name`.
     #[serde(default)]
     pub pods: Vec<String>,
+    /// The Kubernetes version the stand-in plays (`1.33` unless told): what `/version`
+    /// reports and how it authorises (from 1.35 a websocket exec also needs `create`).
+    #[serde(default)]
+    pub kubernetes_version: request_info::KubeVersion,
 }
 
 pub(crate) struct StandIn {

@@ -1,9 +1,9 @@
 //! Request handling: authenticate, authorise, serve, audit.
 
-use super::audit::AuditRecord;
+use super::audit::{AuditRecord, RequestInfoRecord};
 use super::cluster::{pod_list, pod_table, PodEvent};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
-use super::request_info::{parse, RequestInfo};
+use super::request_info::{self, authorization_checks, Query, ReadRequest, Refusal, RequestInfo};
 use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
 use super::{discovery, protobuf, rbac, StandIn};
 use axum::body::{Body, Bytes};
@@ -53,33 +53,67 @@ async fn handle(State(s): State<Arc<StandIn>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let certificate = parts.extensions.get::<CertificateIdentity>().cloned();
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
-    let (method, path, query) = (method.as_str(), uri.path(), uri.query().unwrap_or(""));
-    let mut record = AuditRecord::new(method, path, query, &parts.headers);
-    let response = match authenticate(
-        &parts.headers,
-        certificate.as_ref(),
-        &s.config.accepted_tokens_file,
-        &s.config.gateway_user,
-    ) {
-        Err(AuthError::Unauthorized) => status(401, "Unauthorized"),
-        Err(AuthError::BadImpersonation(message)) => status(400, &message),
-        Ok(auth) => {
-            record.authenticated_as = Some(auth.authenticated_as);
-            record.token_fingerprint = auth.token_fingerprint;
-            record.user = Some(auth.user.clone());
-            let info = parse(method, path, Some(query));
-            if !rbac::allows(&s.rules, &auth.user, &info) {
-                status(403, &rbac::forbidden_message(&auth.user, &info))
-            } else if let Some(kind) = stream_kind(&info) {
-                upgrade(&s, &mut parts, &info, kind, auth.user, &mut record)
-            } else {
-                serve(&s, &parts.headers, query, body, &auth.user, &info).await
-            }
+    let (method, raw_path, raw_query) = (method.as_str(), uri.path(), uri.query().unwrap_or(""));
+    let mut record = AuditRecord::new(method, raw_path, raw_query, &parts.headers);
+    // kube-apiserver reads the request (Go's URL, then RequestInfo) before it
+    // authenticates: a bad escape is Go's 400, an unparsable RequestInfo a 500.
+    let response = match request_info::read(method, raw_path.as_bytes(), raw_query.as_bytes()) {
+        Err(Refusal::BadRequest(why)) => {
+            record.refusal = Some(format!("Go's HTTP server: {why}"));
+            go_bad_request()
+        }
+        Err(Refusal::Internal(why)) => {
+            record.refusal = Some(format!("RequestInfo: {why}"));
+            let body = format!("Internal Server Error: {:?}: {why}", uri.to_string());
+            (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
+                .into_response()
+        }
+        Ok(read) => {
+            record.read_as(&read);
+            authenticated(&s, &mut parts, body, certificate.as_ref(), &read, &mut record).await
         }
     };
     record.status = response.status().as_u16();
     s.audit.write(&record);
     response
+}
+
+/// What Go's `net/http` answers when the request target does not parse.
+fn go_bad_request() -> Response {
+    let mut response =
+        (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "400 Bad Request")
+            .into_response();
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
+async fn authenticated(
+    s: &Arc<StandIn>,
+    parts: &mut Parts,
+    body: Body,
+    certificate: Option<&CertificateIdentity>,
+    read: &ReadRequest,
+    record: &mut AuditRecord,
+) -> Response {
+    let auth = match authenticate(&parts.headers, certificate, &s.config.accepted_tokens_file, &s.config.gateway_user) {
+        Err(AuthError::Unauthorized) => return status(401, "Unauthorized"),
+        Err(AuthError::BadImpersonation(message)) => return status(400, &message),
+        Ok(auth) => auth,
+    };
+    record.authenticated_as = Some(auth.authenticated_as);
+    record.token_fingerprint = auth.token_fingerprint;
+    record.user = Some(auth.user.clone());
+    let info = &read.info;
+    for check in authorization_checks(info, s.config.kubernetes_version) {
+        record.checks.push(RequestInfoRecord::from(&check));
+        if !rbac::allows(&s.rules, &auth.user, &check) {
+            return status(403, &rbac::forbidden_message(&auth.user, &check));
+        }
+    }
+    match stream_kind(info) {
+        Some(kind) => upgrade(s, parts, read, kind, auth.user, record),
+        None => serve(s, &parts.headers, &read.query, body, &auth.user, info).await,
+    }
 }
 
 fn stream_kind(info: &RequestInfo) -> Option<StreamKind> {
@@ -98,12 +132,12 @@ fn stream_kind(info: &RequestInfo) -> Option<StreamKind> {
 fn upgrade(
     s: &Arc<StandIn>,
     parts: &mut Parts,
-    info: &RequestInfo,
+    read: &ReadRequest,
     kind: StreamKind,
     user: UserInfo,
     record: &mut AuditRecord,
 ) -> Response {
-    let RequestInfo::Resource { namespace, name, .. } = info else {
+    let RequestInfo::Resource { namespace, name, .. } = &read.info else {
         return status(404, "the server could not find the requested resource");
     };
     let (namespace, name) = (namespace.clone().unwrap_or_default(), name.clone().unwrap_or_default());
@@ -115,7 +149,7 @@ fn upgrade(
         Err(Refused(code, message)) => return status(code, &message),
     };
     record.upgrade = Some(transport.describe());
-    let options = ExecOptions::from_query(parts.uri.query().unwrap_or_default());
+    let options = ExecOptions::from_query(&read.query);
     let session = SessionContext { stand_in: s.clone(), pod: (namespace, name), user, kind, options };
     streaming::accept(parts, transport, session)
 }
@@ -123,17 +157,17 @@ fn upgrade(
 async fn serve(
     s: &StandIn,
     headers: &HeaderMap,
-    query: &str,
+    query: &Query,
     body: Body,
     user: &UserInfo,
     info: &RequestInfo,
 ) -> Response {
     match info {
-        RequestInfo::NonResource { path, .. } => non_resource(path),
+        RequestInfo::NonResource { path, .. } => non_resource(s, path),
         RequestInfo::Resource { verb, group, namespace, resource, subresource, name } => {
             match (group.as_str(), resource.as_str(), subresource.as_deref(), verb.as_str()) {
-                ("", "pods", None, "list") => list_pods(s, headers, namespace.as_deref()),
-                ("", "pods", None, "watch") => watch_pods(s, headers, query, namespace.clone()),
+                ("", "pods", None, "list") => list_pods(s, headers, namespace.as_deref(), name.as_deref()),
+                ("", "pods", None, "watch") => watch_pods(s, headers, query, namespace.clone(), name.clone()),
                 ("", "pods", None, "get") => get_pod(s, namespace.as_deref(), name.as_deref()),
                 ("", "pods", Some("log"), "get") => pod_logs(s, namespace.as_deref(), name.as_deref(), query, user),
                 ("authentication.k8s.io", "selfsubjectreviews", None, "create") => whoami(user),
@@ -144,9 +178,9 @@ async fn serve(
     }
 }
 
-fn non_resource(path: &str) -> Response {
+fn non_resource(s: &StandIn, path: &str) -> Response {
     let doc = match path.trim_end_matches('/') {
-        "/version" => Some(discovery::version()),
+        "/version" => Some(discovery::version(s.config.kubernetes_version)),
         "/api" => Some(discovery::api_versions()),
         "/apis" => Some(discovery::api_groups()),
         other => other.strip_prefix("/api/").or_else(|| other.strip_prefix("/apis/")).and_then(discovery::resources),
@@ -161,8 +195,10 @@ fn wants_table(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
 }
 
-fn list_pods(s: &StandIn, headers: &HeaderMap, namespace: Option<&str>) -> Response {
-    let (rv, pods) = s.cluster.list(namespace);
+/// A list; with a name (`fieldSelector=metadata.name=...`) only that pod.
+fn list_pods(s: &StandIn, headers: &HeaderMap, namespace: Option<&str>, name: Option<&str>) -> Response {
+    let (rv, mut pods) = s.cluster.list(namespace);
+    pods.retain(|pod| name.is_none_or(|name| pod.name == name));
     json_response(if wants_table(headers) { pod_table(rv, &pods) } else { pod_list(rv, &pods) })
 }
 
@@ -173,19 +209,26 @@ fn get_pod(s: &StandIn, namespace: Option<&str>, name: Option<&str>) -> Response
     }
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-}
-
-/// A streaming watch: one JSON event per line, open until the client goes away.
-fn watch_pods(s: &StandIn, headers: &HeaderMap, query: &str, namespace: Option<String>) -> Response {
-    let since = query_param(query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+/// A streaming watch: one JSON event per line, open until the client goes away; with a
+/// name (`/watch/.../pods/NAME`, `fieldSelector=metadata.name=...`) only that pod's.
+fn watch_pods(
+    s: &StandIn,
+    headers: &HeaderMap,
+    query: &Query,
+    namespace: Option<String>,
+    name: Option<String>,
+) -> Response {
+    let since = query.first_text("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
     let table = wants_table(headers);
     let (backlog, receiver) = s.cluster.watch_from(since);
     let live = BroadcastStream::new(receiver).filter_map(|e| async move { e.ok() });
     let events = futures_util::stream::iter(backlog)
         .chain(live)
-        .filter(move |e| std::future::ready(namespace.as_ref().is_none_or(|ns| *ns == e.pod.namespace)))
+        .filter(move |e| {
+            let wanted = namespace.as_ref().is_none_or(|ns| *ns == e.pod.namespace)
+                && name.as_ref().is_none_or(|name| *name == e.pod.name);
+            std::future::ready(wanted)
+        })
         .map(move |e| Ok::<_, std::convert::Infallible>(Bytes::from(watch_line(&e, table))));
     ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(events)).into_response()
 }
@@ -197,7 +240,7 @@ fn watch_line(event: &PodEvent, table: bool) -> String {
 }
 
 /// `logs`: three lines; `logs -f`: a line every 300 ms until the client goes away.
-fn pod_logs(s: &StandIn, namespace: Option<&str>, name: Option<&str>, query: &str, user: &UserInfo) -> Response {
+fn pod_logs(s: &StandIn, namespace: Option<&str>, name: Option<&str>, query: &Query, user: &UserInfo) -> Response {
     let Some(pod) = s.cluster.get(namespace.unwrap_or_default(), name.unwrap_or_default()) else {
         return status(404, &format!("pods \"{}\" not found", name.unwrap_or_default()));
     };
@@ -205,7 +248,7 @@ fn pod_logs(s: &StandIn, namespace: Option<&str>, name: Option<&str>, query: &st
     let line = move |n: usize| {
         Ok::<_, std::convert::Infallible>(Bytes::from(format!("{pod_name} log line {n} (read by {username})\n")))
     };
-    let body = if query_param(query, "follow") == Some("true") {
+    let body = if query.bool("follow") {
         let ticks = IntervalStream::new(tokio::time::interval(Duration::from_millis(300)));
         Body::from_stream(ticks.enumerate().map(move |(n, _)| line(n + 1)))
     } else {

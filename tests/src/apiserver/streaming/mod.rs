@@ -16,6 +16,7 @@ pub mod spdy;
 mod websocket;
 
 use super::identity::UserInfo;
+use super::request_info::Query;
 use super::StandIn;
 use axum::body::Body;
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
@@ -50,20 +51,16 @@ pub struct ExecOptions {
 }
 
 impl ExecOptions {
-    pub fn from_query(query: &str) -> Self {
-        let mut options = Self::default();
-        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            let on = value == "true" || value == "1";
-            match key.as_ref() {
-                "command" => options.command.push(value.into_owned()),
-                "stdin" => options.stdin = on,
-                "stdout" => options.stdout = on,
-                "stderr" => options.stderr = on,
-                "tty" => options.tty = on,
-                _ => {}
-            }
+    /// As kube-apiserver decodes PodExecOptions from `URL.Query()`: every `command`
+    /// value, and the bools by `Convert_Slice_string_To_bool` (`stdin=` is true).
+    pub fn from_query(query: &Query) -> Self {
+        Self {
+            command: query.values("command").iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect(),
+            stdin: query.bool("stdin"),
+            stdout: query.bool("stdout"),
+            stderr: query.bool("stderr"),
+            tty: query.bool("tty"),
         }
-        options
     }
 }
 

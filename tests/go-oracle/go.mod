@@ -1,0 +1,3 @@
+module kubegate.dev/go-oracle
+
+go 1.19
