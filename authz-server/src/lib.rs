@@ -7,7 +7,7 @@
 //! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
 //! `kubegate whoami`; [`metrics`] counts what happened; [`server`] puts the gRPC services
-//! on a socket.
+//! on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,7 @@ pub mod check;
 pub mod config;
 pub mod decision_cache;
 pub mod explain;
+pub mod grpc_tls;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;

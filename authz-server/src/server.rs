@@ -22,6 +22,8 @@ pub enum ServeError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("ext_authz TLS: {0}")]
+    Tls(#[from] crate::grpc_tls::GrpcTlsError),
 }
 
 /// Serves until `shutdown` resolves; with `config_path`, reloads roles and policies when
@@ -58,14 +60,21 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
-    tracing::info!(addr = %config.listen, "authz-server listening");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-
-    tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(AuthorizationServer::new(CheckService::new(Gatekeeper::new(validator, rules, decisions), metrics)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    let check = CheckService::new(Gatekeeper::new(validator, rules, decisions), metrics);
+    let router =
+        tonic::transport::Server::builder().add_service(health_service).add_service(AuthorizationServer::new(check));
+    match &config.grpc_tls {
+        Some(tls) => {
+            let acceptor = crate::grpc_tls::acceptor(tls)?;
+            tracing::info!(addr = %config.listen, "authz-server listening (mutual TLS)");
+            router.serve_with_incoming_shutdown(crate::grpc_tls::incoming(listener, acceptor), shutdown).await?;
+        }
+        None => {
+            tracing::info!(addr = %config.listen, "authz-server listening");
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        }
+    }
     Ok(())
 }
 

@@ -69,3 +69,23 @@ fn colliding_role_names_are_refused_naming_both() {
     assert!(!out.status.success());
     assert!(stderr.contains("\"Site Reliability\"") && stderr.contains("\"site-reliability\""), "{stderr}");
 }
+
+/// Attack: the ext_authz channel (every request's headers, users' tokens among them, and
+/// the answers that decide who requests run as) exposed in plaintext on a network
+/// address. authz-server refuses to listen off loopback without mutual TLS.
+#[test]
+fn a_plaintext_listener_off_loopback_is_refused() {
+    let issuers = "issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\n";
+    let out = run_with_config(&format!("listen: 0.0.0.0:0\n{issuers}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("0.0.0.0:0 is not a loopback address"), "{stderr}");
+    assert!(stderr.contains("grpcTls"), "{stderr}");
+    // With grpcTls the address is accepted (it then fails on the missing files instead).
+    let tls =
+        "grpcTls: {certFile: /nonexistent/tls.crt, keyFile: /nonexistent/tls.key, clientCaFile: /nonexistent/ca.crt}\n";
+    let out = run_with_config(&format!("listen: 0.0.0.0:0\n{tls}{issuers}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("not a loopback address"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
+}

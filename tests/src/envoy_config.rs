@@ -85,3 +85,34 @@ pub fn use_upstream_client_certificate(rendered: &str, cert: &str, key: &str) ->
 #[derive(Debug, thiserror::Error)]
 #[error("editing the Envoy config: {0}")]
 pub struct ConfigEditError(String);
+
+/// Switches a rendered gateway config to mutual TLS towards authz-server (for an
+/// authz-server reached over a network): Envoy verifies authz-server's certificate
+/// against `ca` and presents its own client certificate.
+pub fn use_authz_mtls(rendered: &str, cert: &str, key: &str, ca: &str) -> Result<String, ConfigEditError> {
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered).map_err(|e| ConfigEditError(e.to_string()))?;
+    let clusters =
+        doc["static_resources"]["clusters"].as_sequence_mut().ok_or(ConfigEditError("no clusters".into()))?;
+    let authz = clusters
+        .iter_mut()
+        .find(|c| c["name"].as_str() == Some("kubegate_authz"))
+        .ok_or(ConfigEditError("no kubegate_authz cluster".into()))?;
+    authz["transport_socket"] = serde_yaml::from_str(&format!(
+        "name: envoy.transport_sockets.tls\n\
+         typed_config:\n  \
+           '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n  \
+           sni: localhost\n  \
+           common_tls_context:\n    \
+             alpn_protocols: [h2]\n    \
+             tls_certificates:\n    \
+             - certificate_chain: {{ filename: '{cert}' }}\n      \
+               private_key: {{ filename: '{key}' }}\n    \
+             validation_context:\n      \
+               trusted_ca: {{ filename: '{ca}' }}\n      \
+               match_typed_subject_alt_names:\n      \
+               - san_type: DNS\n        \
+                 matcher: {{ exact: localhost }}\n"
+    ))
+    .map_err(|e| ConfigEditError(e.to_string()))?;
+    serde_yaml::to_string(&doc).map_err(|e| ConfigEditError(e.to_string()))
+}

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod authz_tls;
 mod http;
 mod kubectl;
 mod login;
@@ -21,6 +22,7 @@ mod tokens;
 pub mod tools;
 mod upstream;
 
+pub use authz_tls::{health_over_tls, AuthzTls};
 pub use http::{http2_get, raw_http1, raw_http1_head, RawResponse};
 pub use kubectl::{KubectlBytes, KubectlOutput, KubectlRun, StreamTransport};
 pub use login::device_url;
@@ -29,6 +31,7 @@ pub use tokens::{now as now_secs, ForgedToken, SigningKey, ISSUER_KEY};
 pub use tools::Tools;
 pub use upstream::{ClusterUpstream, Upstream, UpstreamCredential};
 
+pub use crate::apiserver::request_info::KubeVersion;
 use crate::apiserver::{audit, rbac::Rule};
 use crate::envoy_config;
 use crate::tls::{https_client, LeafFiles, LocalPki};
@@ -59,8 +62,14 @@ pub struct StackOptions {
     pub rbac: Vec<Rule>,
     /// Pods that exist at start (`namespace/name`).
     pub pods: Vec<String>,
+    /// The Kubernetes version the stand-in plays (default 1.33): what it reports at
+    /// `/version` and how it authorises (from 1.35 a websocket exec, attach or
+    /// port-forward needs `create` as well as `get`).
+    pub kubernetes_version: KubeVersion,
     /// Envoy's ext_authz call timeout.
     pub authz_timeout: String,
+    /// Envoy reaches authz-server over mutual TLS, as a remote deployment does.
+    pub authz_mtls: bool,
     /// Envoy's stream idle timeout.
     pub stream_idle_timeout: String,
     /// Gateway listener port; 0 picks a free one.
@@ -94,7 +103,9 @@ impl Default for StackOptions {
         Self {
             rbac: vec![engineering_reads_pods()],
             pods: vec!["default/web-1".into(), "default/web-2".into()],
+            kubernetes_version: KubeVersion::default(),
             authz_timeout: "1s".into(),
+            authz_mtls: false,
             stream_idle_timeout: "14400s".into(),
             gateway_port: 0,
             dir: None,
@@ -226,15 +237,28 @@ impl GatewayStack {
         for (name, text) in &options.policies {
             std::fs::write(policy_dir.join(name), text)?;
         }
+        let authz_tls = if options.authz_mtls { Some(AuthzTls::mint(&pki)?) } else { None };
         let authz_yaml = format!(
-            "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\npolicyFiles: [policies]\n{}issuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
+            "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\npolicyFiles: [policies]\n{}{}issuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
+            authz_tls.as_ref().map(|tls| tls.config_yaml(&pki.ca_cert)).unwrap_or_default(),
             options.authz_settings,
             pki.ca_cert.display(),
             options.issuer_settings.replace("{issuer}", &issuer).replace("{ca}", &pki.ca_cert.display().to_string())
         );
         std::fs::write(&authz_config, authz_yaml)?;
         let authz = start_authz(&tools, &dir, &authz_config)?;
-        with_log(&authz, wait_for_authz(authz_port).await)?;
+        let ready = match &authz_tls {
+            Some(tls) => {
+                let (ca, envoy) = (pki.ca_cert.clone(), &tls.envoy);
+                wait_until("authz-server to serve over mutual TLS", STARTUP, || {
+                    let ca = ca.clone();
+                    async move { health_over_tls(authz_port, &ca, Some(envoy)).await.unwrap_or(false) }
+                })
+                .await
+            }
+            None => wait_for_authz(authz_port).await,
+        };
+        with_log(&authz, ready)?;
 
         let gateway_port = if options.gateway_port == 0 { free_port()? } else { options.gateway_port };
         let admin_port = free_port()?;
@@ -246,6 +270,7 @@ impl GatewayStack {
             gateway_port,
             admin_port,
             authz_port,
+            authz_tls.as_ref(),
             &upstream,
             &gateway_token_dir,
         )?;
@@ -483,6 +508,7 @@ fn start_stand_in(
         "auditFile": audit_file,
         "rbac": options.rbac.iter().map(rule_json).collect::<Vec<_>>(),
         "pods": options.pods,
+        "kubernetesVersion": options.kubernetes_version,
     });
     let path = dir.join("stand-in.yaml");
     std::fs::write(&path, serde_yaml::to_string(&config)?)?;
@@ -513,6 +539,7 @@ fn start_envoy(
     port: u16,
     admin_port: u16,
     authz_port: u16,
+    authz_tls: Option<&AuthzTls>,
     upstream: &ClusterUpstream,
     token_dir: &Path,
 ) -> anyhow::Result<ChildProcess> {
@@ -546,6 +573,10 @@ fn start_envoy(
     if let UpstreamCredential::ClientCertificate { cert, key } = &upstream.credential {
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
         rendered = envoy_config::use_upstream_client_certificate(&rendered, &cert, &key)?;
+    }
+    if let Some(tls) = authz_tls {
+        let (cert, key) = (tls.envoy.cert.display().to_string(), tls.envoy.key.display().to_string());
+        rendered = envoy_config::use_authz_mtls(&rendered, &cert, &key, &pki.ca_cert.display().to_string())?;
     }
     let config = dir.join("envoy.yaml");
     std::fs::write(&config, rendered)?;
