@@ -81,6 +81,15 @@ impl<'a> GatewayRequest<'a> {
         }
     }
 
+    /// Whether the API server may create the object although the verb says otherwise:
+    /// a `PUT` (create-on-update, which RBAC objects and many others allow) or a
+    /// server-side apply `PATCH` (`application/apply-patch+yaml`, `+cbor`): kube-apiserver
+    /// checks `create` inside the handler, where policy never sees it.
+    fn may_create(&self) -> bool {
+        let apply = || self.header("content-type").is_some_and(|t| t.to_ascii_lowercase().contains("apply-patch"));
+        self.method == "PUT" || (self.method == "PATCH" && apply())
+    }
+
     /// Whether this is kubegate's own `whoami` question.
     fn is_whoami(&self) -> bool {
         self.method == "GET" && self.path_and_query().0 == WHOAMI_PATH
@@ -198,6 +207,7 @@ impl Gatekeeper {
             method: request.method,
             target: request.path,
             source_ip: request.source_ip,
+            may_create: request.may_create(),
         };
         let outcome = match self.decisions.get(&key) {
             Some(outcome) => outcome,
@@ -233,10 +243,15 @@ impl Gatekeeper {
         let meta = request.meta(Some(&read));
         let principal = rules.privileges.principal(identity);
         let privileges = rules.privileges.resolve(&principal, &rules.policy, &meta, narrowing.as_ref())?;
-        match rules.policy.authorize_request(&principal, &read.info, &privileges.levels, &meta) {
-            Verdict::Deny { message, .. } => Err(Refusal::Forbidden(message)),
-            Verdict::Allow => Ok(Decided { target: read.canonical_target(), stream: read.stream, privileges }),
+        // A request the API server may turn into a create is asked as one too.
+        let as_create = request.may_create().then(|| read.info.as_create()).flatten();
+        for info in std::iter::once(&read.info).chain(as_create.as_ref()) {
+            let verdict = rules.policy.authorize_request(&principal, info, &privileges.levels, &meta);
+            if let Verdict::Deny { message, .. } = verdict {
+                return Err(Refusal::Forbidden(message));
+            }
         }
+        Ok(Decided { target: read.canonical_target(), stream: read.stream, privileges })
     }
 
     /// `GET /kubegate/v1/whoami`: the caller's identity and privilege levels (narrowed

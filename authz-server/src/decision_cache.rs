@@ -34,6 +34,9 @@ pub struct DecisionKey<'a> {
     pub method: &'a str,
     pub target: &'a str,
     pub source_ip: &'a str,
+    /// The request may create its object (a `PUT`, or a server-side apply `PATCH`),
+    /// which is checked as `create` too: it depends on the `Content-Type`.
+    pub may_create: bool,
 }
 
 impl DecisionKey<'_> {
@@ -55,6 +58,7 @@ impl DecisionKey<'_> {
         field(self.method.as_bytes());
         field(self.target.as_bytes());
         field(self.source_ip.as_bytes());
+        field(&[u8::from(self.may_create)]);
         h.finalize().into()
     }
 }
@@ -126,6 +130,7 @@ mod tests {
             method: "GET",
             target,
             source_ip: "10.0.0.1",
+            may_create: false,
         }
     }
 
@@ -142,6 +147,8 @@ mod tests {
         assert!(cache.get(&key(&other_groups, 1, "/api")).is_none(), "groups are part of the key");
         let narrowed = DecisionKey { requested_impersonation: Some("{}"), ..key(&alice, 1, "/api") };
         assert!(cache.get(&narrowed).is_none(), "so is a narrowing request");
+        let apply = DecisionKey { may_create: true, ..key(&alice, 1, "/api") };
+        assert!(cache.get(&apply).is_none(), "and a request that may create its object");
     }
 
     #[test]

@@ -62,6 +62,8 @@ const CASES: &[(&str, &str, Expect)] = &[
     ("GET", "/api/v1/namespaces/d/pods/%2e%2e", Refuse),
     ("GET", "/api/v1/namespaces/d/pods/./web", Refuse),
     ("GET", "/api/v1/namespaces/d/services/web/proxy/a%2F..%2Fb", Refuse),
+    // Found by the fuzzer: `%2F` before a `/` is an empty segment once decoded.
+    ("GET", "/api/v1/namespaces/d/pods/web/proxy/p(%2F/y", Refuse),
     ("GET", "/api//v1/pods", Refuse),
     ("GET", "//api/v1/pods", Refuse),
     ("GET", "/api/v1/namespaces//pods", Refuse),

@@ -25,6 +25,15 @@ when { resource is k8s::Resource && resource.subresource == "exec" &&
 forbid (principal, action == k8s::Action::"watch", resource)
 when { resource is k8s::Resource && resource.resource == "secrets" };
 
+@error("creating cluster role bindings is not allowed through kubegate")
+forbid (principal, action == k8s::Action::"create", resource)
+when { resource is k8s::Resource && resource.resource == "clusterrolebindings" };
+
+@error("proxying to vault-0 is not allowed through kubegate")
+forbid (principal, action, resource)
+when { resource is k8s::Resource && resource.name == "vault-0"
+       && (resource.subresource == "proxy" || action == k8s::Action::"proxy") };
+
 @error("configmap secret-cm is off limits")
 forbid (principal, action, resource)
 when { resource is k8s::Resource && resource.resource == "configmaps" && resource.name == "secret-cm" };
@@ -51,19 +60,32 @@ impl Suite {
         Ok(Self { stack, token })
     }
 
-    async fn send(&self, method: &str, target: &str) -> anyhow::Result<RawResponse> {
-        let head = format!(
+    async fn send(&self, method: &str, target: &str, headers: &[&str]) -> anyhow::Result<RawResponse> {
+        let mut head = format!(
             "{method} {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: 0",
             self.token
         );
+        for line in headers {
+            head.push_str("\r\n");
+            head.push_str(line);
+        }
         raw_http1(&self.stack.gateway_url, &self.stack.ca_cert, &head).await
     }
 
     /// Sends the request and returns what the API server recorded for it (nothing when
     /// it did not arrive), checking the audit grows by at most one record.
     async fn exchange(&self, method: &str, target: &str) -> anyhow::Result<(RawResponse, Option<AuditRecord>)> {
+        self.exchange_with(method, target, &[]).await
+    }
+
+    async fn exchange_with(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[&str],
+    ) -> anyhow::Result<(RawResponse, Option<AuditRecord>)> {
         let before = self.stack.audit().len();
-        let response = self.send(method, target).await?;
+        let response = self.send(method, target, headers).await?;
         let mut audit = self.stack.audit();
         anyhow::ensure!(audit.len() <= before + 1, "{target}: more than one request arrived: {:?}", &audit[before..]);
         let arrived = (audit.len() == before + 1).then(|| audit.remove(before));
@@ -186,6 +208,10 @@ async fn allowed_requests_reach_the_api_server_in_the_form_decided() -> anyhow::
     let (response, arrived) = suite.exchange("GET", "/api/v1/namespaces/def%61ult/pods/web%2D1").await?;
     assert_eq!(response.status, 200, "{response:?}");
     assert_arrived_as("encoded name", &arrived, "/api/v1/namespaces/default/pods/web-1", "get", "web-1");
+    // kubegate's own audit event names the canonical target, and what was received.
+    let event = audit_event(&suite, "/api/v1/namespaces/def%61ult/pods/web%2D1")?;
+    assert_eq!(event["path"], "/api/v1/namespaces/default/pods/web-1", "{event}");
+    assert_eq!(event["decision"], "allow", "{event}");
 
     let (response, arrived) = suite.exchange("GET", "/api/v1/namespaces/default/pods?limit=500").await?;
     assert_eq!(response.status, 200, "{response:?}");
@@ -203,5 +229,77 @@ async fn allowed_requests_reach_the_api_server_in_the_form_decided() -> anyhow::
     let (_, arrived) = suite.exchange("GET", target).await?;
     let record = arrived.unwrap_or_else(|| panic!("{target} did not arrive"));
     assert_eq!(record.path, "/api/v1/namespaces/default/pods/web-1/proxy/metrics/raw", "{record:?}");
+    Ok(())
+}
+
+/// authz-server's audit event for the request received as `received_path`.
+fn audit_event(suite: &Suite, received_path: &str) -> anyhow::Result<serde_json::Value> {
+    let log = std::fs::read_to_string(&suite.stack.authz.log)?;
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|line| line.get("fields").cloned().unwrap_or(line))
+        .find(|fields| fields["received_path"] == received_path)
+        .ok_or_else(|| anyhow::anyhow!("no audit event for {received_path} in\n{}", suite.stack.authz.log_tail(20)))
+}
+
+/// Attack: creating what a guardrail forbids to create through a verb that is not
+/// `create`: a `PUT` (create-on-update) or a server-side apply `PATCH`, which
+/// kube-apiserver turns into a create inside its handler. Both are asked as `create`
+/// too and refused; a merge patch of the same object (which cannot create) is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_that_may_create_meet_the_create_guardrails() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let binding = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/pwn";
+    let message = "creating cluster role bindings is not allowed through kubegate";
+    let put = suite.exchange_with("PUT", binding, &["Content-Type: application/json"]).await?;
+    assert_refused("PUT", &put, 403, message);
+    let apply = "Content-Type: application/apply-patch+yaml";
+    let patch = suite.exchange_with("PATCH", &format!("{binding}?fieldManager=kubectl"), &[apply]).await?;
+    assert_refused("server-side apply", &patch, 403, message);
+    let (_, arrived) = suite.exchange_with("PATCH", binding, &["Content-Type: application/merge-patch+json"]).await?;
+    assert!(arrived.is_some(), "a merge patch cannot create: it reaches the API server");
+    Ok(())
+}
+
+/// Attack: `pods/vault-0:8200/proxy` is a proxy to pod `vault-0` (kube-apiserver's
+/// proxy handler splits the port off), so a guardrail on `vault-0` applies to it; a
+/// name the handler cannot split is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_names_are_the_object_proxied_to() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let message = "proxying to vault-0 is not allowed through kubegate";
+    for target in [
+        "/api/v1/namespaces/default/pods/vault-0/proxy/",
+        "/api/v1/namespaces/default/pods/vault-0:8200/proxy/v1/sys/seal-status",
+        "/api/v1/namespaces/default/pods/https:vault-0:8200/proxy/",
+        "/api/v1/proxy/namespaces/default/pods/vault-0:8200/x",
+    ] {
+        assert_refused(target, &suite.exchange("GET", target).await?, 403, message);
+    }
+    let target = "/api/v1/namespaces/default/pods/a:b:c:d/proxy/";
+    assert_refused(target, &suite.exchange("GET", target).await?, 400, "is not a proxy target");
+    Ok(())
+}
+
+/// Attack: a client choosing what kube-apiserver's own audit log records: the
+/// `Audit-ID` of another event, or source addresses through `X-Forwarded-For`,
+/// `X-Real-Ip` and `Forwarded`. None arrives as the client sent it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_cannot_write_the_api_servers_audit_fields() -> anyhow::Result<()> {
+    let suite = Suite::start().await?;
+    let forged = ["Audit-ID: 1b4a2c2e-forged", "X-Real-Ip: 203.0.113.8", "Forwarded: for=203.0.113.9"];
+    let (response, arrived) = suite
+        .exchange_with(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            &[&forged[..], &["X-Forwarded-For: 203.0.113.7"]].concat(),
+        )
+        .await?;
+    assert_eq!(response.status, 200, "{response:?}");
+    let record = arrived.unwrap_or_else(|| panic!("the request arrived"));
+    for name in ["audit-id", "x-real-ip", "forwarded"] {
+        assert!(!record.header_names.iter().any(|n| n == name), "{name} reached the API server: {record:?}");
+    }
+    assert!(record.header_names.iter().any(|n| n == "x-forwarded-for"), "{record:?}");
     Ok(())
 }

@@ -23,13 +23,18 @@ pub trait HeaderMap {
     fn set(&mut self, name: &str, value: &str);
 }
 
+/// kube-apiserver writes a client's `Audit-ID` verbatim into its audit log: a client
+/// could reuse another event's id there. It assigns its own when there is none.
+const AUDIT_ID: &str = "audit-id";
+
 /// True for headers no client may send upstream: any `Impersonate-*` (User, Group, Uid,
 /// every Extra-*, and whatever Kubernetes adds later), the front-proxy identity headers
-/// (`X-Remote-User`, `-Group`, `-Extra-*`) and kubegate's own namespace.
+/// (`X-Remote-User`, `-Group`, `-Extra-*`), `Audit-ID` and kubegate's own namespace.
 pub fn is_reserved(name: &str) -> bool {
-    [IMPERSONATE_PREFIX, FRONT_PROXY_PREFIX, INTERNAL_HEADER_PREFIX]
-        .iter()
-        .any(|prefix| starts_with_ignore_case(name, prefix))
+    name.eq_ignore_ascii_case(AUDIT_ID)
+        || [IMPERSONATE_PREFIX, FRONT_PROXY_PREFIX, INTERNAL_HEADER_PREFIX]
+            .iter()
+            .any(|prefix| starts_with_ignore_case(name, prefix))
 }
 
 fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
@@ -288,12 +293,17 @@ mod tests {
 
     #[test]
     fn reserved_names_are_prefix_matches_in_any_case() {
-        for name in
-            ["impersonate-user", "Impersonate-Extra-X", "IMPERSONATE-FUTURE", "X-Kubegate-Anything", "X-Remote-User"]
-        {
+        for name in [
+            "impersonate-user",
+            "Impersonate-Extra-X",
+            "IMPERSONATE-FUTURE",
+            "X-Kubegate-Anything",
+            "X-Remote-User",
+            "Audit-ID",
+        ] {
             assert!(is_reserved(name), "{name}");
         }
-        for name in ["impersonate", "x-impersonate-user", "authorization", "x-kube"] {
+        for name in ["impersonate", "x-impersonate-user", "authorization", "x-kube", "audit-ids"] {
             assert!(!is_reserved(name), "{name}");
         }
     }

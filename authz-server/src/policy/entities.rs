@@ -188,14 +188,16 @@ pub(super) fn request(
     let parents = HashSet::from([cluster_uid]);
     let resource = match info {
         RequestInfo::Resource(r) => {
-            let id = format!("{}/{}/{}/{}/{}", r.api_group, r.resource, r.namespace, r.name, r.subresource);
+            // A proxy's name is the object proxied to (`vault-0:8200` is pod `vault-0`).
+            let name = info.proxied_object().unwrap_or(&r.name);
+            let id = format!("{}/{}/{}/{}/{}", r.api_group, r.resource, r.namespace, name, r.subresource);
             let resource = uid("Resource", &id)?;
             let attrs = HashMap::from([
                 ("apiGroup".to_string(), string(&r.api_group)),
                 ("resource".to_string(), string(&r.resource)),
                 ("subresource".to_string(), string(&r.subresource)),
                 ("namespace".to_string(), string(&r.namespace)),
-                ("name".to_string(), string(&r.name)),
+                ("name".to_string(), string(name)),
             ]);
             entities.push(Entity::new(resource.clone(), attrs, parents).map_err(|e| e.to_string())?);
             resource

@@ -40,6 +40,42 @@ pub struct ResourceAttributes {
     pub name: String,
 }
 
+impl RequestInfo {
+    /// The same request as a `create` of its object, for requests the API server may
+    /// turn into one (create-on-update, server-side apply). `None` for non-resource
+    /// requests and subresources.
+    pub fn as_create(&self) -> Option<RequestInfo> {
+        match self {
+            RequestInfo::Resource(r) if r.subresource.is_empty() && !r.name.is_empty() => {
+                Some(RequestInfo::Resource(ResourceAttributes { verb: "create".into(), ..r.clone() }))
+            }
+            _ => None,
+        }
+    }
+
+    /// For a proxy request (subresource `proxy` or verb `proxy`) to a pod, service or
+    /// node: the object proxied to. kube-apiserver's proxy handler splits the name as
+    /// `[scheme:]name[:port]` (`SplitSchemeNamePort`), so `vault-0:8200` reaches pod
+    /// `vault-0`; policy sees that name, not the RBAC name with its port.
+    pub fn proxied_object(&self) -> Option<&str> {
+        let RequestInfo::Resource(r) = self else { return None };
+        let proxied = r.subresource == "proxy" || r.verb == "proxy";
+        (proxied && PROXIED_RESOURCES.contains(&r.resource.as_str())).then(|| split_scheme_name_port(&r.name)).flatten()
+    }
+}
+
+/// `SplitSchemeNamePort`: `name`, `name:port` or `scheme:name:port`, scheme `http`,
+/// `https` or empty, name not empty.
+fn split_scheme_name_port(id: &str) -> Option<&str> {
+    let parts: Vec<&str> = id.split(':').collect();
+    let (scheme, name) = match parts.as_slice() {
+        [name] | [name, _] => ("", *name),
+        [scheme, name, _] => (*scheme, *name),
+        _ => return None,
+    };
+    (!name.is_empty() && ["", "http", "https"].contains(&scheme)).then_some(name)
+}
+
 /// Why a request is refused before policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestInfoError {
@@ -55,6 +91,10 @@ pub enum RequestInfoError {
     /// fails to decode (`ToLower`), so no single reading is right.
     #[error("kubegate refuses this request: the value of query parameter {0:?} is not ASCII")]
     AmbiguousOption(&'static str),
+    /// A proxy to a pod, service or node whose name kube-apiserver's proxy handler
+    /// cannot split into `[scheme:]name[:port]` (it answers 400).
+    #[error("kubegate refuses this request: {0:?} is not a proxy target of the form [scheme:]name[:port]")]
+    InvalidProxyTarget(String),
     /// kube-apiserver cannot parse it either (a special verb with nothing after it).
     #[error("unable to determine kind and namespace from url {0}")]
     Unresolvable(String),
@@ -65,6 +105,8 @@ const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 const CREATE_WHATEVER_THE_METHOD: [&str; 3] = ["exec", "attach", "portforward"];
 /// The bool options RequestInfo and the stream handlers read.
 const BOOL_OPTIONS: [&str; 6] = ["watch", "tty", "stdin", "stdout", "stderr", "follow"];
+/// The resources whose `proxy` subresource splits its name (`SplitSchemeNamePort`).
+const PROXIED_RESOURCES: [&str; 3] = ["pods", "services", "nodes"];
 
 /// One request, as kube-apiserver will read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +131,13 @@ impl KubeRequest {
         let interpreted = if proxied { tail } else { target.segments.len() };
         if target.segments.iter().take(interpreted).any(|s| s.contains('/')) {
             return Err(RequestInfoError::EncodedSlash);
+        }
+        if let RequestInfo::Resource(r) = &info {
+            let proxied =
+                (r.subresource == "proxy" || r.verb == "proxy") && PROXIED_RESOURCES.contains(&r.resource.as_str());
+            if proxied && info.proxied_object().is_none() {
+                return Err(RequestInfoError::InvalidProxyTarget(r.name.clone()));
+            }
         }
         let stream = StreamRequest::from_request(&info, &target.query);
         Ok(Self { info, target, stream })
@@ -176,15 +225,26 @@ fn resolve(method: &str, target: &RequestTarget) -> Result<(RequestInfo, usize),
 fn list_or_watch(info: &mut ResourceAttributes, query: &Query) {
     if info.name.is_empty() && info.verb == "get" {
         info.verb = if query.flag("watch") { "watch" } else { "list" }.to_owned();
-        // A selector that does not parse leaves the name empty, as in kube-apiserver
-        // (whose list handler then refuses the request with 400 anyway).
-        if let Some(name) = query.first("fieldSelector").and_then(field_selector::exact_name) {
+        // A selector that does not parse, or list options that do not decode, leave
+        // the name empty, as in kube-apiserver (whose list handler then refuses the
+        // request with 400). An invalid labelSelector is not modelled: it too makes
+        // the handler refuse before anything is read.
+        let decodes = ["limit", "timeoutSeconds"].iter().all(|o| query.first(o).is_none_or(is_go_int64));
+        if let Some(name) = query.first("fieldSelector").and_then(field_selector::exact_name).filter(|_| decodes) {
             info.name = name;
         }
     }
     if info.name.is_empty() && info.verb == "delete" {
         info.verb = "deletecollection".to_owned();
     }
+}
+
+/// Whether Go's `strconv.ParseInt(s, 10, 64)` accepts `s` (how kube-apiserver decodes
+/// `limit` and `timeoutSeconds`; when one fails, none of the list options, the field
+/// selector's name included, reach its RequestInfo).
+fn is_go_int64(s: &str) -> bool {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && s.parse::<i64>().is_ok()
 }
 
 fn verb_for_method(method: &str) -> &'static str {

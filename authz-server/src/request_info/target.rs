@@ -72,9 +72,14 @@ impl RequestTarget {
         if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
             return Err(TargetError::ControlCharacter);
         }
-        // Also after Go's split: `a%2F..%2Fb` in a proxy's tail is `a/../b` upstream.
+        // Also after Go's split: `a%2F..%2Fb` in a proxy's tail is `a/../b` upstream,
+        // and `a%2F/b` is `a//b`, which the canonical form would carry as an empty
+        // segment (found by the fuzzer: the canonical form must read back the same).
         if path.split('/').any(|s| s == "." || s == "..") {
             return Err(TargetError::DotSegment);
+        }
+        if path.contains("//") {
+            return Err(TargetError::EmptySegment);
         }
         let segments = split_segments(rest)?;
         Ok(Self { segments, path, query: Query::parse(raw_query)? })
@@ -291,6 +296,8 @@ mod tests {
             ("/api/v1/namespaces/%2E%2E/pods", TargetError::DotSegment),
             ("/api/v1/./pods", TargetError::DotSegment),
             ("/api/v1/namespaces/d/pods/w/proxy/a%2F..%2Fb", TargetError::DotSegment),
+            ("/api/v1/namespaces/d/pods/w/proxy/p(%2F/y", TargetError::EmptySegment),
+            ("/api/v1/namespaces/d/pods/w/proxy/%2F%2Fx", TargetError::EmptySegment),
             ("/api/v1/pods#x", TargetError::Fragment),
             ("api/v1/pods", TargetError::NotAbsolute),
             ("/api/v1/pods?labelSelector=%FF", TargetError::NotUtf8),

@@ -222,6 +222,15 @@ fn reads_encoded_requests_as_the_api_server_does() {
         ("GET", "/api/v1/namespaces/d/configmaps", "fieldSelector=metadata.name%3Da&fieldSelector=metadata.name%3Db", r("list", "api", "", "v1", "d", "configmaps", "", "a")),
         ("GET", "/api/v1/namespaces/d/configmaps", "fieldSelector=metadata.name=secret-cm", r("list", "api", "", "v1", "d", "configmaps", "", "secret-cm")),
         ("GET", "/api/v1/namespaces/d/configmaps", "fieldSelector=+metadata.name%3Dsecret-cm", r("list", "api", "", "v1", "d", "configmaps", "", "")),
+        // Attack: list options that do not decode drop the field selector's name in
+        // kube-apiserver's RequestInfo: kubegate must not see a name RBAC does not.
+        ("GET", "/api/v1/namespaces/d/secrets", "fieldSelector=metadata.name%3Dallowed&limit=x", r("list", "api", "", "v1", "d", "secrets", "", "")),
+        ("GET", "/api/v1/namespaces/d/secrets", "fieldSelector=metadata.name%3Dallowed&timeoutSeconds=", r("list", "api", "", "v1", "d", "secrets", "", "")),
+        ("GET", "/api/v1/namespaces/d/secrets", "fieldSelector=metadata.name%3Dallowed&limit=-5&timeoutSeconds=%2B30", r("list", "api", "", "v1", "d", "secrets", "", "allowed")),
+        // Proxy names kube-apiserver's proxy handler cannot split are refused.
+        ("GET", "/api/v1/namespaces/d/pods/a:b:c:d/proxy/x", "", Err(RequestInfoError::InvalidProxyTarget("a:b:c:d".into()))),
+        ("GET", "/api/v1/namespaces/d/services/ftp:web:21/proxy/", "", Err(RequestInfoError::InvalidProxyTarget("ftp:web:21".into()))),
+        ("GET", "/api/v1/proxy/nodes/:10250/x", "", Err(RequestInfoError::InvalidProxyTarget(":10250".into()))),
         // Legacy watch paths.
         ("GET", "/api/v1/watch/namespaces/kube-system/secrets/token", "", r("watch", "api", "", "v1", "kube-system", "secrets", "", "token")),
         ("GET", "/apis/apps/v1/watch/deployments", "watch=false", r("watch", "apis", "apps", "v1", "", "deployments", "", "")),
@@ -262,6 +271,39 @@ fn canonical_targets_read_back_to_the_same_request() {
     }
 }
 
+/// Attack: `pods/vault-0:8200/proxy` reaches pod `vault-0` (kube-apiserver's proxy
+/// handler splits `[scheme:]name[:port]`), so a policy about `vault-0` must see that name.
+#[test]
+fn proxy_requests_name_the_object_proxied_to() {
+    for (path, object) in [
+        ("/api/v1/namespaces/vault/pods/vault-0:8200/proxy/v1/sys", Some("vault-0")),
+        ("/api/v1/namespaces/vault/services/https:vault:8200/proxy/", Some("vault")),
+        ("/api/v1/nodes/http:node-1:10250/proxy/stats", Some("node-1")),
+        ("/api/v1/proxy/namespaces/vault/pods/vault-0:8200/x", Some("vault-0")),
+        ("/api/v1/namespaces/vault/pods/vault-0/proxy", Some("vault-0")),
+        ("/api/v1/namespaces/vault/pods/vault-0:8200/exec", None),
+        ("/api/v1/namespaces/vault/configmaps/a:b/proxy", None),
+    ] {
+        let info = parse("GET", path, "").unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(info.proxied_object(), object, "{path}");
+    }
+}
+
+/// Attack: a `PUT` or a server-side apply `PATCH` creates the object when it is
+/// missing, and kube-apiserver checks that `create` only inside its handler: kubegate
+/// also asks policy about it as a `create`.
+#[test]
+fn requests_that_may_create_are_also_asked_as_create() {
+    let put = parse("PUT", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/pwn", "").ok();
+    let create = put.as_ref().and_then(RequestInfo::as_create);
+    assert_eq!(
+        create,
+        r("create", "apis", "rbac.authorization.k8s.io", "v1", "", "clusterrolebindings", "", "pwn").ok()
+    );
+    let scale = parse("PUT", "/apis/apps/v1/namespaces/d/deployments/web/scale", "").ok();
+    assert_eq!(scale.as_ref().and_then(RequestInfo::as_create), None, "a subresource is never created");
+}
+
 /// A cheap deterministic generator: the parser must return, never panic, whatever the
 /// input (the fuzz target in `authz-server/fuzz` explores further with libFuzzer).
 #[test]
@@ -283,6 +325,12 @@ fn never_panics_on_generated_input() {
         "%",
         "%2",
         "%ZZ",
+        "%2F",
+        "%2e",
+        "(",
+        // Whole stretches, so that deep shapes (a proxy's tail) come up often.
+        "/api/v1/namespaces/d/pods/w",
+        "/proxy/",
         "..",
         "é",
         "\u{0}",
