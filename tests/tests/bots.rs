@@ -34,6 +34,8 @@ async fn a_bot_token_is_refused_without_a_bots_entry() -> anyhow::Result<()> {
     let kubeconfig = stack.static_token_kubeconfig("ci-deployer", Some(&token))?;
     let out = stack.kubectl(&kubeconfig, &["auth", "whoami"]).await?;
     assert!(!out.success && out.stderr.contains("issued for another audience"), "{out:?}");
-    assert!(stack.audit().is_empty());
+    let alice = stack.login(&ALICE).await?;
+    assert!(stack.kubectl(&alice, &["get", "--raw", "/api/v1/namespaces/default/pods"]).await?.success, "the control");
+    stack.assert_only_the_control_arrived(0, "/api/v1/namespaces/default/pods");
     Ok(())
 }

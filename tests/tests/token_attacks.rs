@@ -1,12 +1,15 @@
 //! Forged and malformed tokens, each a named attack: every one is refused with 401 and
 //! a Kubernetes Status, and no request reaches the API server.
 
-use kubegate_tests::harness::{http2_get, now_secs, GatewayStack, SigningKey, StackOptions, ALICE, ISSUER_KEY};
+use kubegate_tests::harness::{
+    http2_get, now_secs, ForgedToken, GatewayStack, SigningKey, StackOptions, ALICE, ISSUER_KEY,
+};
 use serde_json::{json, Value};
 
 /// Sends `token` through the gateway and asserts the refusal: 401, a Status whose
 /// message contains `message`, authz-server's reason code `code`, nothing upstream.
 async fn assert_refused(stack: &GatewayStack, token: &str, message: &str, code: &str) -> anyhow::Result<()> {
+    let before = stack.audit().len();
     let bearer = format!("Bearer {token}");
     let response =
         http2_get(&stack.gateway_url, &stack.ca_cert, "/api/v1/namespaces/default/pods", &[("authorization", &bearer)])
@@ -22,7 +25,18 @@ async fn assert_refused(stack: &GatewayStack, token: &str, message: &str, code: 
     );
     let metrics = stack.authz_metrics().await?;
     assert!(metrics.contains(&format!("reason=\"{code}\"")), "reason {code} counted: {metrics}");
-    assert!(stack.audit().is_empty(), "nothing reached the API server: {:?}", stack.audit());
+    // The control: the same request with a token the issuer really signed arrives, once.
+    let genuine = stack.sign(&ForgedToken { claims: stack.valid_claims(ALICE.email), key: SigningKey::Issuer })?;
+    let genuine = format!("Bearer {genuine}");
+    let control = http2_get(
+        &stack.gateway_url,
+        &stack.ca_cert,
+        "/api/v1/namespaces/default/pods",
+        &[("authorization", &genuine)],
+    )
+    .await?;
+    assert_eq!(control.status, 200, "the control: {control:?}");
+    stack.assert_only_the_control_arrived(before, "/api/v1/namespaces/default/pods");
     // Logged as a reason code; the token itself is never logged.
     let payload = token.split('.').nth(1).filter(|p| p.len() > 16).unwrap_or(token);
     for log in [stack.authz.log_tail(100_000), stack.envoy.log_tail(100_000)] {

@@ -32,15 +32,28 @@ async fn the_gateway_answers_whoami_itself_with_identity_levels_and_expiry() -> 
 }
 
 /// Attack: asking whoami while claiming another identity (`--as`) to learn, or to be
-/// told you hold, someone else's levels. It is refused like any other request.
+/// told you hold, someone else's levels. It is refused like any other request. And
+/// narrowing (`--as <self> --as-group X`) shows X alone, for a user holding two levels.
 #[tokio::test(flavor = "multi_thread")]
 async fn whoami_honours_narrowing_and_refuses_someone_elses_identity() -> anyhow::Result<()> {
-    let stack = GatewayStack::start(StackOptions::default()).await?;
+    let viewers = r#"
+@k8s_impersonate_groups("viewers")
+permit (principal in k8s::Role::"engineering", action == k8s::Action::"fetchPrivileges", resource);
+"#;
+    let policies = vec![("viewers.cedar".to_string(), viewers.to_string())];
+    let stack = GatewayStack::start(StackOptions { policies, ..StackOptions::default() }).await?;
     let kubeconfig = stack.login(&ALICE).await?;
-    let narrowed =
-        stack.kubectl(&kubeconfig, &["get", "--raw", WHOAMI, "--as", "alice@example.com", "--as-group", "engineering"]);
-    let whoami: serde_json::Value = serde_json::from_str(&narrowed.await?.stdout)?;
-    assert_eq!(whoami["privilegeLevels"], serde_json::json!(["engineering"]));
+    let everything = stack.kubectl(&kubeconfig, &["get", "--raw", WHOAMI]).await?;
+    let whoami: serde_json::Value = serde_json::from_str(&everything.stdout)?;
+    assert_eq!(whoami["privilegeLevels"], serde_json::json!(["engineering", "viewers"]), "{everything:?}");
+    for level in ["engineering", "viewers"] {
+        let args = ["get", "--raw", WHOAMI, "--as", ALICE.email, "--as-group", level];
+        let narrowed = stack.kubectl(&kubeconfig, &args).await?;
+        assert!(narrowed.success, "{narrowed:?}");
+        let whoami: serde_json::Value = serde_json::from_str(&narrowed.stdout)?;
+        assert_eq!(whoami["privilegeLevels"], serde_json::json!([level]), "narrowed to {level}: {whoami}");
+        assert_eq!(whoami["kubernetes"]["groups"], serde_json::json!([level]), "narrowed to {level}: {whoami}");
+    }
 
     let out = stack.kubectl(&kubeconfig, &["get", "--raw", WHOAMI, "--as", "bob@example.com"]).await?;
     assert!(!out.success);

@@ -39,8 +39,8 @@ pub struct AuditRecord {
     /// refusal): the RequestInfo, and from 1.35 `create` for a websocket exec.
     #[serde(default)]
     pub checks: Vec<RequestInfoRecord>,
-    /// Why the request was refused before authentication (Go's 400 for a bad escape,
-    /// the 500 of an unparsable RequestInfo).
+    /// Why the request was refused before authorization (Go's 400 for a bad escape,
+    /// the 500 of an unparsable RequestInfo, a 403 for impersonation not granted).
     #[serde(default)]
     pub refusal: Option<String>,
     pub status: u16,
@@ -54,6 +54,9 @@ pub struct AuditRecord {
     pub impersonation_headers: Vec<(String, String)>,
     /// Every header name received (lower-case), to prove what did not arrive.
     pub header_names: Vec<String>,
+    /// The `X-Request-Id` received (Envoy's, which a client must not choose).
+    #[serde(default)]
+    pub x_request_id: Option<String>,
     /// For exec, attach and port-forward: the transport and sub-protocol agreed
     /// (`websocket v5.channel.k8s.io`, `SPDY/3.1 portforward.k8s.io`).
     #[serde(default)]
@@ -86,6 +89,7 @@ impl AuditRecord {
             user: None,
             impersonation_headers,
             header_names,
+            x_request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
             upgrade: None,
         }
     }
@@ -145,6 +149,8 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// Opens (creating) the audit file; the stand-in does this before it listens, so
+    /// the file exists, empty, as soon as the stand-in is up.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self { file: Mutex::new(file) })
@@ -159,11 +165,44 @@ impl AuditLog {
     }
 }
 
-/// Reads every record from an audit file (for tests).
+/// Reads every record from an audit file (for tests). The stand-in creates the file
+/// when it starts, so an empty file means nothing arrived; a missing file or a line that
+/// is not a record proves nothing, and panics rather than reading as "nothing arrived".
 pub fn read_records(path: &Path) -> Vec<AuditRecord> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("the stand-in's audit file {} cannot be read ({e}): nothing can be said of what arrived", path.display())
+    });
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{} line {}: not an audit record ({e}): {line:?}", path.display(), n + 1))
+        })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "cannot be read")]
+    fn a_missing_audit_file_is_not_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        read_records(&dir.path().join("never-created.jsonl"));
+    }
+
+    #[test]
+    #[should_panic(expected = "line 2: not an audit record")]
+    fn a_line_that_is_not_a_record_is_not_skipped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(read_records(&path).is_empty(), "created empty");
+        log.write(&AuditRecord::new("GET", "/version", "", &HeaderMap::new()));
+        assert_eq!(read_records(&path).len(), 1);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
+        file.write_all(b"{\"method\": \"GET\"\n").unwrap_or_else(|e| panic!("{e}"));
+        read_records(&path);
+    }
 }

@@ -4,7 +4,8 @@
 //! * requests read as kube-apiserver reads them: Go's decoded path and query, and its
 //!   RequestInfo ([`request_info`]), for the Kubernetes version it plays;
 //! * TLS, and only the gateway's bearer token authenticates ([`identity`]);
-//! * impersonation headers applied like kube-apiserver ([`identity`]);
+//! * impersonation headers applied like kube-apiserver, only as far as the caller's
+//!   `impersonate` grants go ([`identity`], [`rbac::Impersonator`]);
 //! * an RBAC table answering by the impersonated user and groups ([`rbac`]);
 //! * discovery, pods (list, get, streaming watch), `logs -f`, `auth whoami`
 //!   (SelfSubjectReview) and `auth can-i` (SelfSubjectAccessReview) ([`routes`]);
@@ -52,6 +53,11 @@ pub struct StandInConfig {
     /// RBAC rules in addition to the bootstrap discovery and self-review rules.
     #[serde(default)]
     pub rbac: Vec<rbac::Rule>,
+    /// Who may impersonate what (RBAC's `impersonate` verb). Nobody may unless listed:
+    /// an `Impersonate-*` header from a caller without the grant is a 403, as in
+    /// kube-apiserver. `auth can-i` (SelfSubjectAccessReview) answers from it too.
+    #[serde(default)]
+    pub impersonators: Vec<rbac::Impersonator>,
     /// Pods that exist at start, as `namespace/name`.
     #[serde(default)]
     pub pods: Vec<String>,
@@ -74,6 +80,7 @@ pub(crate) struct StandIn {
 pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
     let mut rules = rbac::bootstrap_rules();
     rules.extend(config.rbac.iter().cloned());
+    rules.extend(config.impersonators.iter().flat_map(rbac::Impersonator::rules));
     let cluster = cluster::Cluster::new();
     for pod in &config.pods {
         let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));

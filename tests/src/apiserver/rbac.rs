@@ -3,7 +3,7 @@
 
 use super::identity::UserInfo;
 use super::request_info::RequestInfo;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One rule: who (users or groups) may do what.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +30,54 @@ pub struct Rule {
 
 fn core_group() -> Vec<String> {
     vec![String::new()]
+}
+
+/// Who may impersonate what: RBAC's `impersonate` verb, granted to users or groups of
+/// callers, on `users`, `groups`, `serviceaccounts` (core API group), `uids` and
+/// `userextras/<key>` (`authentication.k8s.io`), or `*` for all of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Impersonator {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub resources: Vec<String>,
+}
+
+/// The API group kube-apiserver asks RBAC about for each impersonated resource.
+pub fn impersonation_group(resource: &str) -> &'static str {
+    if resource == "uids" || resource.starts_with("userextras") {
+        "authentication.k8s.io"
+    } else {
+        ""
+    }
+}
+
+impl Impersonator {
+    /// The RBAC rules this grant amounts to (one per API group it touches).
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut by_group: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for resource in &self.resources {
+            let groups: &[&str] =
+                if resource == "*" { &["", "authentication.k8s.io"] } else { &[impersonation_group(resource)] };
+            for group in groups {
+                by_group.entry(group).or_default().push(resource.clone());
+            }
+        }
+        by_group
+            .into_iter()
+            .map(|(group, resources)| Rule {
+                users: self.users.clone(),
+                groups: self.groups.clone(),
+                verbs: vec!["impersonate".into()],
+                api_groups: vec![group.to_owned()],
+                resources,
+                namespaces: vec![],
+                non_resource_urls: vec![],
+            })
+            .collect()
+    }
 }
 
 /// What every authenticated user may do in a stock cluster (the `system:discovery`,

@@ -95,9 +95,14 @@ async fn authenticated(
     read: &ReadRequest,
     record: &mut AuditRecord,
 ) -> Response {
-    let auth = match authenticate(&parts.headers, certificate, &s.config.accepted_tokens_file, &s.config.gateway_user) {
+    let (tokens, gateway) = (&s.config.accepted_tokens_file, &s.config.gateway_user);
+    let auth = match authenticate(&parts.headers, certificate, tokens, gateway, &s.rules) {
         Err(AuthError::Unauthorized) => return status(401, "Unauthorized"),
         Err(AuthError::BadImpersonation(message)) => return status(400, &message),
+        Err(AuthError::ImpersonationForbidden(message)) => {
+            record.refusal = Some(format!("impersonation: {message}"));
+            return status(403, &message);
+        }
         Ok(auth) => auth,
     };
     record.authenticated_as = Some(auth.authenticated_as);

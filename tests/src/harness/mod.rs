@@ -31,6 +31,7 @@ pub use tokens::{now as now_secs, ForgedToken, SigningKey, ISSUER_KEY};
 pub use tools::Tools;
 pub use upstream::{ClusterUpstream, Upstream, UpstreamCredential};
 
+pub use crate::apiserver::rbac::Impersonator;
 pub use crate::apiserver::request_info::KubeVersion;
 use crate::apiserver::{audit, rbac::Rule};
 use crate::envoy_config;
@@ -62,6 +63,9 @@ pub struct StackOptions {
     pub rbac: Vec<Rule>,
     /// Pods that exist at start (`namespace/name`).
     pub pods: Vec<String>,
+    /// Who may impersonate what at the stand-in (RBAC's `impersonate`). Default: the
+    /// gateway's identity gets exactly what kubegate needs ([`gateway_impersonates`]).
+    pub impersonators: Vec<Impersonator>,
     /// The Kubernetes version the stand-in plays (default 1.33): what it reports at
     /// `/version` and how it authorises (from 1.35 a websocket exec, attach or
     /// port-forward needs `create` as well as `get`).
@@ -103,6 +107,7 @@ impl Default for StackOptions {
         Self {
             rbac: vec![engineering_reads_pods()],
             pods: vec!["default/web-1".into(), "default/web-2".into()],
+            impersonators: vec![gateway_impersonates(GATEWAY_IMPERSONATES)],
             kubernetes_version: KubeVersion::default(),
             authz_timeout: "1s".into(),
             authz_mtls: false,
@@ -117,6 +122,19 @@ impl Default for StackOptions {
             policies: Vec::new(),
         }
     }
+}
+
+/// The user the gateway's service-account token authenticates as at the stand-in.
+pub const GATEWAY_USER: &str = "system:serviceaccount:kubegate:kubegate-gateway";
+
+/// What kubegate's gateway identity must be allowed to impersonate, and no more: the
+/// person, their groups, their uid and kubegate's request-id extra.
+pub const GATEWAY_IMPERSONATES: &[&str] = &["users", "groups", "uids", "userextras/kubegate.dev/request-id"];
+
+/// The gateway's identity may impersonate `resources`.
+pub fn gateway_impersonates(resources: &[&str]) -> Impersonator {
+    let resources = resources.iter().map(|r| r.to_string()).collect();
+    Impersonator { users: vec![GATEWAY_USER.into()], groups: vec![], resources }
 }
 
 /// The rule the demo uses: group `engineering` may read pods and their logs.
@@ -302,9 +320,45 @@ impl GatewayStack {
         })
     }
 
-    /// Every request the stand-in has seen so far.
+    /// Every request the stand-in has seen so far. Panics if the audit file is missing
+    /// (no stand-in in this stack) or holds a line that is not a record.
     pub fn audit(&self) -> Vec<audit::AuditRecord> {
         audit::read_records(&self.audit_file)
+    }
+
+    /// Proves "nothing reached the API server" with a control: call after the refused
+    /// requests *and* one allowed control request to `control_path`, with `before` the
+    /// number of records there were before the refused requests (0 on a fresh stack).
+    /// The control must be the one record since, served: the audit file is live (a
+    /// refused request that slipped through would have shown) and nothing else arrived.
+    pub fn assert_only_the_control_arrived(&self, before: usize, control_path: &str) {
+        let records = self.audit();
+        let since = records.get(before..).unwrap_or_default();
+        assert!(
+            since.len() == 1 && since[0].path == control_path && since[0].status < 400,
+            "expected exactly the one control request {control_path} since record {before}, and nothing else; got {}: {since:#?}",
+            since.len()
+        );
+    }
+
+    /// Asks the stand-in, as the gateway's own identity (its token, no impersonation), a
+    /// SelfSubjectAccessReview for `resource_attributes`, as `kubegate doctor` does.
+    pub async fn gateway_can_i(&self, resource_attributes: serde_json::Value) -> anyhow::Result<bool> {
+        let url = self.stand_in_url.as_ref().ok_or_else(|| anyhow::anyhow!("no stand-in in this stack"))?;
+        let review = serde_json::json!({
+            "kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+            "spec": {"resourceAttributes": resource_attributes},
+        });
+        let response = https_client(&self.ca_cert)?
+            .build()?
+            .post(format!("{url}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"))
+            .bearer_auth(self.gateway_token()?)
+            .json(&review)
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "SelfSubjectAccessReview: {}", response.status());
+        let answer: serde_json::Value = response.json().await?;
+        answer["status"]["allowed"].as_bool().ok_or_else(|| anyhow::anyhow!("no status.allowed: {answer}"))
     }
 
     /// The gateway's current service-account token, as Envoy reads it.
@@ -504,9 +558,10 @@ fn start_stand_in(
         "controlListen": format!("127.0.0.1:{control_port}"),
         "tlsCert": leaf.cert, "tlsKey": leaf.key, "clientCaFile": pki.ca_cert,
         "acceptedTokensFile": accepted_tokens_file,
-        "gatewayUser": "system:serviceaccount:kubegate:kubegate-gateway",
+        "gatewayUser": GATEWAY_USER,
         "auditFile": audit_file,
         "rbac": options.rbac.iter().map(rule_json).collect::<Vec<_>>(),
+        "impersonators": options.impersonators,
         "pods": options.pods,
         "kubernetesVersion": options.kubernetes_version,
     });
