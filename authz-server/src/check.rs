@@ -23,7 +23,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The parts of an ext_authz `CheckRequest` kubegate looks at.
 #[derive(Debug, Default)]
 pub struct GatewayRequest<'a> {
-    /// Envoy's request id (`x-request-id`), shared with the API server's audit log.
+    /// The request id: Envoy's `x-request-id` (which it generates, never the client's:
+    /// `preserve_external_request_id: false`), so kubegate's audit event, the API
+    /// server's `kubegate.dev/request-id` extra and the `X-Request-Id` it receives agree.
+    /// Envoy's stream id when the header is absent.
     pub id: &'a str,
     pub method: &'a str,
     /// The request target, query included (Envoy's `:path`).
@@ -51,7 +54,8 @@ impl<'a> GatewayRequest<'a> {
             .unwrap_or_default();
         match http {
             Some(http) => {
-                Self { id: &http.id, method: &http.method, path: &http.path, headers: Some(&http.headers), source_ip }
+                let id = http.headers.get("x-request-id").filter(|id| !id.is_empty()).unwrap_or(&http.id);
+                Self { id, method: &http.method, path: &http.path, headers: Some(&http.headers), source_ip }
             }
             None => Self::default(),
         }

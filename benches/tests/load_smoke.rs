@@ -31,6 +31,15 @@ fn the_load_benchmark_runs_and_prints_its_table() {
     );
 }
 
+/// The `:path`-rewrite variant (kubegate on a percent-encoded target, which authz-server
+/// decodes and the filter rewrites) answers 2xx beside plain kubegate.
+#[test]
+fn the_rewrite_variant_runs_beside_kubegate() {
+    let args = ["--requests", "200", "--rounds", "1", "--users", "1", "--loads", "2", "--no-check-ceiling"];
+    let stdout = run_load_bench(&[&args[..], &["--variants", "kubegate,kubegate-rewritten"]].concat());
+    assert_eq!(stdout.matches("| kubegate, `:path` rewritten |").count(), 2, "Rust generator and h2load:\n{stdout}");
+}
+
 /// The same for `--breakdown` (with `--pin`): every cut of the gateway's filter chain
 /// starts in its own Envoy and answers 2xx, and the table has a row for each.
 #[test]

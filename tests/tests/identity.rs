@@ -104,9 +104,10 @@ async fn bob_has_no_engineering_group_and_cannot_list_pods() -> anyhow::Result<(
 
 /// Attack: choosing the request id that ends up in kubegate's and the API server's
 /// audit logs (`X-Request-Id`), to make one request look like another or to collide
-/// with one. Envoy's `preserve_external_request_id: false` replaces the header, and the
-/// API server's `kubegate.dev/request-id` extra (Envoy's stream id, the one
-/// authz-server's audit event names) is never the client's.
+/// with one. Envoy's `preserve_external_request_id: false` replaces the header; the id
+/// Envoy generates is the one authz-server's audit event names, the API server's
+/// `kubegate.dev/request-id` extra carries and its `X-Request-Id` is: one id across
+/// the logs, never the client's.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_cannot_choose_the_request_id() -> anyhow::Result<()> {
     use kubegate_tests::harness::{raw_http1, GATEWAY_CLIENT_ID};
@@ -127,6 +128,7 @@ async fn a_client_cannot_choose_the_request_id() -> anyhow::Result<()> {
     assert_ne!(ids[0], chosen, "the client chose the API server's request id");
     let forwarded = records[0].x_request_id.as_deref();
     assert!(forwarded.is_some_and(|id| id != chosen && !id.is_empty()), "Envoy replaced X-Request-Id: {forwarded:?}");
+    assert_eq!(forwarded, Some(ids[0].as_str()), "the extra is the X-Request-Id the API server received");
     assert!(!ids[0].is_empty());
     let log = stack.authz.log_tail(100_000);
     let events: Vec<serde_json::Value> = log

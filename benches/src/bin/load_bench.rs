@@ -59,6 +59,9 @@ struct Args {
 }
 
 const PATH: &str = "/api/v1/namespaces/default/pods";
+/// The same request with one letter percent-encoded: authz-server decodes it and the
+/// filter rewrites `:path` to [`PATH`] (kubectl's own requests need no rewrite).
+const ENCODED_PATH: &str = "/api/v1/namespaces/def%61ult/pods";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Variant {
@@ -68,6 +71,9 @@ enum Variant {
     Kubegate,
     #[value(name = "jwt-authn")]
     JwtAuthn,
+    /// kubegate on [`ENCODED_PATH`]: what the `:path` rewrite costs (not in the default set).
+    #[value(name = "kubegate-rewritten")]
+    KubegateRewritten,
 }
 
 impl Variant {
@@ -79,6 +85,19 @@ impl Variant {
             Variant::WasmOnly => "plain + wasm filter",
             Variant::Kubegate => "kubegate",
             Variant::JwtAuthn => "jwt_authn",
+            Variant::KubegateRewritten => "kubegate, `:path` rewritten",
+        }
+    }
+
+    fn is_kubegate(self) -> bool {
+        matches!(self, Variant::Kubegate | Variant::KubegateRewritten)
+    }
+
+    fn path(self) -> &'static str {
+        if self == Variant::KubegateRewritten {
+            ENCODED_PATH
+        } else {
+            PATH
         }
     }
 }
@@ -220,7 +239,7 @@ async fn print_breakdown(
             let i = (k + round) % envoys.len();
             let (envoy, address) = &envoys[i];
             let (result, envoy_cpu, authz_cpu) =
-                h2load_with_cpu(breakdown::CUTS[i].name, envoy, address, authz_pid, token, shape).await?;
+                h2load_with_cpu(breakdown::CUTS[i].name, PATH, envoy, address, authz_pid, token, shape).await?;
             let per_request = |cpu: f64| cpu * 1e6 / requests as f64;
             results[i].push((result.requests_per_second, per_request(envoy_cpu), per_request(authz_cpu)));
         }
@@ -247,6 +266,7 @@ async fn print_breakdown(
 /// the CPU seconds the Envoy and authz-server spent on it.
 async fn h2load_with_cpu(
     name: &str,
+    path: &str,
     envoy: &ChildProcess,
     address: &str,
     authz_pid: u32,
@@ -255,7 +275,7 @@ async fn h2load_with_cpu(
 ) -> anyhow::Result<(kubegate_benches::h2load::H2loadResult, f64, f64)> {
     let pids = [envoy.pid().unwrap_or(0), authz_pid];
     let before = pids.map(process::cpu_seconds);
-    let result = kubegate_benches::h2load::run(address, PATH, token, shape).await?;
+    let result = kubegate_benches::h2load::run(address, path, token, shape).await?;
     let after = pids.map(process::cpu_seconds);
     anyhow::ensure!(
         result.succeeded_2xx == shape.requests as u64,
@@ -305,9 +325,9 @@ async fn measure(
     let (envoy, address) = front(targets, variant);
     let pids = [envoy.pid(), targets.stack.authz.pid(), targets.upstream.pid()].map(|p| p.unwrap_or(0));
     let before = pids.map(process::cpu_seconds);
-    let result = load::run(&address, &targets.stack.ca_cert, PATH, tokens, shape).await?;
+    let result = load::run(&address, &targets.stack.ca_cert, variant.path(), tokens, shape).await?;
     let after = pids.map(process::cpu_seconds);
-    let authz = if variant == Variant::Kubegate { after[1] - before[1] } else { 0.0 };
+    let authz = if variant.is_kubegate() { after[1] - before[1] } else { 0.0 };
     anyhow::ensure!(
         result.errors == 0 && result.non_2xx == 0,
         "{}: {} errors, {} non-2xx responses",
@@ -324,7 +344,7 @@ fn front(targets: &Targets, variant: Variant) -> (&ChildProcess, String) {
         Variant::Plain => (&targets.plain.0, targets.plain.1.clone()),
         Variant::JwtAuthn => (&targets.jwt.0, targets.jwt.1.clone()),
         Variant::WasmOnly => (&targets.wasm.0, targets.wasm.1.clone()),
-        Variant::Kubegate => {
+        Variant::Kubegate | Variant::KubegateRewritten => {
             (&targets.stack.envoy, targets.stack.gateway_url.trim_start_matches("https://").to_owned())
         }
     }
@@ -349,8 +369,8 @@ async fn print_h2load_table(
                 let authz_pid = targets.stack.authz.pid().unwrap_or(0);
                 let shape = LoadShape { requests, ..shape };
                 let (result, envoy_cpu, authz_cpu) =
-                    h2load_with_cpu(variant.name(), envoy, &address, authz_pid, token, shape).await?;
-                let authz = if variant == Variant::Kubegate { authz_cpu } else { 0.0 };
+                    h2load_with_cpu(variant.name(), variant.path(), envoy, &address, authz_pid, token, shape).await?;
+                let authz = if variant.is_kubegate() { authz_cpu } else { 0.0 };
                 results.entry((shape_index, variant)).or_default().push((result, envoy_cpu, authz));
             }
         }
@@ -360,8 +380,10 @@ async fn print_h2load_table(
 h2load (one thread), 1 user, {requests} requests per measurement, median of {rounds} round(s)
 "
     );
-    println!("| load | variant | req/s | vs plain | mean ms | CPU gateway Envoy | CPU authz-server |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| load | variant | req/s | req/s, all rounds | vs plain | mean ms | CPU gateway Envoy | CPU authz-server |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for &(shape_index, shape_name, _) in &selection.shapes {
         let rps = |variant| {
             results.get(&(shape_index, variant)).map(|ms| median(ms.iter().map(|m| m.0.requests_per_second).collect()))
@@ -373,13 +395,16 @@ h2load (one thread), 1 user, {requests} requests per measurement, median of {rou
                 median(ms.iter().map(|m| f(m) * 10_000.0 / requests as f64).collect())
             };
             let variant_rps = rps(variant).unwrap_or(0.0);
+            // Every round's figure, so a difference can be read against the spread.
+            let rounds: Vec<String> = ms.iter().map(|m| format!("{:.0}", m.0.requests_per_second)).collect();
             println!(
-                "| {shape_name} | {} | {variant_rps:.0} | {} | {:.2} | {:.2} | {} |",
+                "| {shape_name} | {} | {variant_rps:.0} | {} | {} | {:.2} | {:.2} | {} |",
                 variant.name(),
+                rounds.join(", "),
                 ratio_to(plain, variant_rps),
                 median(ms.iter().map(|m| m.0.mean.as_secs_f64() * 1000.0).collect()),
                 per_10k(&|m| m.1),
-                if variant == Variant::Kubegate { format!("{:.2}", per_10k(&|m| m.2)) } else { "-".into() },
+                if variant.is_kubegate() { format!("{:.2}", per_10k(&|m| m.2)) } else { "-".into() },
             );
         }
     }
@@ -598,7 +623,7 @@ fn print_table(
                     ms_at(90.0),
                     ms_at(99.0),
                     per_10k(&|m| m.cpu.0),
-                    if variant == Variant::Kubegate { format!("{:.2}", per_10k(&|m| m.cpu.1)) } else { "-".into() },
+                    if variant.is_kubegate() { format!("{:.2}", per_10k(&|m| m.cpu.1)) } else { "-".into() },
                     per_10k(&|m| m.cpu.2),
                 );
             }
