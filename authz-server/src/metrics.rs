@@ -84,6 +84,14 @@ impl Metrics {
         );
         let cached = [(String::new(), validator.cached_tokens() as u64)];
         family(&mut out, "kubegate_verified_tokens_cached", "gauge", "Verified tokens remembered.", cached);
+        let verifications = [(String::new(), validator.signature_verifications())];
+        family(
+            &mut out,
+            "kubegate_token_signature_verifications_total",
+            "counter",
+            "Token signatures verified (a token served from the verified-token cache is not counted).",
+            verifications,
+        );
         out
     }
 }
@@ -111,5 +119,20 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, val
     );
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "metrics listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_verifications_are_exposed() {
+        let issuer = serde_yaml::from_str("url: https://idp.example.com\naudiences: [kubegate]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let validator = TokenValidator::new(&[issuer], 10).unwrap_or_else(|e| panic!("{e}"));
+        let out = Metrics::default().render(&validator);
+        assert!(out.contains("# TYPE kubegate_token_signature_verifications_total counter\n"), "{out}");
+        assert!(out.contains("\nkubegate_token_signature_verifications_total 0\n"), "{out}");
     }
 }

@@ -299,4 +299,47 @@ mod tests {
         let imp = r.impersonation(&alice(), &all, "r1").unwrap_or_else(|| panic!("impersonates"));
         assert_eq!(imp.groups, ["engineering", "platform-team", "viewers"]);
     }
+
+    /// Attack: a policy (a typo, or one written by a team that owns only its own roles)
+    /// adds `system:masters`, or a name an HTTP hop would trim into a `system:` one: such
+    /// levels are dropped, the others kept.
+    #[test]
+    fn policy_added_system_levels_are_dropped() {
+        let (r, _) = resolver("");
+        let permit = |level: &str| {
+            format!("@k8s_impersonate_groups(\"{level}\")\npermit (principal in k8s::Role::\"Platform Team\", action == k8s::Action::\"fetchPrivileges\", resource);\n")
+        };
+        let sources = ["system:masters", " system:masters", "system:nodes\t", "viewers"]
+            .iter()
+            .enumerate()
+            .map(|(i, level)| (format!("p{i}.cedar"), permit(level)))
+            .collect::<Vec<_>>();
+        let p = PolicyEngine::from_sources(&sources, "kubernetes").unwrap_or_else(|e| panic!("{e}"));
+        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+        assert_eq!(privileges.levels, ["engineering", "viewers"].map(String::from).into());
+    }
+
+    /// Attack: `--as-uid` / `Impersonate-Extra-*` alongside a narrowing: kubegate sets
+    /// the uid and extras itself, so a narrowing that names either is refused.
+    #[test]
+    fn a_narrowing_with_a_uid_or_an_extra_is_refused() {
+        let (r, p) = resolver("");
+        let principal = r.principal(&alice());
+        let with = |uids: &[&str], extra: &[&str]| {
+            Narrowing::new(RequestedImpersonation {
+                users: vec!["alice@example.com".into()],
+                uids: uids.iter().map(|u| u.to_string()).collect(),
+                extra_headers: extra.iter().map(|e| e.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        for narrowing in [with(&["someone-else"], &[]), with(&[], &["impersonate-extra-scopes"])] {
+            let refused = r.resolve(&principal, &p, &meta(), Some(&narrowing));
+            assert!(
+                matches!(&refused, Err(Refused::NotANarrowing(m)) if m.contains("--as-uid and --as-user-extra are not accepted")),
+                "{refused:?}"
+            );
+        }
+        assert!(r.resolve(&principal, &p, &meta(), Some(&with(&[], &[]))).is_ok(), "the control");
+    }
 }

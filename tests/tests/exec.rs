@@ -35,6 +35,38 @@ fn digest(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// After a kubectl run that began with `before` audit records: it made at least one
+/// stream request, and every one since was upgraded (101) over `transport`. kubectl
+/// retries a failed websocket upgrade over SPDY, so a websocket row whose upgrade broke
+/// would otherwise still pass, over SPDY.
+fn ensure_streamed_over(
+    stack: &GatewayStack,
+    before: usize,
+    transport: StreamTransport,
+    what: &str,
+) -> anyhow::Result<()> {
+    let prefix = match transport {
+        StreamTransport::WebSocket => "websocket ",
+        StreamTransport::Spdy => "SPDY/3.1 ",
+    };
+    let records = stack.audit();
+    let streams: Vec<_> = records
+        .get(before..)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| ["/exec", "/attach", "/portforward"].iter().any(|s| r.path.ends_with(s)))
+        .map(|r| (r.method.clone(), r.status, r.upgrade.clone()))
+        .collect();
+    anyhow::ensure!(
+        !streams.is_empty()
+            && streams.iter().all(|(_, status, upgrade)| {
+                *status == 101 && upgrade.as_deref().is_some_and(|u| u.starts_with(prefix))
+            }),
+        "{what}: expected only {transport:?} upgrades, the stand-in recorded {streams:?}"
+    );
+    Ok(())
+}
+
 /// `kubectl exec -i POD -- cat` with `input`: what came back.
 async fn exec_cat(
     stack: &GatewayStack,
@@ -43,6 +75,7 @@ async fn exec_cat(
     transport: StreamTransport,
     input: Vec<u8>,
 ) -> anyhow::Result<Vec<u8>> {
+    let before = stack.audit().len();
     let out = stack
         .kubectl_run(kubeconfig, &["exec", "-i", "web-1", "--", "cat"])
         .kubectl(kubectl)
@@ -52,6 +85,7 @@ async fn exec_cat(
         .output()
         .await?;
     anyhow::ensure!(out.success, "{transport:?} {}: {}", kubectl.display(), out.stderr);
+    ensure_streamed_over(stack, before, transport, &format!("exec with {}", kubectl.display()))?;
     Ok(out.stdout)
 }
 
@@ -101,6 +135,7 @@ async fn port_forward_echoes(
     transport: StreamTransport,
     connections: usize,
 ) -> anyhow::Result<()> {
+    let before = stack.audit().len();
     let (mut child, port) = start_port_forward(stack, kubeconfig, kubectl, transport, 8080).await?;
     let sends: Vec<Vec<u8>> = (0..connections).map(|i| random_bytes(100_000 + i * 7_919)).collect();
     let echoes = futures_util::future::join_all(sends.iter().cloned().map(|p| echo_through(port, p))).await;
@@ -114,7 +149,7 @@ async fn port_forward_echoes(
             sent.len()
         );
     }
-    Ok(())
+    ensure_streamed_over(stack, before, transport, &format!("port-forward with {}", kubectl.display()))
 }
 
 /// `kubectl cp` into the pod and back out; returns what came back.
@@ -133,6 +168,7 @@ async fn cp_round_trip(
     for (from, to) in
         [(local.to_string_lossy().into_owned(), remote.clone()), (remote, back.to_string_lossy().into_owned())]
     {
+        let before = stack.audit().len();
         let out = stack
             .kubectl_run(kubeconfig, &["cp", &from, &to])
             .kubectl(kubectl)
@@ -141,6 +177,7 @@ async fn cp_round_trip(
             .output()
             .await?;
         anyhow::ensure!(out.success, "{transport:?} cp {from} {to}: {}", out.stderr);
+        ensure_streamed_over(stack, before, transport, &format!("cp {from} {to} with {}", kubectl.display()))?;
     }
     Ok(std::fs::read(&back)?)
 }
@@ -154,14 +191,18 @@ async fn exec_runs_as_the_user_and_reports_exit_codes_over_both_transports() -> 
         let echoed = exec_cat(&stack, &kubeconfig, &kubectl, transport, b"hello through kubegate\n".to_vec()).await?;
         assert_eq!(echoed, b"hello through kubegate\n", "{transport:?}");
 
+        let before = stack.audit().len();
         let who =
             stack.kubectl_run(&kubeconfig, &["exec", "web-1", "--", "whoami"]).transport(transport).output().await?;
         let who = String::from_utf8_lossy(&who.stdout);
         assert!(who.contains("user=alice@example.com") && who.contains("engineering"), "{transport:?}: {who}");
+        ensure_streamed_over(&stack, before, transport, "exec whoami")?;
 
+        let before = stack.audit().len();
         let failed =
             stack.kubectl_run(&kubeconfig, &["exec", "web-1", "--", "exit", "3"]).transport(transport).output().await?;
         assert!(!failed.success && failed.stderr.contains("exit code 3"), "{transport:?}: {failed:?}");
+        ensure_streamed_over(&stack, before, transport, "exec exit 3")?;
     }
     let upgrades: Vec<_> = stack.audit().into_iter().filter_map(|r| r.upgrade).collect();
     assert_eq!(upgrades.iter().filter(|u| u.starts_with("websocket v5.channel.k8s.io")).count(), 3, "{upgrades:?}");
@@ -269,6 +310,7 @@ async fn exec_with_a_terminal_sends_its_size_and_attach_reads_stdin() -> anyhow:
     for transport in BOTH {
         // A pseudo-terminal from script(1), sized 45x123, so kubectl -t has a real TTY.
         let websockets = if transport == StreamTransport::WebSocket { "true" } else { "false" };
+        let before = stack.audit().len();
         let inner = format!(
             "stty rows 45 cols 123; KUBECTL_REMOTE_COMMAND_WEBSOCKETS={websockets} {} --kubeconfig {} exec -it web-1 -- stty size",
             stack.tools.kubectl.display(),
@@ -284,6 +326,8 @@ async fn exec_with_a_terminal_sends_its_size_and_attach_reads_stdin() -> anyhow:
         .await??;
         let printed = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && printed.contains("45 123"), "{transport:?}: {printed} {out:?}");
+        ensure_streamed_over(&stack, before, transport, "exec -it")?;
+        let before = stack.audit().len();
 
         let attached = stack
             .kubectl_run(&kubeconfig, &["attach", "-i", "web-1"])
@@ -293,6 +337,7 @@ async fn exec_with_a_terminal_sends_its_size_and_attach_reads_stdin() -> anyhow:
             .await?;
         assert!(attached.success, "{transport:?}: {attached:?}");
         assert_eq!(String::from_utf8_lossy(&attached.stdout), "typed into the main process\n", "{transport:?}");
+        ensure_streamed_over(&stack, before, transport, "attach")?;
     }
     assert!(stack.audit().iter().any(|r| r.path.ends_with("/attach") && r.status == 101));
     Ok(())

@@ -1,7 +1,9 @@
 //! Cedar policy and privilege levels through the gateway, with real kubectl.
 
 use kubegate_tests::apiserver::rbac::Rule;
-use kubegate_tests::harness::{engineering_reads_pods, GatewayStack, StackOptions, ALICE, BOB};
+use kubegate_tests::harness::{
+    engineering_reads_pods, http2_get, GatewayStack, StackOptions, ALICE, BOB, GATEWAY_CLIENT_ID,
+};
 
 fn with_policies(policies: &[(&str, &str)]) -> StackOptions {
     let policies = policies.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
@@ -87,6 +89,9 @@ async fn a_per_request_forbid_refuses_with_its_message() -> anyhow::Result<()> {
         !delete.success && delete.stderr.contains("deleting in kube-system is not allowed through kubegate"),
         "{delete:?}"
     );
+    // The guardrail's other branch: a DELETE of the whole collection is `deletecollection`.
+    let all = stack.kubectl(&alice, &["delete", "--raw", "/api/v1/namespaces/kube-system/pods"]).await?;
+    assert!(!all.success && all.stderr.contains("deleting in kube-system is not allowed through kubegate"), "{all:?}");
     // A websocket exec arrives as GET: still `create`, still refused.
     let exec = stack.kubectl(&alice, &["get", "--raw", "/api/v1/namespaces/payments/pods/api/exec?command=sh"]).await?;
     assert!(!exec.success && exec.stderr.contains("exec into payments needs the oncall privilege level"), "{exec:?}");
@@ -94,7 +99,7 @@ async fn a_per_request_forbid_refuses_with_its_message() -> anyhow::Result<()> {
     assert!(control.success, "{control:?}");
     stack.assert_only_the_control_arrived(0, "/api/v1/namespaces/default/pods");
     let metrics = stack.authz_metrics().await?;
-    assert!(metrics.contains("reason=\"policy_forbidden\"} 2"), "{metrics}");
+    assert!(metrics.contains("reason=\"policy_forbidden\"} 3"), "{metrics}");
     Ok(())
 }
 
@@ -132,6 +137,25 @@ permit (principal in k8s::Role::"engineering", action == k8s::Action::"fetchPriv
     let someone_else =
         stack.kubectl(&alice, &["--as", BOB.email, "get", "--raw", "/api/v1/namespaces/default/pods"]).await?;
     assert!(!someone_else.success && someone_else.stderr.contains("may only name yourself"), "{someone_else:?}");
+    // Narrowing names levels only: a uid or an extra would be passed on to the API server.
+    // (kubectl has `--as-uid`; `as-user-extra` exists only in a kubeconfig, so raw headers.)
+    let before = stack.audit().len();
+    let pods = "/api/v1/namespaces/default/pods";
+    let uid = stack.kubectl(&alice, &["--as", ALICE.email, "--as-uid", "someone-else", "get", "--raw", pods]).await?;
+    assert!(!uid.success && uid.stderr.contains("--as-uid and --as-user-extra are not accepted"), "{uid:?}");
+    let bearer = format!("Bearer {}", stack.id_token(&ALICE, GATEWAY_CLIENT_ID).await?);
+    let extra = http2_get(
+        &stack.gateway_url,
+        &stack.ca_cert,
+        pods,
+        &[("authorization", &bearer), ("impersonate-user", ALICE.email), ("impersonate-extra-scopes", "admin")],
+    )
+    .await?;
+    assert_eq!(extra.status, 403, "{extra:?}");
+    let message = extra.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("--as-uid and --as-user-extra are not accepted"), "{extra:?}");
+    assert!(stack.kubectl(&alice, &["get", "--raw", pods]).await?.success, "the control");
+    stack.assert_only_the_control_arrived(before, "/api/v1/namespaces/default/pods");
     Ok(())
 }
 
@@ -169,5 +193,36 @@ async fn leased_identity_modes() -> anyhow::Result<()> {
     let seen = stack.audit().pop().expect("audited");
     assert!(seen.impersonation_headers.is_empty(), "no impersonation at all: {seen:?}");
     assert!(stack.authz.log_tail(20).contains("alice@example.com"), "kubegate's audit still names the person");
+    Ok(())
+}
+
+const OFFICE_ONLY: &str = r#"
+@error("listing pods needs the office network")
+forbid (principal, action == k8s::Action::"list", resource)
+unless { context.sourceIp.isInRange(ip("203.0.113.0/24")) };
+"#;
+
+/// Attack: a policy on `context.sourceIp` met by a client that claims the allowed
+/// address in `X-Forwarded-For` (or `X-Real-Ip`, `Forwarded`): kubegate sees the
+/// connection's address. The same headers on a request the policy does not cover go
+/// through (the control), so the refusal is the address's.
+#[tokio::test(flavor = "multi_thread")]
+async fn source_ip_is_the_connections_not_x_forwarded_for() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(with_policies(&[("office.cedar", OFFICE_ONLY)])).await?;
+    stack.login(&ALICE).await?;
+    let bearer = format!("Bearer {}", stack.id_token(&ALICE, GATEWAY_CLIENT_ID).await?);
+    let claims = [
+        ("authorization", bearer.as_str()),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-real-ip", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+    ];
+    let list = http2_get(&stack.gateway_url, &stack.ca_cert, "/api/v1/namespaces/default/pods", &claims).await?;
+    assert_eq!(list.status, 403, "{list:?}");
+    assert!(list.json()["message"].as_str().unwrap_or_default().contains("needs the office network"), "{list:?}");
+    let control = "/api/v1/namespaces/default/pods/web-1";
+    let get = http2_get(&stack.gateway_url, &stack.ca_cert, control, &claims).await?;
+    assert_eq!(get.status, 200, "{get:?}");
+    stack.assert_only_the_control_arrived(0, control);
     Ok(())
 }

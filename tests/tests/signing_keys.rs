@@ -9,6 +9,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
@@ -19,6 +20,14 @@ async fn status_of(stack: &GatewayStack, token: &str) -> anyhow::Result<u16> {
 
 async fn jwks_requests(stack: &GatewayStack) -> anyhow::Result<u64> {
     Ok(stack.provider_request_counts().await?.get("/jwks").copied().unwrap_or(0))
+}
+
+/// The status authz-server's `grpc.health.v1.Health` reports for `service`.
+async fn health(port: u16, service: &str) -> anyhow::Result<i32> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
+    let request = HealthCheckRequest { service: service.to_owned() };
+    Ok(HealthClient::new(channel).check(request).await?.into_inner().status)
 }
 
 fn metric(metrics: &str, prefix: &str) -> u64 {
@@ -72,6 +81,11 @@ async fn cached_keys_keep_serving_while_the_idp_is_down() -> anyhow::Result<()> 
     assert!(metrics.contains("result=\"failure\"} 1"), "{metrics}");
     assert!(stack.authz.log_tail(20).contains("refetching signing keys for an unknown kid failed"));
     assert_eq!(status_of(&stack, &alice).await?, 200, "still serving");
+    // Readiness too: a gateway taken out of rotation for an IdP outage would refuse the
+    // tokens it can still verify. (The readiness loop runs every 200 ms.)
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(health(stack.authz_port, "").await?, ServingStatus::Serving as i32);
+    assert_eq!(health(stack.authz_port, "envoy.service.auth.v3.Authorization").await?, ServingStatus::Serving as i32);
     Ok(())
 }
 
@@ -102,7 +116,7 @@ async fn keys_older_than_the_staleness_bound_are_not_trusted() -> anyhow::Result
 /// Readiness fails only while no keys were ever loaded.
 #[tokio::test(flavor = "multi_thread")]
 async fn authz_server_is_not_ready_until_it_has_keys() -> anyhow::Result<()> {
-    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let stack = GatewayStack::start(StackOptions::default()).await?;
     // A second authz-server whose issuer is a closed port.
     let (port, dead) = (kubegate_tests::harness::free_port()?, kubegate_tests::harness::free_port()?);

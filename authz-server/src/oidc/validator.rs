@@ -10,6 +10,7 @@ use base64::Engine;
 use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +29,8 @@ struct TrustedIssuer {
 pub struct TokenValidator {
     issuers: Vec<TrustedIssuer>,
     verified: VerifiedTokenCache,
+    /// Signatures checked (every token not served from `verified`).
+    signature_verifications: AtomicU64,
 }
 
 /// The JOSE header fields kubegate reads. `jku`, `x5u`, `jwk` and `x5c` are never
@@ -59,7 +62,11 @@ impl TokenValidator {
                 })
             })
             .collect::<Result<_, JwksError>>()?;
-        Ok(Self { issuers: trusted, verified: VerifiedTokenCache::new(cache_size) })
+        Ok(Self {
+            issuers: trusted,
+            verified: VerifiedTokenCache::new(cache_size),
+            signature_verifications: AtomicU64::new(0),
+        })
     }
 
     /// Starts background key refresh for every issuer.
@@ -85,6 +92,12 @@ impl TokenValidator {
         self.verified.count()
     }
 
+    /// How many signatures were verified (a token served from the verified-token
+    /// cache is not verified again).
+    pub fn signature_verifications(&self) -> u64 {
+        self.signature_verifications.load(Ordering::Relaxed)
+    }
+
     /// Verifies `token` and returns the identity it names.
     pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
         if token.is_empty() {
@@ -102,6 +115,7 @@ impl TokenValidator {
         let generation = issuer.keys.generation();
         let key = issuer.keys.key(header.kid.as_deref()).await?;
         let alg = parse_algorithm(&header.alg).map_err(|_| TokenError::Malformed)?;
+        self.signature_verifications.fetch_add(1, Ordering::Relaxed);
         let claims = decode::<Map<String, Value>>(token, &key, &validation(alg, &issuer.config))
             .map_err(|e| token_error(e.kind()))?
             .claims;

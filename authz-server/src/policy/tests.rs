@@ -172,3 +172,28 @@ fn the_documented_policy_examples_validate() {
         }
     }
 }
+
+/// Cedar skips a policy whose evaluation fails (here an overflow) and decides from the
+/// rest: a forbid that errors must refuse, not let the request through.
+#[test]
+fn a_forbid_that_fails_to_evaluate_refuses() {
+    let e = engine(
+        r#"
+@error("the change freeze is on")
+forbid (principal, action in k8s::Action::"request", resource) when { context.time * 10000000000 > 0 };
+"#,
+    );
+    let info = parse("GET", "/api/v1/namespaces/default/pods", "").unwrap_or_else(|e| panic!("{e}"));
+    let verdict = e.authorize_request(&alice(&[]), &info, &levels(&[]), &meta());
+    assert!(
+        matches!(&verdict, Verdict::Deny { message, .. } if message.contains("could not be evaluated")),
+        "{verdict:?}"
+    );
+    // The control: without the overflow the same forbid evaluates (and allows before the freeze).
+    let e = engine(
+        r#"
+forbid (principal, action in k8s::Action::"request", resource) when { context.time * 1 > 2000000000 };
+"#,
+    );
+    assert_eq!(e.authorize_request(&alice(&[]), &info, &levels(&[]), &meta()), Verdict::Allow);
+}
