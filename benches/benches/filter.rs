@@ -2,28 +2,10 @@
 //! code; its overhead in Envoy is measured by the load benchmark).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use kubegate_benches::header_lines::HeaderLines as Lines;
 use kubegate_decision::{Decision, Impersonation, REQUEST_ID_EXTRA};
-use kubegate_wasm_filter::headers::{inject_stage, strip_stage, HeaderMap};
+use kubegate_wasm_filter::headers::{inject_stage, strip_stage};
 use std::collections::BTreeMap;
-
-#[derive(Clone)]
-struct Lines(Vec<(String, String)>);
-
-impl HeaderMap for Lines {
-    fn lines(&self) -> Vec<(String, String)> {
-        self.0.clone()
-    }
-    fn remove_all(&mut self, name: &str) {
-        self.0.retain(|(n, _)| n != name);
-    }
-    fn add(&mut self, name: &str, value: &str) {
-        self.0.push((name.to_owned(), value.to_owned()));
-    }
-    fn set(&mut self, name: &str, value: &str) {
-        self.remove_all(name);
-        self.add(name, value);
-    }
-}
 
 /// The headers `kubectl get pods` sends, plus Envoy's own.
 fn kubectl_request() -> Lines {

@@ -5,6 +5,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use kubegate_authz_server::request_info::KubeRequest;
+use kubegate_benches::header_lines::HeaderLines as Lines;
 use kubegate_wasm_filter::headers::HeaderMap;
 
 const TARGETS: [(&str, &str); 3] = [
@@ -15,25 +16,6 @@ const TARGETS: [(&str, &str); 3] = [
     ),
     ("encoded namespace", "/api/v1/namespaces/kube%2Dsystem/configmaps/victim"),
 ];
-
-#[derive(Clone)]
-struct Lines(Vec<(String, String)>);
-
-impl HeaderMap for Lines {
-    fn lines(&self) -> Vec<(String, String)> {
-        self.0.clone()
-    }
-    fn remove_all(&mut self, name: &str) {
-        self.0.retain(|(n, _)| n != name);
-    }
-    fn add(&mut self, name: &str, value: &str) {
-        self.0.push((name.to_owned(), value.to_owned()));
-    }
-    fn set(&mut self, name: &str, value: &str) {
-        self.remove_all(name);
-        self.add(name, value);
-    }
-}
 
 fn request_target(c: &mut Criterion) {
     for (label, raw) in TARGETS {

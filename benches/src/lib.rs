@@ -4,10 +4,12 @@
 //! h2load for the single-user rows, [`grpc_load`] calls
 //! authz-server's `Check` directly, [`process`] reads a
 //! process's CPU time and peak memory and pins it to a CPU, [`breakdown`] cuts the
-//! gateway's filter chain apart to show what each filter costs Envoy.
+//! gateway's filter chain apart to show what each filter costs Envoy; [`header_lines`] is
+//! the header list the filter's criterion benchmarks run on.
 
 pub mod breakdown;
 pub mod grpc_load;
 pub mod h2load;
+pub mod header_lines;
 pub mod load;
 pub mod process;
