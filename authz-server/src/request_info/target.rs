@@ -68,7 +68,7 @@ impl RequestTarget {
         }
         let (raw_path, raw_query) = raw.split_once('?').unwrap_or((raw, ""));
         let Some(rest) = raw_path.strip_prefix('/') else { return Err(TargetError::NotAbsolute) };
-        let path = path_unescape(raw_path)?;
+        let (path, segments) = decode_path(raw_path, rest)?;
         if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
             return Err(TargetError::ControlCharacter);
         }
@@ -81,7 +81,6 @@ impl RequestTarget {
         if path.contains("//") {
             return Err(TargetError::EmptySegment);
         }
-        let segments = split_segments(rest)?;
         Ok(Self { segments, path, query: Query::parse(raw_query)? })
     }
 
@@ -97,23 +96,36 @@ impl RequestTarget {
     }
 }
 
-/// The raw path after its leading `/`, split and each segment decoded. A single
-/// trailing `/` is allowed (Go's `splitPath` trims it); any other empty segment is not.
-fn split_segments(rest: &str) -> Result<Vec<String>, TargetError> {
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() {
-        return Ok(Vec::new());
+/// Go's `url.PathUnescape` of the whole path, and in the same pass its raw segments
+/// (between raw `/`s, after the leading one and a single trailing one) decoded. Empty and
+/// dot segments are left to the caller's checks on the decoded path, which also see the
+/// ones a `%2F` makes.
+fn decode_path(raw_path: &str, rest: &str) -> Result<(String, Vec<String>), TargetError> {
+    let body = rest.strip_suffix('/').unwrap_or(rest);
+    let mut bytes = Vec::with_capacity(raw_path.len());
+    bytes.push(b'/');
+    let mut bounds = Vec::new();
+    // Byte offset in `raw_path` of the segment being decoded, for the refusal message.
+    let mut offset = 1;
+    for (i, raw) in body.split('/').enumerate().filter(|_| !body.is_empty()) {
+        if i > 0 {
+            bytes.push(b'/');
+        }
+        let start = bytes.len();
+        let decoded = unescape(raw, false).map_err(|at| {
+            TargetError::InvalidEscape(raw_path.get(offset + at..).unwrap_or_default().chars().take(3).collect())
+        })?;
+        bytes.extend(decoded);
+        bounds.push((start, bytes.len()));
+        offset += raw.len() + 1;
     }
-    rest.split('/')
-        .map(|raw| {
-            let segment = path_unescape(raw)?;
-            match segment.as_str() {
-                "" => Err(TargetError::EmptySegment),
-                "." | ".." => Err(TargetError::DotSegment),
-                _ => Ok(segment),
-            }
-        })
-        .collect()
+    if body.len() < rest.len() {
+        bytes.push(b'/');
+    }
+    let path = utf8(bytes)?;
+    // Each bound sits at a `/` or an end of a UTF-8 string: a character boundary.
+    let segments = bounds.iter().map(|&(from, to)| path.get(from..to).unwrap_or_default().to_owned()).collect();
+    Ok((path, segments))
 }
 
 /// A query: the pairs Go's `url.ParseQuery` keeps, decoded, in order.
@@ -183,12 +195,6 @@ impl Query {
 
 fn utf8(bytes: Vec<u8>) -> Result<String, TargetError> {
     String::from_utf8(bytes).map_err(|_| TargetError::NotUtf8)
-}
-
-/// Go's `url.PathUnescape`: `%XX` decoded, `+` kept, an invalid escape refused.
-fn path_unescape(raw: &str) -> Result<String, TargetError> {
-    let decoded = unescape(raw, false).map_err(|at| TargetError::InvalidEscape(raw[at..].chars().take(3).collect()))?;
-    utf8(decoded)
 }
 
 /// Go's `url.QueryUnescape`: also `+` as a space; `None` for an invalid escape.
