@@ -70,7 +70,12 @@ pub(super) fn policy_set(
         let (file_index, start) = texts.get(error.policy_id()).copied().unwrap_or_default();
         let (file, text) = files.get(file_index).copied().unwrap_or_default();
         let (line, column) = line_column(text, start + first_offset(error).unwrap_or(0));
-        return Err(PolicyError::Invalid { file: file.to_owned(), line, column, reason: reason(error) });
+        // Cedar names the policy by the internal id; the author knows it by `@id` and line.
+        let reason = match origins.get(error.policy_id()) {
+            Some(label) => reason(error).replace(&format!("`{}`", error.policy_id()), &format!("`{label}`")),
+            None => reason(error),
+        };
+        return Err(PolicyError::Invalid { file: file.to_owned(), line, column, reason });
     }
     Ok((set, origins))
 }

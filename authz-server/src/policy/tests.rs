@@ -132,6 +132,17 @@ fn a_policy_that_does_not_match_the_schema_names_file_line_and_reason() {
     assert!(reason.contains("colour"), "{reason}");
 }
 
+/// A refusal names the policy as its author does (`@id`, file and line), never by the
+/// internal `file#index` the policy set uses.
+#[test]
+fn a_refused_policy_is_named_by_its_id_and_line() {
+    let text = "permit (principal, action, resource);\n@id(\"colour-rule\")\npermit (principal, action == k8s::Action::\"get\", resource)\nwhen { resource.colour == \"red\" };\n";
+    let err = PolicyEngine::from_sources(&[("team.cedar".into(), text.into())], "prod");
+    let Err(PolicyError::Invalid { reason, .. }) = err else { panic!("{err:?}") };
+    assert!(!reason.contains("team.cedar#"), "{reason}");
+    assert!(reason.contains("colour-rule"), "{reason}");
+}
+
 #[test]
 fn an_unknown_action_is_refused() {
     let err = PolicyEngine::from_sources(
