@@ -3,7 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kubegate_authz_server::config::Config;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// kubegate's Envoy ext_authz service. Without a subcommand it serves.
 #[derive(Debug, Parser)]
@@ -32,7 +33,7 @@ enum Command {
 enum PolicyCommand {
     /// Show what kubegate would decide for a user and a request, and why: the request's
     /// attributes, the user's roles and privilege levels, and the deciding policies.
-    /// Exits 0 when allowed, 1 when denied.
+    /// Exits 0 when allowed, 1 when denied, 2 when the configuration or policy is broken.
     Check {
         /// The Kubernetes user name (as the token would give it).
         #[arg(long)]
@@ -49,26 +50,51 @@ enum PolicyCommand {
     },
 }
 
+/// Exit codes: 0 served (or allowed), 1 denied or failed to serve, 2 a `policy check`
+/// that could not be answered (bad configuration or policy): a script reading 1 as
+/// "denied" must not mistake a broken policy for a deny.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let config_path = args.config.context("--config (or KUBEGATE_AUTHZ_CONFIG) is required")?;
-    match args.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            init_logging(&args.log_format);
-            let config = Config::load(&config_path).context("refusing to start")?;
-            kubegate_authz_server::server::serve(config, Some(config_path), shutdown_signal()).await?;
-        }
+    let Some(config_path) = args.config.clone() else {
+        eprintln!("kubegate-authz-server: --config (or KUBEGATE_AUTHZ_CONFIG) is required");
+        return ExitCode::from(2);
+    };
+    let outcome = match args.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&args.log_format, config_path).await.map(|()| ExitCode::SUCCESS),
         Command::Policy(PolicyCommand::Check { user, groups, request, source_ip }) => {
-            let config = Config::load(&config_path)?;
-            let explanation = kubegate_authz_server::explain::explain(&config, &user, &groups, &request, &source_ip)?;
-            print!("{}", explanation.report);
-            if !explanation.allowed {
-                std::process::exit(1);
-            }
+            check(&config_path, &user, &groups, &request, &source_ip).map_err(|e| (e, ExitCode::from(2)))
         }
-    }
-    Ok(())
+    };
+    // Errors are printed as a chain of causes, never as a backtrace: they are the
+    // operator's input, not a defect.
+    outcome.unwrap_or_else(|(error, code)| {
+        eprintln!("kubegate-authz-server: {error:#}");
+        code
+    })
+}
+
+async fn serve(log_format: &str, config_path: PathBuf) -> Result<(), (anyhow::Error, ExitCode)> {
+    init_logging(log_format);
+    let failed = |e: anyhow::Error| (e, ExitCode::FAILURE);
+    let config = Config::load(&config_path).context("refusing to start").map_err(failed)?;
+    kubegate_authz_server::server::serve(config, Some(config_path), shutdown_signal())
+        .await
+        .map_err(|e| failed(e.into()))
+}
+
+/// `policy check`: the report on stdout; 0 when allowed, 1 when denied.
+fn check(
+    config_path: &Path,
+    user: &str,
+    groups: &[String],
+    request: &str,
+    source_ip: &str,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let explanation = kubegate_authz_server::explain::explain(&config, user, groups, request, source_ip)?;
+    print!("{}", explanation.report);
+    Ok(if explanation.allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn init_logging(format: &str) {
