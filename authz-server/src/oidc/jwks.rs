@@ -29,7 +29,7 @@ pub enum JwksError {
     #[error("issuer {issuer}: CA file {path}: {reason}")]
     CaFile { issuer: String, path: String, reason: String },
     /// The discovery document or JWKS could not be fetched.
-    #[error("issuer {issuer}: fetching {url}: {source}")]
+    #[error("issuer {issuer}: fetching {url}: {}", causes(source))]
     Fetch { issuer: String, url: String, source: reqwest::Error },
     /// The discovery document names a different issuer (OpenID Connect Discovery §4.3).
     #[error("issuer {issuer}: discovery document names issuer {found}")]
@@ -77,6 +77,22 @@ struct Discovery {
 #[derive(Deserialize)]
 struct RawJwks {
     keys: Vec<serde_json::Value>,
+}
+
+/// An error with its causes (`error sending request ...: invalid peer certificate:
+/// UnknownIssuer`): reqwest's own message never says *why* a TLS handshake failed, and
+/// that is what an operator needs to fix it.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let line = inner.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// Fetch outcomes, for metrics.
@@ -381,6 +397,34 @@ mod tests {
         assert!(set.lookup(Some("enc")).is_none());
         // A token without a kid may use the only key there is.
         assert!(set.lookup(None).is_some());
+    }
+
+    /// An issuer behind a certificate kubegate does not trust: the error says so, not
+    /// just "error sending request".
+    #[tokio::test]
+    async fn a_tls_failure_names_its_cause() {
+        let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap_or_else(|e| panic!("{e}"));
+        let (cert, key) = (key.cert.der().clone(), key.signing_key.serialize_der());
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| {
+                b.with_no_client_auth().with_single_cert(vec![cert], key.try_into().unwrap_or_else(|e| panic!("{e}")))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = acceptor.accept(stream).await;
+            }
+        });
+        let issuer: IssuerConfig =
+            serde_yaml::from_str(&format!("url: https://127.0.0.1:{port}\naudiences: [kubegate]\n"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let cache = JwksCache::new(&issuer).unwrap_or_else(|e| panic!("{e}"));
+        let error = cache.refresh().await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("invalid peer certificate"), "{error}");
     }
 
     #[test]
