@@ -95,6 +95,10 @@ struct WhoamiArgs {
     /// The kubeconfig context (default: the current one).
     #[arg(long)]
     context: Option<String>,
+    /// Ask as this privilege level alone (repeatable): what a `--privilege` context
+    /// would get, or the gateway's reason why not.
+    #[arg(long = "as-group", value_name = "LEVEL")]
+    as_groups: Vec<String>,
     /// `json` prints the gateway's answer as it is.
     #[arg(short, long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
@@ -143,7 +147,11 @@ async fn exec_credential(settings: &LoginSettings) -> anyhow::Result<()> {
 }
 
 fn whoami(args: &WhoamiArgs) -> anyhow::Result<()> {
-    let kubectl = whoami::Kubectl { kubeconfig: args.kubeconfig.as_deref(), context: args.context.as_deref() };
+    let kubectl = whoami::Kubectl {
+        kubeconfig: args.kubeconfig.as_deref(),
+        context: args.context.as_deref(),
+        as_groups: &args.as_groups,
+    };
     if args.output == "json" {
         print!("{}", kubectl.whoami_json()?);
         return Ok(());
@@ -165,7 +173,8 @@ async fn logout(args: &LogoutArgs) -> anyhow::Result<()> {
     for file in files.into_iter().filter(|f| f.exists()) {
         // A corrupt or unreadable entry is still removed; there is nothing to revoke.
         if let Ok(tokens) = cache.read(&file) {
-            revoke(&tokens, args.ca_file.as_deref()).await;
+            let ca_file = args.ca_file.as_deref().or(tokens.ca_file.as_deref());
+            revoke(&tokens, ca_file).await;
         }
         std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
         eprintln!("kubegate: removed {}", file.display());

@@ -77,6 +77,25 @@ struct Discovery {
     revocation_endpoint: Option<String>,
     #[serde(default)]
     device_authorization_endpoint: Option<String>,
+    /// OpenID Connect Discovery's `prompt_values_supported`; absent when the provider
+    /// does not say.
+    #[serde(default)]
+    prompt_values_supported: Option<Vec<String>>,
+}
+
+impl Discovery {
+    /// The `prompt` that makes the provider ask which account, for a login with a hint:
+    /// without one, a browser session that belongs to another account is reused and the
+    /// user silently gets *that* account's tokens under this account's cache entry.
+    /// `select_account` where offered (it keeps single sign-on), else `login`.
+    fn account_prompt(&self) -> &'static str {
+        let offers = |value: &str| self.prompt_values_supported.iter().flatten().any(|v| v == value);
+        if offers("select_account") {
+            "select_account"
+        } else {
+            "login"
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -97,6 +116,8 @@ pub struct OidcClient {
     client_id: String,
     /// Which account to log in as, when the user has several at the provider.
     login_hint: Option<String>,
+    /// The CA bundle trusted for this provider, remembered with the tokens.
+    ca_file: Option<std::path::PathBuf>,
     discovery: Discovery,
 }
 
@@ -135,7 +156,9 @@ impl OidcClient {
         let http = http_client(ca_file)?;
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let discovery = get_json(&http, &url).await?;
-        Ok(Self { http, client_id: client_id.to_owned(), login_hint: None, discovery })
+        // Absolute, so a later `logout --all` from another directory finds it.
+        let ca_file = ca_file.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned()));
+        Ok(Self { http, client_id: client_id.to_owned(), login_hint: None, ca_file, discovery })
     }
 
     /// Asks the provider to log in as this account (`login_hint`).
@@ -160,7 +183,9 @@ impl OidcClient {
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
         if let Some(hint) = &self.login_hint {
-            url.query_pairs_mut().append_pair("login_hint", hint);
+            url.query_pairs_mut()
+                .append_pair("login_hint", hint)
+                .append_pair("prompt", self.discovery.account_prompt());
         }
         Ok(AuthorizationRequest { url: url.into(), state, verifier, redirect_uri: redirect_uri.to_owned() })
     }
@@ -265,6 +290,7 @@ impl OidcClient {
             client_id: self.client_id.clone(),
             user: claims.email.or(claims.sub).unwrap_or_default(),
             clock_skew,
+            ca_file: self.ca_file.clone(),
         })
     }
 }
@@ -341,6 +367,31 @@ mod tests {
         assert_eq!(claims.as_ref().map(|c| c.exp), Some(1_700_000_000));
         assert_eq!(claims.and_then(|c| c.sub).as_deref(), Some("s1"));
         assert!(IdTokenClaims::read("garbage").is_none());
+    }
+
+    #[test]
+    fn a_login_hint_asks_which_account_the_way_the_provider_offers() {
+        let discovery = |prompts: Option<&[&str]>| Discovery {
+            issuer: "https://idp".into(),
+            authorization_endpoint: "https://idp/auth".into(),
+            token_endpoint: "https://idp/token".into(),
+            revocation_endpoint: None,
+            device_authorization_endpoint: None,
+            prompt_values_supported: prompts.map(|p| p.iter().map(|v| v.to_string()).collect()),
+        };
+        assert_eq!(discovery(Some(&["none", "login", "select_account"])).account_prompt(), "select_account");
+        assert_eq!(discovery(Some(&["consent", "login", "none"])).account_prompt(), "login");
+        assert_eq!(discovery(None).account_prompt(), "login");
+        let client = |hint: Option<&str>| OidcClient {
+            http: reqwest::Client::new(),
+            client_id: "kubegate".into(),
+            login_hint: hint.map(str::to_owned),
+            ca_file: None,
+            discovery: discovery(None),
+        };
+        let url = |hint| client(hint).authorization_request("http://127.0.0.1:1/cb").map(|r| r.url).unwrap_or_default();
+        assert!(url(Some("bob@example.com")).contains("login_hint=bob%40example.com&prompt=login"));
+        assert!(!url(None).contains("prompt="), "without a hint, single sign-on is left alone");
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub fn add(args: &AddArgs) -> anyhow::Result<()> {
 
 /// Asks the gateway who the user is (logging in if needed) and checks they hold `level`.
 fn username_holding(kubeconfig: &Path, context: &str, level: &str) -> anyhow::Result<String> {
-    let whoami = Kubectl { kubeconfig: Some(kubeconfig), context: Some(context) }.whoami()?;
+    let whoami = Kubectl { kubeconfig: Some(kubeconfig), context: Some(context), as_groups: &[] }.whoami()?;
     anyhow::ensure!(
         whoami.privilege_levels.iter().any(|l| l == level),
         "you do not hold privilege level `{level}` at this gateway (you hold: {}); context {context} was added, \

@@ -30,6 +30,10 @@ pub struct CachedTokens {
     /// The provider's clock minus this machine's when the tokens were issued, seconds.
     #[serde(default)]
     pub clock_skew: i64,
+    /// The CA bundle the login trusted for the issuer, so `logout --all` can revoke at
+    /// a provider with a private CA without being told it again.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Which tokens: one issuer, one OAuth client, one account.
@@ -169,6 +173,7 @@ mod tests {
             client_id: "kubegate".into(),
             user: "alice@example.com".into(),
             clock_skew: 0,
+            ca_file: None,
         }
     }
 

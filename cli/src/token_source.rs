@@ -13,14 +13,55 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// not expire between kubectl reading it and the gateway checking it.
 const MIN_REMAINING: u64 = 30;
 
-/// Why no token could be had without a person.
+/// Why no token could be had without a person, with the command that logs in for
+/// exactly this kubeconfig entry (its issuer, client, CA, account and token cache), so
+/// that running it as printed makes the next kubectl call work.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "no valid token for {issuer} and no terminal to log in from: run `kubegate login` \
-     (or configure `--device` on exec-credential, which prints a code to enter instead)"
+    "no valid token for {issuer} and no terminal to log in from; log in with:\n\n    {command}\n\n\
+     (`--device` prints a code to enter in a browser on any machine that can reach the \
+     identity provider; add `--device` to this kubeconfig entry's exec-credential arguments \
+     to be asked that way automatically)"
 )]
 pub struct NeedsLogin {
     issuer: String,
+    command: String,
+}
+
+impl NeedsLogin {
+    fn new(settings: &LoginSettings) -> Self {
+        Self { issuer: settings.issuer.clone(), command: login_command(settings) }
+    }
+}
+
+/// `kubegate login ...` with the settings this exec-credential run was given, and the
+/// cache directory it reads (kubeconfigs may set `KUBEGATE_CACHE_DIR` per user).
+fn login_command(settings: &LoginSettings) -> String {
+    let program = std::env::args().next().unwrap_or_else(|| "kubegate".into());
+    let mut words = Vec::new();
+    if let Some(dir) = std::env::var_os("KUBEGATE_CACHE_DIR") {
+        words.push(format!("KUBEGATE_CACHE_DIR={}", shell_word(&dir.to_string_lossy())));
+    }
+    words.extend([shell_word(&program), "login".into(), "--issuer".into(), shell_word(&settings.issuer)]);
+    words.extend(["--client-id".into(), shell_word(&settings.client_id)]);
+    if let Some(ca) = &settings.ca_file {
+        let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.clone());
+        words.extend(["--ca-file".into(), shell_word(&ca.to_string_lossy())]);
+    }
+    if let Some(hint) = &settings.login_hint {
+        words.extend(["--login-hint".into(), shell_word(hint)]);
+    }
+    words.push("--device".into());
+    words.join(" ")
+}
+
+/// `text` as one POSIX shell word: bare when that is safe, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// One account's tokens at one provider, as kubectl's exec plugin needs them.
@@ -56,7 +97,7 @@ impl<'a> TokenSource<'a> {
             }
         }
         if !can_prompt && !self.settings.device {
-            anyhow::bail!(NeedsLogin { issuer: self.settings.issuer.clone() });
+            anyhow::bail!(NeedsLogin::new(self.settings));
         }
         self.login().await
     }
@@ -102,4 +143,15 @@ impl<'a> TokenSource<'a> {
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_words_survive_the_shell() {
+        assert_eq!(super::shell_word("https://idp.example.com:8443/realms/x"), "https://idp.example.com:8443/realms/x");
+        assert_eq!(super::shell_word("/home/a b/ca.pem"), "'/home/a b/ca.pem'");
+        assert_eq!(super::shell_word("it's"), "'it'\\''s'");
+        assert_eq!(super::shell_word(""), "''");
+    }
 }

@@ -38,12 +38,29 @@ pub struct KubernetesIdentity {
 pub struct Kubectl<'a> {
     pub kubeconfig: Option<&'a Path>,
     pub context: Option<&'a str>,
+    /// Narrow to these privilege levels (`--as <you> --as-group ...`), as a context made
+    /// with `kubeconfig add --privilege` does.
+    pub as_groups: &'a [String],
 }
 
 impl Kubectl<'_> {
     /// `kubectl get --raw /kubegate/v1/whoami`: the raw JSON. kubectl's stderr (a login
     /// prompt, an error) goes straight to ours.
+    ///
+    /// With `as_groups`, kubectl needs `--as`, so the caller's own name is asked first:
+    /// the gateway refuses a narrowing to a level you do not hold with its own message,
+    /// which kubectl prints here (`kubectl auth whoami` hides it behind a generic
+    /// "selfsubjectreviews API is not enabled").
     pub fn whoami_json(&self) -> anyhow::Result<String> {
+        let narrowing = match self.as_groups {
+            [] => Vec::new(),
+            groups => {
+                let plain = Kubectl { as_groups: &[], ..*self }.whoami()?;
+                let mut args = vec!["--as".to_owned(), plain.username];
+                args.extend(groups.iter().flat_map(|g| ["--as-group".to_owned(), g.clone()]));
+                args
+            }
+        };
         let kubectl = std::env::var_os("KUBEGATE_KUBECTL").unwrap_or_else(|| "kubectl".into());
         let mut command = std::process::Command::new(&kubectl);
         if let Some(path) = self.kubeconfig {
@@ -52,6 +69,7 @@ impl Kubectl<'_> {
         if let Some(context) = self.context {
             command.args(["--context", context]);
         }
+        command.args(&narrowing);
         let output = command
             .args(["get", "--raw", WHOAMI_PATH])
             .stdin(Stdio::inherit())

@@ -2,7 +2,7 @@
 //! and for each failure (no terminal, corrupt cache, revoked or expired refresh token,
 //! provider down, clock skew) a clear message and the right fallback, never a panic.
 
-use kubegate_tests::harness::{device_url, GatewayStack, StackOptions, ALICE, GATEWAY_CLIENT_ID};
+use kubegate_tests::harness::{device_url, GatewayStack, StackOptions, ALICE, BOB, GATEWAY_CLIENT_ID};
 use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -120,15 +120,57 @@ async fn twenty_parallel_kubectl_runs_log_in_once() -> anyhow::Result<()> {
 }
 
 /// With no token and no terminal, exec-credential does not hang waiting for a browser
-/// nobody will use: it says how to log in.
+/// nobody will use: it prints the login command for this kubeconfig entry, and that
+/// command, run as printed (issuer, CA, token cache and all), makes it work.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_terminal_there_is_no_surprise_login() -> anyhow::Result<()> {
     let stack = GatewayStack::start(StackOptions::default()).await?;
     let run = exec_credential(&stack).await?;
     assert!(!run.success);
-    assert!(run.stderr.contains("no terminal to log in from: run `kubegate login`"), "{run:?}");
-    assert!(run.stderr.contains("--device"), "{run:?}");
+    assert!(run.stderr.contains("no terminal to log in from; log in with:"), "{run:?}");
     assert_eq!(token_requests(&stack, "/auth").await?, 0, "no login was started");
+
+    let command = run
+        .stderr
+        .lines()
+        .skip_while(|l| !l.ends_with("log in with:"))
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.ends_with("log in with:"))
+        .ok_or_else(|| anyhow::anyhow!("no command in {run:?}"))?;
+    assert!(command.contains("--device"), "{command}");
+    let mut login = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .env_remove("KUBEGATE_CACHE_DIR")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(login.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?).lines();
+    let url = loop {
+        let line = lines.next_line().await?.ok_or_else(|| anyhow::anyhow!("`{command}` printed no code"))?;
+        if let Some(url) = device_url(&line) {
+            break url;
+        }
+    };
+    stack.complete_device_login(&url, &ALICE).await?;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), login.wait()).await??;
+    assert!(status.success(), "`{command}` failed");
+    let run = exec_credential(&stack).await?;
+    assert!(run.success, "the printed command logged in where this entry looks: {run:?}");
+    Ok(())
+}
+
+/// Two accounts, one browser (the sandbox's alice and bob contexts): the provider still
+/// has alice's session when bob logs in. With the account's hint the CLI asks the provider
+/// to show its login form, so bob's cache entry gets bob's tokens, not alice's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_account_in_the_same_browser_logs_in_as_itself() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(StackOptions::default()).await?;
+    let browser = stack.browser()?;
+    let alice = stack.login_in_browser(&browser, &ALICE).await?;
+    assert!(alice.contains("logged in as alice@example.com"), "{alice}");
+    let bob = stack.login_in_browser(&browser, &BOB).await?;
+    assert!(bob.contains("logged in as bob@example.com"), "{bob}");
     Ok(())
 }
 
@@ -142,7 +184,7 @@ async fn a_corrupt_cache_file_is_named_and_replaced_by_the_next_login() -> anyho
     let run = exec_credential(&stack).await?;
     assert!(!run.success);
     assert!(run.stderr.contains(&format!("token cache {} is corrupt", file.display())), "{run:?}");
-    assert!(run.stderr.contains("run `kubegate login`"), "{run:?}");
+    assert!(run.stderr.contains("kubegate login --issuer"), "{run:?}");
 
     stack.login(&ALICE).await?;
     let run = exec_credential(&stack).await?;
@@ -169,7 +211,7 @@ async fn a_revoked_refresh_token_ends_the_session_with_a_clear_message() -> anyh
     let run = exec_credential(&stack).await?;
     assert!(!run.success);
     assert!(run.stderr.contains("has ended (the refresh token expired or was revoked)"), "{run:?}");
-    assert!(run.stderr.contains("run `kubegate login`"), "{run:?}");
+    assert!(run.stderr.contains("kubegate login --issuer"), "{run:?}");
     Ok(())
 }
 

@@ -122,6 +122,12 @@ async fn a_privilege_context_narrows_to_one_level_the_user_holds() -> anyhow::Re
     assert!(stdout.contains("Privilege levels:  viewers\n"), "{stdout}");
     let (_, stdout, _) = cli.run(&["whoami", "--context", "demo"]).await?;
     assert!(stdout.contains("Privilege levels:  engineering, viewers\n"), "the plain context keeps both: {stdout}");
+    let (_, stdout, _) = cli.run(&["whoami", "--context", "demo", "--as-group", "viewers"]).await?;
+    assert!(stdout.contains("Privilege levels:  viewers\n"), "{stdout}");
+    // kubectl auth whoami would hide this behind "the selfsubjectreviews API is not enabled".
+    let (ok, _, stderr) = cli.run(&["whoami", "--context", "demo", "--as-group", "cluster-admins"]).await?;
+    assert!(!ok);
+    assert!(stderr.contains("may only narrow to privilege levels you hold here (asked for cluster-admins"), "{stderr}");
 
     let before = std::fs::read_to_string(&file)?;
     let (ok, _, stderr) = cli.add(&["--privilege", "cluster-admins"]).await?;

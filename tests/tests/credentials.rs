@@ -66,6 +66,21 @@ async fn twenty_parallel_kubectl_runs_refresh_once() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_removes_tokens_and_revokes_the_refresh_token() -> anyhow::Result<()> {
     let stack = GatewayStack::start(StackOptions::default()).await?;
+    let ca = stack.ca_cert.display().to_string();
+    logout_revokes(&stack, &["logout", "--issuer", &stack.issuer, "--ca-file", &ca]).await
+}
+
+/// `logout --all` names no issuer and no CA: it revokes at a provider with a private CA
+/// with the CA the login used, remembered beside the tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_all_revokes_at_a_provider_with_a_private_ca() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(StackOptions::default()).await?;
+    logout_revokes(&stack, &["logout", "--all"]).await
+}
+
+/// Logs alice in, runs `args`, and checks her tokens are gone locally and her refresh
+/// token is dead at the provider.
+async fn logout_revokes(stack: &GatewayStack, args: &[&str]) -> anyhow::Result<()> {
     stack.login(&ALICE).await?;
     let dir = stack.cache_dir(&ALICE, GATEWAY_CLIENT_ID);
     let file = std::fs::read_dir(&dir)?
@@ -75,9 +90,9 @@ async fn logout_removes_tokens_and_revokes_the_refresh_token() -> anyhow::Result
     let refresh_token = cached["refresh_token"].as_str().expect("a refresh token").to_owned();
 
     let out = tokio::process::Command::new(&stack.tools.kubegate)
-        .args(["logout", "--issuer", &stack.issuer, "--ca-file"])
-        .arg(&stack.ca_cert)
+        .args(args)
         .env("KUBEGATE_CACHE_DIR", &dir)
+        .env_remove("KUBEGATE_CA_FILE")
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&out.stderr);

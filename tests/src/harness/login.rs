@@ -3,7 +3,7 @@
 //! ending at the CLI's loopback redirect.
 
 use super::{DemoUser, GatewayStack, GATEWAY_CLIENT_ID};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -30,10 +30,40 @@ impl GatewayStack {
         Ok(())
     }
 
+    /// Logs `user` in with `--login-hint`, through `browser`: one that keeps its session
+    /// at the provider between logins, as a person's does. Returns what the CLI printed
+    /// (`logged in as ...`).
+    pub async fn login_in_browser(&self, browser: &reqwest::Client, user: &DemoUser) -> anyhow::Result<String> {
+        let mut cli = self.spawn_login_with(user, GATEWAY_CLIENT_ID, &["--no-browser", "--login-hint", user.email])?;
+        let url = cli.next_url(|line| line.trim().starts_with("https://").then(|| line.trim().to_owned())).await?;
+        let page = browser.get(&url).send().await?;
+        let form_url = format!("{}/login", page.url().as_str().trim_end_matches('/'));
+        let body = page.text().await?;
+        // A provider that reuses the session goes straight back to the CLI: no form.
+        if body.contains("Sign in to the kubegate sandbox") {
+            let done =
+                browser.post(&form_url).form(&[("login", user.email), ("password", user.password)]).send().await?;
+            submit_script_forms(browser, done).await?;
+        }
+        cli.finish().await
+    }
+
+    /// A browser for [`GatewayStack::login_in_browser`]: it trusts the sandbox CA and
+    /// keeps cookies.
+    pub fn browser(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(crate::tls::https_client(&self.ca_cert)?.cookie_store(true).timeout(Duration::from_secs(20)).build()?)
+    }
+
     /// Starts `kubegate login` with `method` (`--no-browser` or `--device`).
     fn spawn_login(&self, user: &DemoUser, client_id: &str, method: &str) -> anyhow::Result<LoginProcess> {
+        self.spawn_login_with(user, client_id, &[method])
+    }
+
+    fn spawn_login_with(&self, user: &DemoUser, client_id: &str, extra: &[&str]) -> anyhow::Result<LoginProcess> {
         let mut child = tokio::process::Command::new(&self.tools.kubegate)
-            .args(["login", method, "--timeout", "60", "--issuer", &self.issuer, "--client-id", client_id])
+            .arg("login")
+            .args(extra)
+            .args(["--timeout", "60", "--issuer", &self.issuer, "--client-id", client_id])
             .arg("--ca-file")
             .arg(&self.ca_cert)
             .env("KUBEGATE_CACHE_DIR", self.cache_dir(user, client_id))
@@ -97,23 +127,7 @@ impl GatewayStack {
     /// What a person does on their phone or laptop with a device code: open the URL
     /// that carries it, confirm the code, log in.
     pub async fn complete_device_login(&self, url: &str, user: &DemoUser) -> anyhow::Result<()> {
-        let browser =
-            crate::tls::https_client(&self.ca_cert)?.cookie_store(true).timeout(Duration::from_secs(20)).build()?;
-        // The URL's page posts the code back by script; then comes the confirmation page.
-        let auto_post = browser.get(url).send().await?;
-        let device_url = auto_post.url().join("/device")?;
-        let body = auto_post.text().await?;
-        let confirm = browser.post(device_url.clone()).form(&hidden_inputs(&body)).send().await?;
-        let body = confirm.text().await?;
-        anyhow::ensure!(body.contains("op.deviceConfirmForm"), "expected the code confirmation page, got: {body}");
-        let login_page = browser.post(device_url).form(&hidden_inputs(&body)).send().await?;
-        let form_url = format!("{}/login", login_page.url().as_str().trim_end_matches('/'));
-        let body = login_page.text().await?;
-        anyhow::ensure!(body.contains("Sign in to the kubegate sandbox"), "expected the login form, got: {body}");
-        let done = browser.post(&form_url).form(&[("login", user.email), ("password", user.password)]).send().await?;
-        let text = done.text().await?;
-        anyhow::ensure!(text.contains("Sign-in Success"), "the device login did not complete: {text}");
-        Ok(())
+        complete_device_login(&self.ca_cert, url, user).await
     }
 
     /// A kubeconfig that presents a fixed bearer token (or none, with `None`).
@@ -193,6 +207,26 @@ impl LoginProcess {
     }
 }
 
+/// What a browser's JavaScript does with the provider's self-submitting pages (ending
+/// another account's session before this one logs in): submits each, up to a few.
+async fn submit_script_forms(browser: &reqwest::Client, mut page: reqwest::Response) -> anyhow::Result<()> {
+    for _ in 0..5 {
+        let status = page.status();
+        let body = page.text().await?;
+        if !body.contains("document.forms[0].submit()") {
+            anyhow::ensure!(status.is_success(), "the login ended with {status}: {body}");
+            return Ok(());
+        }
+        let action = body
+            .split("<form method=\"post\" action=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .ok_or_else(|| anyhow::anyhow!("a self-submitting page without a form action: {body}"))?;
+        page = browser.post(action).form(&hidden_inputs(&body)).send().await?;
+    }
+    anyhow::bail!("the provider kept sending self-submitting pages")
+}
+
 /// The verification URL with the code in it, from a line the CLI printed.
 pub fn device_url(line: &str) -> Option<String> {
     let url = line.trim();
@@ -212,4 +246,60 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         .filter(|tag| tag.contains("type=\"hidden\""))
         .filter_map(|tag| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
         .collect()
+}
+
+/// What a person does on their phone or laptop with a device code: open the URL that
+/// carries it, confirm the code, log in as `user` (a browser that trusts `ca`).
+pub async fn complete_device_login(ca: &Path, url: &str, user: &DemoUser) -> anyhow::Result<()> {
+    let browser = crate::tls::https_client(ca)?.cookie_store(true).timeout(Duration::from_secs(20)).build()?;
+    // The URL's page posts the code back by script; then comes the confirmation page.
+    let auto_post = browser.get(url).send().await?;
+    let device_url = auto_post.url().join("/device")?;
+    let body = auto_post.text().await?;
+    let confirm = browser.post(device_url.clone()).form(&hidden_inputs(&body)).send().await?;
+    let body = confirm.text().await?;
+    anyhow::ensure!(body.contains("op.deviceConfirmForm"), "expected the code confirmation page, got: {body}");
+    let login_page = browser.post(device_url).form(&hidden_inputs(&body)).send().await?;
+    let form_url = format!("{}/login", login_page.url().as_str().trim_end_matches('/'));
+    let body = login_page.text().await?;
+    anyhow::ensure!(body.contains("Sign in to the kubegate sandbox"), "expected the login form, got: {body}");
+    let done = browser.post(&form_url).form(&[("login", user.email), ("password", user.password)]).send().await?;
+    let text = done.text().await?;
+    anyhow::ensure!(text.contains("Sign-in Success"), "the device login did not complete: {text}");
+    Ok(())
+}
+
+/// How to log in with the device flow without a [`GatewayStack`] (the sandbox's
+/// `login` command): the kubegate CLI, the issuer, the OAuth client, the provider's CA
+/// and the token cache directory the exec plugin reads.
+#[derive(Debug, Clone)]
+pub struct DeviceLogin {
+    pub kubegate: PathBuf,
+    pub issuer: String,
+    pub client_id: String,
+    pub ca_file: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl DeviceLogin {
+    /// Runs `kubegate login --device` and completes the code "on another device" with
+    /// `user`'s password, as a person would. Returns what the CLI printed.
+    pub async fn run(&self, user: &DemoUser) -> anyhow::Result<String> {
+        let mut child = tokio::process::Command::new(&self.kubegate)
+            .args(["login", "--device", "--timeout", "60", "--issuer", &self.issuer, "--client-id", &self.client_id])
+            .arg("--ca-file")
+            .arg(&self.ca_file)
+            .env("KUBEGATE_CACHE_DIR", &self.cache_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {}: {e}", self.kubegate.display()))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        let mut cli = LoginProcess { child, lines: BufReader::new(stderr).lines(), printed: String::new() };
+        let url = cli.next_url(device_url).await?;
+        complete_device_login(&self.ca_file, &url, user).await?;
+        cli.finish().await
+    }
 }
