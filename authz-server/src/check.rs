@@ -4,14 +4,15 @@
 //! refused ones carry a Kubernetes `Status` body that kubectl prints. Either way one
 //! audit event is logged, with reason codes and never the token.
 
+use crate::cluster_selection::{refuse_prefix_in_path, SelectionError};
 use crate::decision_cache::{DecisionCache, DecisionKey};
 use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use crate::policy::{RequestMeta, Verdict};
-use crate::privilege::{Narrowing, Privileges, Refused};
+use crate::privilege::{Narrowing, PrivilegeResolver, Privileges, Refused};
 use crate::request_info::{KubeRequest, RequestInfoError, StreamRequest};
 use crate::rules::{Rules, SharedRules};
-use crate::whoami::{WhoAmI, WHOAMI_PATH};
+use crate::whoami::{ClusterList, WhoAmI, CLUSTERS_PATH, WHOAMI_PATH};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
@@ -35,6 +36,11 @@ pub struct GatewayRequest<'a> {
     pub headers: Option<&'a HashMap<String, String>>,
     /// The client's address as Envoy saw it.
     pub source_ip: &'a str,
+    /// `:authority` (or `Host`), as the client sent it.
+    pub authority: &'a str,
+    /// The TLS server name the client connected with (ext_authz `include_tls_session`);
+    /// empty without one.
+    pub sni: &'a str,
 }
 
 impl<'a> GatewayRequest<'a> {
@@ -52,28 +58,25 @@ impl<'a> GatewayRequest<'a> {
                 _ => None,
             })
             .unwrap_or_default();
+        let sni = attributes.and_then(|a| a.tls_session.as_ref()).map_or("", |t| t.sni.as_str());
         match http {
             Some(http) => {
                 let id = http.headers.get("x-request-id").filter(|id| !id.is_empty()).unwrap_or(&http.id);
-                Self { id, method: &http.method, path: &http.path, headers: Some(&http.headers), source_ip }
+                let (method, path, headers, authority) = (&http.method, &http.path, Some(&http.headers), &http.host);
+                Self { id, method, path, headers, source_ip, authority, sni }
             }
             None => Self::default(),
         }
     }
 
-    /// The path without the query, and the query.
-    fn path_and_query(&self) -> (&'a str, &'a str) {
-        self.path.split_once('?').unwrap_or((self.path, ""))
-    }
-
     /// What policies see of the request besides its Kubernetes attributes: the path as
     /// the API server decodes it and the canonical query (`read` is `None` for kubegate's
-    /// own questions, which never reach the API server).
-    fn meta(&self, read: Option<&KubeRequest>) -> RequestMeta {
+    /// own questions, which never reach the API server: then `target` as it came).
+    fn meta(&self, target: &str, read: Option<&KubeRequest>) -> RequestMeta {
         let (path, query) = match read {
             Some(read) => (read.target.path.clone(), read.target.query.canonical()),
             None => {
-                let (path, query) = self.path_and_query();
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
                 (path.to_owned(), query.to_owned())
             }
         };
@@ -94,9 +97,9 @@ impl<'a> GatewayRequest<'a> {
         self.method == "PUT" || (self.method == "PATCH" && apply())
     }
 
-    /// Whether this is kubegate's own `whoami` question.
-    fn is_whoami(&self) -> bool {
-        self.method == "GET" && self.path_and_query().0 == WHOAMI_PATH
+    /// Whether `target` (the cluster prefix removed) is kubegate's own question `path`.
+    fn asks(&self, target: &str, path: &str) -> bool {
+        self.method == "GET" && target.split_once('?').map_or(target, |(p, _)| p) == path
     }
 
     fn header(&self, name: &str) -> Option<&'a str> {
@@ -131,6 +134,9 @@ pub enum Refusal {
     /// A policy forbids this request.
     #[error("{0}")]
     Forbidden(String),
+    /// No cluster, or an ambiguous one, for the request.
+    #[error(transparent)]
+    Cluster(#[from] SelectionError),
 }
 
 impl Refusal {
@@ -138,6 +144,11 @@ impl Refusal {
         match self {
             Refusal::Token(_) => (401, HttpStatusCode::Unauthorized),
             Refusal::Unparsable(_) => (400, HttpStatusCode::BadRequest),
+            Refusal::Cluster(e) => match e.http_status() {
+                404 => (404, HttpStatusCode::NotFound),
+                421 => (421, HttpStatusCode::MisdirectedRequest),
+                _ => (400, HttpStatusCode::BadRequest),
+            },
             Refusal::ClientImpersonation
             | Refusal::NotANarrowing(_)
             | Refusal::LevelsVetoed(_)
@@ -153,6 +164,9 @@ impl Refusal {
             Refusal::Unparsable(_) => "request_unparsable",
             Refusal::LevelsVetoed(_) => "privileges_vetoed",
             Refusal::Forbidden(_) => "policy_forbidden",
+            Refusal::Cluster(SelectionError::Unknown(_) | SelectionError::NoneNamed) => "cluster_unknown",
+            Refusal::Cluster(SelectionError::Conflicting { .. }) => "cluster_misdirected",
+            Refusal::Cluster(_) => "cluster_prefix_unreadable",
         }
     }
 }
@@ -195,28 +209,39 @@ impl Gatekeeper {
         self.decisions.count()
     }
 
-    /// Authenticates the request, resolves the user's privilege levels, applies policy,
-    /// and builds the decision for the filter.
-    pub async fn decide(&self, request: &GatewayRequest<'_>) -> Result<Allowed, Refusal> {
+    /// Answers one request: authenticates it, picks its cluster, and then either
+    /// answers kubegate's own questions (`whoami`, the cluster list) or resolves the
+    /// user's privilege levels, applies policy and builds the decision for the filter.
+    pub async fn answer(&self, request: &GatewayRequest<'_>) -> Result<Answer, Refusal> {
         let token = request.bearer_token().ok_or(TokenError::Missing)?;
         let identity = self.validator.validate(token).await?;
-        // Only the filter sets this header (it strips any client copy first).
-        let requested = request.header(CLIENT_IMPERSONATION_HEADER);
         // One snapshot for the whole request, however a reload races with it.
         let rules = self.rules.current();
+        if request.asks(request.path, CLUSTERS_PATH) {
+            return Ok(Answer::Clusters(reachable_clusters(&rules, &identity, request)));
+        }
+        let selection = rules.selector.select(request.sni, request.authority, request.path)?;
+        let cluster = rules.cluster(selection.index).ok_or(SelectionError::NoneNamed)?;
+        if request.asks(&selection.target, WHOAMI_PATH) {
+            return whoami(&rules, cluster, &identity, request, &selection.target).map(Answer::WhoAmI);
+        }
+        // Only the filter sets this header (it strips any client copy first).
+        let requested = request.header(CLIENT_IMPERSONATION_HEADER);
         let key = DecisionKey {
             rules_generation: rules.generation,
+            cluster: &cluster.cluster().name,
             identity: &identity,
             requested_impersonation: requested,
             method: request.method,
-            target: request.path,
+            target: &selection.target,
             source_ip: request.source_ip,
             may_create: request.may_create(),
         };
         let outcome = match self.decisions.get(&key) {
             Some(outcome) => outcome,
             None => {
-                let outcome = Arc::new(self.evaluate(&rules, &identity, request, requested));
+                let question = Question { rules: &rules, cluster, identity: &identity, target: &selection.target };
+                let outcome = Arc::new(evaluate(&question, request, requested));
                 self.decisions.insert(&key, outcome.clone());
                 outcome
             }
@@ -224,54 +249,87 @@ impl Gatekeeper {
         let decided = outcome.as_ref().clone()?;
         let decision = Decision {
             version: CONTRACT_VERSION,
-            cluster: rules.privileges.cluster_name().to_owned(),
-            mode: rules.privileges.mode(),
-            impersonate: rules.privileges.impersonation(&identity, &decided.privileges, request.id),
+            cluster: cluster.cluster().name.clone(),
+            mode: cluster.mode(),
+            impersonate: cluster.impersonation(&identity, &decided.privileges, request.id),
             target: decided.target.clone(),
             grants: Vec::new(),
         };
-        Ok(Allowed { identity, decided, decision })
+        Ok(Answer::Forward(Allowed { identity, decided, decision }))
     }
+}
 
-    /// Reading, privilege resolution and policy for one request (what the decision
-    /// cache keeps).
-    fn evaluate(
-        &self,
-        rules: &Rules,
-        identity: &Identity,
-        request: &GatewayRequest<'_>,
-        requested: Option<&str>,
-    ) -> Result<Decided, Refusal> {
-        let narrowing = narrowing(requested)?;
-        let read = KubeRequest::read(request.method, request.path)?;
-        let meta = request.meta(Some(&read));
-        let principal = rules.privileges.principal(identity);
-        let privileges = rules.privileges.resolve(&principal, &rules.policy, &meta, narrowing.as_ref())?;
-        // A request the API server may turn into a create is asked as one too.
-        let as_create = request.may_create().then(|| read.info.as_create()).flatten();
-        for info in std::iter::once(&read.info).chain(as_create.as_ref()) {
-            let verdict = rules.policy.authorize_request(&principal, info, &privileges.levels, &meta);
-            if let Verdict::Deny { message, .. } = verdict {
-                return Err(Refusal::Forbidden(message));
-            }
+/// What authz-server does with a request.
+pub enum Answer {
+    /// Forward it with this decision.
+    Forward(Allowed),
+    /// `GET /kubegate/v1/whoami`, answered here.
+    WhoAmI(WhoAmI),
+    /// `GET /kubegate/v1/clusters`, answered here.
+    Clusters(ClusterList),
+}
+
+/// One decision's inputs on the chosen cluster.
+struct Question<'a> {
+    rules: &'a Rules,
+    cluster: &'a PrivilegeResolver,
+    identity: &'a Identity,
+    /// The request target without the cluster prefix.
+    target: &'a str,
+}
+
+/// Reading, privilege resolution and policy for one request (what the decision cache
+/// keeps).
+fn evaluate(
+    question: &Question<'_>,
+    request: &GatewayRequest<'_>,
+    requested: Option<&str>,
+) -> Result<Decided, Refusal> {
+    let Question { rules, cluster, identity, target } = question;
+    let narrowing = narrowing(requested)?;
+    let read = KubeRequest::read(request.method, target)?;
+    refuse_prefix_in_path(&read.target.path)?;
+    let meta = request.meta(target, Some(&read));
+    let principal = cluster.principal(identity);
+    let privileges = cluster.resolve(&principal, &rules.policy, &meta, narrowing.as_ref())?;
+    // A request the API server may turn into a create is asked as one too.
+    let as_create = request.may_create().then(|| read.info.as_create()).flatten();
+    for info in std::iter::once(&read.info).chain(as_create.as_ref()) {
+        let verdict = rules.policy.authorize_request(cluster.cluster(), &principal, info, &privileges.levels, &meta);
+        if let Verdict::Deny { message, .. } = verdict {
+            return Err(Refusal::Forbidden(message));
         }
-        Ok(Decided { target: read.canonical_target(), stream: read.stream, privileges })
     }
+    Ok(Decided { target: read.canonical_target(), stream: read.stream, privileges })
+}
 
-    /// `GET /kubegate/v1/whoami`: the caller's identity and privilege levels (narrowed
-    /// as the client asked), with no request policy: it asks about nothing but the
-    /// caller, and a refused `--as-group` or a vetoed level is still refused.
-    pub async fn whoami(&self, request: &GatewayRequest<'_>) -> Result<WhoAmI, Refusal> {
-        let token = request.bearer_token().ok_or(TokenError::Missing)?;
-        let identity = self.validator.validate(token).await?;
-        let narrowing = narrowing(request.header(CLIENT_IMPERSONATION_HEADER))?;
-        let rules = self.rules.current();
-        let principal = rules.privileges.principal(&identity);
-        let privileges =
-            rules.privileges.resolve(&principal, &rules.policy, &request.meta(None), narrowing.as_ref())?;
-        let impersonation = rules.privileges.impersonation(&identity, &privileges, request.id);
-        Ok(WhoAmI::new(&identity, &privileges, impersonation))
-    }
+/// `whoami` on one cluster: the caller's identity and privilege levels there (narrowed
+/// as the client asked), with no request policy: it asks about nothing but the caller,
+/// and a refused `--as-group` or a vetoed level is still refused.
+fn whoami(
+    rules: &Rules,
+    cluster: &PrivilegeResolver,
+    identity: &Identity,
+    request: &GatewayRequest<'_>,
+    target: &str,
+) -> Result<WhoAmI, Refusal> {
+    let narrowing = narrowing(request.header(CLIENT_IMPERSONATION_HEADER))?;
+    let principal = cluster.principal(identity);
+    let privileges = cluster.resolve(&principal, &rules.policy, &request.meta(target, None), narrowing.as_ref())?;
+    let impersonation = cluster.impersonation(identity, &privileges, request.id);
+    Ok(WhoAmI::new(&cluster.cluster().name, identity, &privileges, impersonation))
+}
+
+/// The clusters on which the caller would hold at least one privilege level: those
+/// `kubegate kubeconfig add` offers. A cluster where a policy vetoes their levels is not
+/// offered.
+fn reachable_clusters(rules: &Rules, identity: &Identity, request: &GatewayRequest<'_>) -> ClusterList {
+    let meta = request.meta(request.path, None);
+    let reachable = rules.clusters.iter().filter(|cluster| {
+        let principal = cluster.principal(identity);
+        cluster.resolve(&principal, &rules.policy, &meta, None).is_ok_and(|p| !p.levels.is_empty())
+    });
+    ClusterList::new(reachable.map(PrivilegeResolver::cluster))
 }
 
 /// The client's `--as`/`--as-group`, as the filter reported it.
@@ -310,11 +368,19 @@ impl Authorization for CheckService {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let check = request.into_inner();
         let request = GatewayRequest::from_check(&check);
-        if request.is_whoami() {
-            return Ok(tonic::Response::new(self.whoami(&request).await));
-        }
-        let response = match self.gatekeeper.decide(&request).await {
-            Ok(allowed_request) => {
+        let response = match self.gatekeeper.answer(&request).await {
+            Ok(Answer::WhoAmI(whoami)) => {
+                tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
+                    path = request.path, cluster = whoami.cluster, user = %whoami.username,
+                    privilege_levels = ?whoami.privilege_levels, decision = "whoami");
+                answered(&whoami.to_json())
+            }
+            Ok(Answer::Clusters(list)) => {
+                tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
+                    path = request.path, clusters = ?list.names(), decision = "clusters");
+                answered(&list.to_json())
+            }
+            Ok(Answer::Forward(allowed_request)) => {
                 let Allowed { identity, decided, decision } = allowed_request;
                 let (privileges, stream) = (&decided.privileges, &decided.stream);
                 // `path` is the canonical target: what the API server executes.
@@ -336,25 +402,6 @@ impl Authorization for CheckService {
             }
         };
         Ok(tonic::Response::new(response))
-    }
-}
-
-impl CheckService {
-    async fn whoami(&self, request: &GatewayRequest<'_>) -> CheckResponse {
-        match self.gatekeeper.whoami(request).await {
-            Ok(whoami) => {
-                tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
-                    path = request.path, user = %whoami.username, privilege_levels = ?whoami.privilege_levels,
-                    decision = "whoami");
-                answered(&whoami.to_json())
-            }
-            Err(refusal) => {
-                tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
-                    path = request.path, decision = "deny", reason = refusal.code());
-                self.metrics.record_denied(refusal.code());
-                denied(&refusal)
-            }
-        }
     }
 }
 

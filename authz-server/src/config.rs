@@ -33,9 +33,14 @@ pub struct Config {
     pub decision_cache_seconds: u64,
     /// The OpenID Connect issuers whose tokens are accepted. At least one.
     pub issuers: Vec<IssuerConfig>,
-    /// The cluster behind this gateway and how identities reach it.
+    /// The clusters behind this gateway, how a request names one, and how identities
+    /// reach each. After loading this is never empty.
     #[serde(default)]
-    pub cluster: ClusterConfig,
+    pub clusters: Vec<ClusterConfig>,
+    /// The single-cluster form of `clusters` (one entry), kept so configurations written
+    /// before `clusters` existed still load. Moved into `clusters` at load.
+    #[serde(default)]
+    cluster: Option<ClusterConfig>,
     /// Standing roles: who holds which privilege levels.
     #[serde(default)]
     pub roles: Vec<RoleConfig>,
@@ -54,13 +59,24 @@ pub struct GrpcTlsConfig {
     pub client_ca_file: PathBuf,
 }
 
-/// The cluster behind this gateway.
+/// One cluster behind this gateway.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClusterConfig {
-    /// The cluster's name: the `k8s::Cluster` entity policies refer to. Default `default`.
+    /// The cluster's name (a DNS label): the `k8s::Cluster` entity policies refer to,
+    /// the `/clusters/<name>` path prefix that selects it, and the decision's `cluster`.
+    /// Default `default`.
     #[serde(default = "default_cluster_name")]
     pub name: String,
+    /// Host names that select this cluster, by TLS server name or `:authority`
+    /// (`prod.kubegate.example.com`). Compared case-insensitively, without port or
+    /// trailing dot.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Labels policies can test (`resource.getTag("env") == "prod"`); every resource
+    /// of the cluster carries them.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// How a request's identity reaches the API server. Default `impersonate`.
     #[serde(default)]
     pub identity_mode: IdentityMode,
@@ -80,6 +96,8 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             name: default_cluster_name(),
+            hosts: Vec::new(),
+            tags: BTreeMap::new(),
             identity_mode: IdentityMode::default(),
             include_idp_groups: false,
             include_role_names: false,
@@ -108,9 +126,19 @@ pub struct RoleConfig {
     pub name: String,
     #[serde(default)]
     pub members: RoleMembers,
-    /// The Kubernetes groups members get on this cluster.
+    /// The Kubernetes groups members get.
     #[serde(default)]
     pub privilege_levels: Vec<String>,
+    /// The clusters the role holds on, by name; empty means every cluster.
+    #[serde(default)]
+    pub clusters: Vec<String>,
+}
+
+impl RoleConfig {
+    /// Whether the role holds on the cluster called `cluster`.
+    pub fn applies_to(&self, cluster: &str) -> bool {
+        self.clusters.is_empty() || self.clusters.iter().any(|c| c == cluster)
+    }
 }
 
 /// Who holds a role: named users, or anyone in one of the IdP groups.
@@ -134,6 +162,28 @@ fn default_gateway_user() -> String {
 /// (`Site Reliability.Team` is `site-reliabilityteam`).
 pub fn role_group_name(role: &str) -> String {
     role.to_lowercase().replace(' ', "-").replace('.', "")
+}
+
+/// Whether `name` is a DNS label (RFC 1123, lower case): what a cluster name must be
+/// to appear plainly in a host name and a path segment.
+pub fn is_dns_label(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    (1..=63).contains(&name.len()) && name.chars().all(ok) && !name.starts_with('-') && !name.ends_with('-')
+}
+
+/// A host as kubegate compares it: lower case, without a port or one trailing dot.
+/// `None` when it is not a plain DNS name or IP address (`[::1]` keeps its brackets).
+pub fn normal_host(authority: &str) -> Option<String> {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split_once(']')?.0),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, port)| if port.chars().all(|c| c.is_ascii_digit()) { host } else { authority })
+            .to_owned(),
+    };
+    let host = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':');
+    (!host.is_empty() && host.chars().all(ok) && !host.contains("..")).then_some(host)
 }
 
 /// The prefix of Kubernetes' reserved user and group names.
@@ -327,10 +377,21 @@ impl Config {
 
     /// Parses configuration text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
-        config.validate().map_err(|reason| ConfigError::Invalid { path: path.to_owned(), reason })?;
+        let invalid = |reason| ConfigError::Invalid { path: path.to_owned(), reason };
+        match (config.cluster.take(), config.clusters.is_empty()) {
+            (Some(_), false) => return Err(invalid("`cluster` and `clusters` are both set: use `clusters`".into())),
+            (single, true) => config.clusters.push(single.unwrap_or_default()),
+            (None, false) => {}
+        }
+        config.validate().map_err(invalid)?;
         Ok(config)
+    }
+
+    /// The cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -417,9 +478,7 @@ impl Config {
                 }
             }
         }
-        if let Some(problem) = name_problem(&self.cluster.gateway_user) {
-            return Err(format!("cluster.gatewayUser: {:?} {problem}", self.cluster.gateway_user));
-        }
+        self.validate_clusters()?;
         for (i, issuer) in self.issuers.iter().enumerate() {
             let overlapping = self.issuers[..i]
                 .iter()
@@ -432,6 +491,50 @@ impl Config {
             }
         }
         self.validate_issuer_namespaces()
+    }
+
+    /// Cluster names are DNS labels and unique, host names belong to one cluster, and
+    /// roles name clusters that exist.
+    fn validate_clusters(&self) -> Result<(), String> {
+        let mut hosts: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            if !is_dns_label(&cluster.name) {
+                return Err(format!(
+                    "clusters[{i}].name: {:?} is not a DNS label (lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit)",
+                    cluster.name
+                ));
+            }
+            if self.clusters[..i].iter().any(|c| c.name == cluster.name) {
+                return Err(format!("clusters[{i}].name: cluster {:?} is configured twice", cluster.name));
+            }
+            if let Some(problem) = name_problem(&cluster.gateway_user) {
+                return Err(format!("clusters[{i}].gatewayUser: {:?} {problem}", cluster.gateway_user));
+            }
+            for host in &cluster.hosts {
+                // A port would be dropped when comparing: refuse it rather than ignore it.
+                let written = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+                let normal = normal_host(host).filter(|h| h == &written).ok_or_else(|| {
+                    format!("clusters[{i}].hosts: {host:?} is not a host name (no scheme, port or path)")
+                })?;
+                if let Some(other) = hosts.insert(normal, &cluster.name) {
+                    return Err(format!("clusters[{i}].hosts: {host:?} already selects cluster {other:?}"));
+                }
+            }
+            for (key, value) in &cluster.tags {
+                if key.is_empty() || key.chars().chain(value.chars()).any(char::is_control) {
+                    return Err(format!("clusters[{i}].tags: {key:?}: tag names must be non-empty, and neither names nor values may hold control characters"));
+                }
+            }
+        }
+        for (i, role) in self.roles.iter().enumerate() {
+            if let Some(unknown) = role.clusters.iter().find(|c| self.cluster(c).is_none()) {
+                return Err(format!(
+                    "roles[{i}].clusters: role {:?} names cluster {unknown:?}, which is not configured",
+                    role.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Two entries with the same user-name prefix (both empty included) can each mint
@@ -626,6 +729,57 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("\"My.Role\"") && err.contains("\"myrole\""), "{err}");
         assert_eq!(role_group_name("Site Reliability.Team"), "site-reliabilityteam");
+    }
+
+    #[test]
+    fn the_single_cluster_form_is_one_clusters_entry() {
+        let c = parse(
+            "issuers:\n- url: https://idp\n  audiences: [k]\ncluster: {name: kubernetes, includeIdpGroups: true}\n",
+        );
+        let c = c.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.clusters.len(), 1);
+        assert_eq!((c.clusters[0].name.as_str(), c.clusters[0].include_idp_groups), ("kubernetes", true));
+        let c = parse("issuers:\n- url: https://idp\n  audiences: [k]\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.clusters[0].name, "default", "no cluster configured at all: one called default");
+    }
+
+    #[test]
+    fn clusters_are_named_plainly_once_and_hosts_select_one() {
+        let base = "issuers:\n- url: https://idp\n  audiences: [k]\n";
+        for (clusters, expected) in [
+            ("cluster: {name: a}\nclusters: [{name: b}]\n", "both set"),
+            ("clusters: [{name: Prod}]\n", "not a DNS label"),
+            ("clusters: [{name: 'pr od'}]\n", "not a DNS label"),
+            ("clusters: [{name: -prod}]\n", "not a DNS label"),
+            ("clusters: [{name: prod}, {name: prod}]\n", "configured twice"),
+            (
+                "clusters: [{name: a, hosts: [x.example.com]}, {name: b, hosts: [X.example.com.]}]\n",
+                "already selects cluster \"a\"",
+            ),
+            ("clusters: [{name: a, hosts: ['https://x.example.com']}]\n", "not a host name"),
+            ("clusters: [{name: a, hosts: ['x.example.com:443']}]\n", "not a host name"),
+            (
+                "clusters: [{name: a}]\nroles: [{name: r, clusters: [b]}]\n",
+                "names cluster \"b\", which is not configured",
+            ),
+            ("clusters: [{name: a, tags: {'': x}}]\n", "tags"),
+        ] {
+            let err = parse(&format!("{base}{clusters}")).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(expected), "{clusters}: {err}");
+        }
+        let ok = parse(&format!("{base}clusters: [{{name: dev, hosts: [dev.example.com]}}, {{name: prod, tags: {{env: prod}}}}]\nroles: [{{name: r, clusters: [dev]}}]\n"));
+        assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+    }
+
+    #[test]
+    fn hosts_are_normalised_as_they_are_compared() {
+        assert_eq!(normal_host("Prod.Example.COM:8443").as_deref(), Some("prod.example.com"));
+        assert_eq!(normal_host("prod.example.com.").as_deref(), Some("prod.example.com"));
+        assert_eq!(normal_host("[::1]:8443").as_deref(), Some("[::1]"));
+        assert_eq!(normal_host("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        for bad in ["", "a b", "a..b", "x/y", "user@host"] {
+            assert_eq!(normal_host(bad), None, "{bad}");
+        }
     }
 
     #[test]

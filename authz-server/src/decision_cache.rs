@@ -29,6 +29,8 @@ pub struct DecisionCache<T> {
 /// What a decision depends on.
 pub struct DecisionKey<'a> {
     pub rules_generation: u64,
+    /// The cluster the request was selected for.
+    pub cluster: &'a str,
     pub identity: &'a Identity,
     pub requested_impersonation: Option<&'a str>,
     pub method: &'a str,
@@ -48,6 +50,7 @@ impl DecisionKey<'_> {
             h.update(bytes);
         };
         field(&self.rules_generation.to_le_bytes());
+        field(self.cluster.as_bytes());
         field(self.identity.username.as_bytes());
         field(&(self.identity.groups.len() as u64).to_le_bytes());
         for group in &self.identity.groups {
@@ -125,6 +128,7 @@ mod tests {
     fn key<'a>(identity: &'a Identity, generation: u64, target: &'a str) -> DecisionKey<'a> {
         DecisionKey {
             rules_generation: generation,
+            cluster: "prod",
             identity,
             requested_impersonation: None,
             method: "GET",

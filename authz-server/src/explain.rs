@@ -20,6 +20,8 @@ pub enum ExplainError {
     Request(String),
     #[error(transparent)]
     Unparsable(#[from] request_info::RequestInfoError),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// The decision, and a report a person reads.
@@ -35,12 +37,14 @@ pub fn explain(
     groups: &[String],
     request: &str,
     source_ip: &str,
+    cluster: Option<&str>,
 ) -> Result<Explanation, ExplainError> {
     let (method, target) = request.trim().split_once(' ').ok_or_else(|| ExplainError::Request(request.to_owned()))?;
     let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
     let info = request_info::parse(method, path, query)?;
-    let policy = PolicyEngine::load(&config.policy_paths()?, &config.cluster.name)?;
-    let resolver = PrivilegeResolver::new(config.roles.clone(), config.cluster.clone());
+    let cluster = pick_cluster(config, cluster)?;
+    let policy = PolicyEngine::load(&config.policy_paths()?)?;
+    let resolver = PrivilegeResolver::new(config.roles.clone(), cluster.clone());
     let identity = Identity { username: user.to_owned(), groups: groups.to_vec(), uid: None, expires_at: u64::MAX };
     let time =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
@@ -52,7 +56,8 @@ pub fn explain(
     let _ = writeln!(report, "            {}", describe(&info));
     let _ = writeln!(report, "user:       {user} (IdP groups: {})", list(groups.iter()));
     let _ = writeln!(report, "roles:      {}", list(principal.roles.iter()));
-    let _ = writeln!(report, "policies:   {} loaded for cluster {:?}", policy.len(), config.cluster.name);
+    let _ = writeln!(report, "cluster:    {}", cluster.name);
+    let _ = writeln!(report, "policies:   {} loaded", policy.len());
     let privileges = match resolver.resolve(&principal, &policy, &meta, None) {
         Ok(privileges) => privileges,
         Err(refused) => {
@@ -70,7 +75,7 @@ pub fn explain(
     if !privileges.granted_by.is_empty() {
         let _ = writeln!(report, "            added by {}", privileges.granted_by.join(", "));
     }
-    match policy.authorize_request(&principal, &info, &privileges.levels, &meta) {
+    match policy.authorize_request(resolver.cluster(), &principal, &info, &privileges.levels, &meta) {
         Verdict::Allow => {
             let identity = match resolver.impersonation(&identity, &privileges, "policy-check") {
                 Some(i) => format!("as {} with groups {}", i.user, list(i.groups.iter())),
@@ -86,6 +91,18 @@ pub fn explain(
             let _ = writeln!(report, "decision:   DENY by {}\nmessage:    {message}", list(policies.iter()));
             Ok(Explanation { allowed: false, report })
         }
+    }
+}
+
+/// The cluster asked about: the one named, or the only one there is.
+fn pick_cluster<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a crate::config::ClusterConfig, ExplainError> {
+    let names = || config.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+    match (name, config.clusters.as_slice()) {
+        (Some(name), _) => config.cluster(name).ok_or_else(|| {
+            ExplainError::Cluster(format!("--cluster {name}: no such cluster (configured: {})", names()))
+        }),
+        (None, [only]) => Ok(only),
+        (None, _) => Err(ExplainError::Cluster(format!("name the cluster with --cluster (one of: {})", names()))),
     }
 }
 
@@ -132,8 +149,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let groups = vec!["engineering".to_string()];
-        let allow = explain(&config, "alice@example.com", &groups, "GET /api/v1/namespaces/default/pods", "127.0.0.1")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let allow =
+            explain(&config, "alice@example.com", &groups, "GET /api/v1/namespaces/default/pods", "127.0.0.1", None)
+                .unwrap_or_else(|e| panic!("{e}"));
         assert!(allow.allowed, "{}", allow.report);
         assert!(allow.report.contains("verb list on pods (core v1, namespace default)"), "{}", allow.report);
         assert!(allow.report.contains("levels:     engineering"), "{}", allow.report);
@@ -143,6 +161,7 @@ mod tests {
             &groups,
             "DELETE /api/v1/namespaces/kube-system/pods/dns",
             "127.0.0.1",
+            None,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!deny.allowed);
@@ -171,7 +190,7 @@ mod tests {
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let decide = |groups: &[&str], request: &str| {
             let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-            explain(&config, "alice@example.com", &groups, request, "192.0.2.10")
+            explain(&config, "alice@example.com", &groups, request, "192.0.2.10", None)
                 .unwrap_or_else(|e| panic!("{request}: {e}"))
         };
         let refused = [

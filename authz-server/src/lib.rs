@@ -3,7 +3,8 @@
 //! gateway impersonates.
 //!
 //! The map: [`config`] reads the YAML file; [`oidc`] verifies tokens and maps claims to
-//! an identity; [`request_info`] parses what a request asks to do, as kube-apiserver does;
+//! an identity; [`cluster_selection`] picks the cluster a request is for;
+//! [`request_info`] parses what a request asks to do, as kube-apiserver does;
 //! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
 //! `kubegate whoami`; [`metrics`] counts what happened; [`server`] puts the gRPC services
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod cluster_selection;
 pub mod config;
 pub mod decision_cache;
 pub mod explain;

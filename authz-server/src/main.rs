@@ -47,6 +47,9 @@ enum PolicyCommand {
         /// The client address policies see in `context.sourceIp`.
         #[arg(long, default_value = "127.0.0.1")]
         source_ip: String,
+        /// The cluster the request is for (needed when several are configured).
+        #[arg(long)]
+        cluster: Option<String>,
     },
 }
 
@@ -62,8 +65,9 @@ async fn main() -> ExitCode {
     };
     let outcome = match args.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&args.log_format, config_path).await.map(|()| ExitCode::SUCCESS),
-        Command::Policy(PolicyCommand::Check { user, groups, request, source_ip }) => {
-            check(&config_path, &user, &groups, &request, &source_ip).map_err(|e| (e, ExitCode::from(2)))
+        Command::Policy(PolicyCommand::Check { user, groups, request, source_ip, cluster }) => {
+            let question = Question { user: &user, groups: &groups, request: &request, source_ip: &source_ip };
+            check(&config_path, &question, cluster.as_deref()).map_err(|e| (e, ExitCode::from(2)))
         }
     };
     // Errors are printed as a chain of causes, never as a backtrace: they are the
@@ -83,16 +87,19 @@ async fn serve(log_format: &str, config_path: PathBuf) -> Result<(), (anyhow::Er
         .map_err(|e| failed(e.into()))
 }
 
+/// What `policy check` asks about.
+struct Question<'a> {
+    user: &'a str,
+    groups: &'a [String],
+    request: &'a str,
+    source_ip: &'a str,
+}
+
 /// `policy check`: the report on stdout; 0 when allowed, 1 when denied.
-fn check(
-    config_path: &Path,
-    user: &str,
-    groups: &[String],
-    request: &str,
-    source_ip: &str,
-) -> anyhow::Result<ExitCode> {
+fn check(config_path: &Path, question: &Question<'_>, cluster: Option<&str>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let explanation = kubegate_authz_server::explain::explain(&config, user, groups, request, source_ip)?;
+    let Question { user, groups, request, source_ip } = question;
+    let explanation = kubegate_authz_server::explain::explain(&config, user, groups, request, source_ip, cluster)?;
     print!("{}", explanation.report);
     Ok(if explanation.allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -4,7 +4,7 @@
 
 use crate::config::{is_reserved_name, name_problem, role_group_name, ClusterConfig, IdentityMode, RoleConfig};
 use crate::oidc::Identity;
-use crate::policy::{PolicyEngine, Principal, RequestMeta, Verdict};
+use crate::policy::{ClusterFacts, PolicyEngine, Principal, RequestMeta, Verdict};
 use kubegate_decision::{IdentityMode as DecisionMode, Impersonation, RequestedImpersonation};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -81,23 +81,34 @@ struct IndexedRole {
     groups: HashSet<String>,
 }
 
-/// Resolves privilege levels from the configured roles and the policies.
+/// Resolves privilege levels on one cluster from the roles that hold there and the
+/// policies.
 pub struct PrivilegeResolver {
     roles: Vec<IndexedRole>,
     cluster: ClusterConfig,
+    /// The cluster as policies see it.
+    facts: ClusterFacts,
 }
 
 impl PrivilegeResolver {
+    /// The resolver for `cluster`, with those of `roles` that hold on it.
     pub fn new(roles: Vec<RoleConfig>, cluster: ClusterConfig) -> Self {
         let roles = roles
             .into_iter()
+            .filter(|role| role.applies_to(&cluster.name))
             .map(|config| IndexedRole {
                 users: config.members.users.iter().cloned().collect(),
                 groups: config.members.groups.iter().cloned().collect(),
                 config,
             })
             .collect();
-        Self { roles, cluster }
+        let facts = ClusterFacts { name: cluster.name.clone(), tags: cluster.tags.clone() };
+        Self { roles, cluster, facts }
+    }
+
+    /// The cluster these rules are for, as policies see it.
+    pub fn cluster(&self) -> &ClusterFacts {
+        &self.facts
     }
 
     /// The user as policies see them: user, IdP groups, standing roles.
@@ -126,7 +137,7 @@ impl PrivilegeResolver {
             .filter(|r| principal.roles.contains(&r.config.name))
             .flat_map(|r| r.config.privilege_levels.iter().cloned())
             .collect();
-        let (added, granted_by) = policy.fetch_privileges(principal, meta);
+        let (added, granted_by) = policy.fetch_privileges(&self.facts, principal, meta);
         // A policy may not grant `system:` groups, nor names a hop would trim into one.
         levels.extend(added.into_iter().filter(|l| !is_reserved_name(l) && name_problem(l).is_none()));
         let narrowed = match narrow_to {
@@ -137,7 +148,7 @@ impl PrivilegeResolver {
             }
             None => false,
         };
-        match policy.check_impersonation(principal, &levels, meta) {
+        match policy.check_impersonation(&self.facts, principal, &levels, meta) {
             Verdict::Allow => Ok(Privileges { roles: principal.roles.clone(), levels, granted_by, narrowed }),
             Verdict::Deny { message, .. } => Err(Refused::Vetoed(message)),
         }
@@ -195,16 +206,16 @@ mod tests {
     use super::*;
 
     fn resolver(extra: &str) -> (PrivilegeResolver, PolicyEngine) {
-        let config: crate::config::Config = serde_yaml::from_str(&format!(
+        let config = crate::config::Config::parse(&format!(
             "issuers:\n- url: https://idp\n  audiences: [k]\nroles:\n- name: Platform Team\n  members: {{groups: [engineering]}}\n  privilegeLevels: [engineering]\n- name: oncall\n  members: {{users: [bob@example.com]}}\n  privilegeLevels: [oncall]\n{extra}"
-        ))
+        ), std::path::Path::new("authz.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
         let policy = PolicyEngine::from_sources(
             &[("p.cedar".into(), "@k8s_impersonate_groups(\"viewers\")\npermit (principal in k8s::Role::\"Platform Team\", action == k8s::Action::\"fetchPrivileges\", resource);\n".into())],
-            &config.cluster.name,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        (PrivilegeResolver::new(config.roles, config.cluster), policy)
+        let cluster = config.clusters[0].clone();
+        (PrivilegeResolver::new(config.roles, cluster), policy)
     }
 
     fn meta() -> RequestMeta {
@@ -314,7 +325,7 @@ mod tests {
             .enumerate()
             .map(|(i, level)| (format!("p{i}.cedar"), permit(level)))
             .collect::<Vec<_>>();
-        let p = PolicyEngine::from_sources(&sources, "kubernetes").unwrap_or_else(|e| panic!("{e}"));
+        let p = PolicyEngine::from_sources(&sources).unwrap_or_else(|e| panic!("{e}"));
         let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
         assert_eq!(privileges.levels, ["engineering", "viewers"].map(String::from).into());
     }

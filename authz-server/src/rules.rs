@@ -7,6 +7,7 @@
 //! Issuers and listen addresses are not reloaded: changing them needs a restart (a
 //! change is logged as such).
 
+use crate::cluster_selection::ClusterSelector;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyEngine, PolicyError};
@@ -22,7 +23,10 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// Policies and privilege resolution, built from one consistent configuration.
 pub struct Rules {
     pub policy: PolicyEngine,
-    pub privileges: PrivilegeResolver,
+    /// Privilege resolution per cluster, in configuration order.
+    pub clusters: Vec<PrivilegeResolver>,
+    /// Which cluster a request is for.
+    pub selector: ClusterSelector,
     /// Distinguishes these rules from every earlier set (set when they are installed).
     pub generation: u64,
 }
@@ -38,12 +42,18 @@ pub enum RulesError {
 
 impl Rules {
     pub fn from_config(config: &Config) -> Result<Self, RulesError> {
-        let policy = PolicyEngine::load(&config.policy_paths()?, &config.cluster.name)?;
-        Ok(Self {
-            policy,
-            privileges: PrivilegeResolver::new(config.roles.clone(), config.cluster.clone()),
-            generation: 0,
-        })
+        let policy = PolicyEngine::load(&config.policy_paths()?)?;
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|cluster| PrivilegeResolver::new(config.roles.clone(), cluster.clone()))
+            .collect();
+        Ok(Self { policy, clusters, selector: ClusterSelector::new(&config.clusters), generation: 0 })
+    }
+
+    /// The rules of the cluster at `index` (from [`ClusterSelector::select`]).
+    pub fn cluster(&self, index: usize) -> Option<&PrivilegeResolver> {
+        self.clusters.get(index)
     }
 }
 

@@ -34,7 +34,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let rules = Rules::from_config(&config)?;
-    tracing::info!(policies = rules.policy.len(), cluster = %config.cluster.name, "policies loaded");
+    let clusters: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    tracing::info!(policies = rules.policy.len(), clusters = ?clusters, "policies loaded");
     log_unbound_levels(&config);
     let rules = SharedRules::new(rules);
     let validator = Arc::new(TokenValidator::new(&config.issuers, config.token_cache_size)?);

@@ -15,6 +15,51 @@ use std::time::{Duration, UNIX_EPOCH};
 /// The path kubegate answers itself; `kubegate whoami` asks it through kubectl.
 pub const WHOAMI_PATH: &str = "/kubegate/v1/whoami";
 
+/// The clusters the caller may reach through this gateway; `kubegate kubeconfig add`
+/// asks it to write one context per cluster. Not under a cluster prefix: it is about
+/// the gateway.
+pub const CLUSTERS_PATH: &str = "/kubegate/v1/clusters";
+
+/// The answer to [`CLUSTERS_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterList {
+    pub api_version: String,
+    pub kind: String,
+    pub clusters: Vec<ReachableCluster>,
+}
+
+/// One cluster the caller may reach, and how kubectl names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReachableCluster {
+    pub name: String,
+    /// The server URL's path on this gateway (`/clusters/<name>`).
+    pub path: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl ClusterList {
+    pub fn new<'a>(clusters: impl Iterator<Item = &'a crate::policy::ClusterFacts>) -> Self {
+        let clusters = clusters
+            .map(|c| ReachableCluster {
+                name: c.name.clone(),
+                path: format!("{}{}", crate::cluster_selection::PATH_PREFIX, c.name),
+                tags: c.tags.clone(),
+            })
+            .collect();
+        Self { api_version: "kubegate.dev/v1".into(), kind: "ClusterList".into(), clusters }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.clusters.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// The answer: the identity from the token, what kubegate resolved for it, and what
 /// the API server will see.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +67,9 @@ pub const WHOAMI_PATH: &str = "/kubegate/v1/whoami";
 pub struct WhoAmI {
     pub api_version: String,
     pub kind: String,
+    /// The cluster this answer is for (a gateway may serve several).
+    #[serde(default)]
+    pub cluster: String,
     /// The Kubernetes user name kubegate derived from the token.
     pub username: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,11 +101,17 @@ pub struct KubernetesIdentity {
 }
 
 impl WhoAmI {
-    pub fn new(identity: &Identity, privileges: &Privileges, impersonation: Option<Impersonation>) -> Self {
+    pub fn new(
+        cluster: &str,
+        identity: &Identity,
+        privileges: &Privileges,
+        impersonation: Option<Impersonation>,
+    ) -> Self {
         let expiry = UNIX_EPOCH + Duration::from_secs(identity.expires_at);
         Self {
             api_version: "kubegate.dev/v1".into(),
             kind: "WhoAmI".into(),
+            cluster: cluster.to_owned(),
             username: identity.username.clone(),
             uid: identity.uid.clone(),
             idp_groups: identity.groups.clone(),
@@ -127,7 +181,7 @@ mod tests {
             extra: Default::default(),
         };
         let json: serde_json::Value =
-            serde_json::from_str(&WhoAmI::new(&identity, &privileges, Some(impersonation)).to_json())
+            serde_json::from_str(&WhoAmI::new("default", &identity, &privileges, Some(impersonation)).to_json())
                 .unwrap_or_default();
         assert_eq!(json["kind"], "WhoAmI");
         assert_eq!(json["username"], "alice@example.com");
@@ -152,7 +206,7 @@ mod tests {
             ],
             narrowed: false,
         };
-        let whoami = WhoAmI::new(&identity, &privileges, None);
+        let whoami = WhoAmI::new("default", &identity, &privileges, None);
         let [named, unnamed, odd] = whoami.granted_by.as_slice() else { panic!("{:?}", whoami.granted_by) };
         assert_eq!(named, "bob-reads-logs");
         assert_eq!(odd, "with (parens): 7");

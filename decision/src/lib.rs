@@ -163,7 +163,10 @@ impl Decision {
         if self.cluster.is_empty() {
             return Err(DecisionError::NoCluster);
         }
-        if !is_header_value(&self.cluster) || !self.grants.iter().all(|g| is_header_value(g)) {
+        // Envoy routes on the cluster name (an exact header match): a DNS label, as
+        // authz-server's configuration requires.
+        let label = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if !self.cluster.chars().all(label) || !self.grants.iter().all(|g| is_header_value(g)) {
             return Err(DecisionError::InvalidHeaderValue);
         }
         if !is_canonical_target(&self.target) {
@@ -358,6 +361,12 @@ pub const CLIENT_IMPERSONATION_HEADER: &str = "x-kubegate-client-impersonation";
 
 /// Every header name in this namespace is kubegate's; clients may not send any.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-kubegate-";
+
+/// The request header the filter's inject stage sets to the decision's `cluster`, and
+/// Envoy's routes match on: the request goes to the cluster it was decided for, never
+/// to one Envoy picked by its own reading of the request. Under
+/// [`INTERNAL_HEADER_PREFIX`], so a client's copy is stripped before the decision.
+pub const CLUSTER_HEADER: &str = "x-kubegate-cluster";
 
 /// What a client asked to impersonate, as the strip stage found it in its headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

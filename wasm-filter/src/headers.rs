@@ -1,7 +1,7 @@
 //! The header rules, independent of proxy-wasm.
 
 use kubegate_decision::{
-    encode_extra_key, Decision, Impersonation, RequestedImpersonation, CLIENT_IMPERSONATION_HEADER,
+    encode_extra_key, Decision, Impersonation, RequestedImpersonation, CLIENT_IMPERSONATION_HEADER, CLUSTER_HEADER,
     INTERNAL_HEADER_PREFIX,
 };
 
@@ -85,13 +85,16 @@ pub fn strip_stage(headers: &mut impl HeaderMap) {
 }
 
 /// The inject stage for an accepted decision: strip again, drop the user's bearer token
-/// (Envoy's credential injector sets the gateway's own after this filter), keep only
-/// the `upgrade` token of `Connection`, forward the canonical target that was decided
-/// on, then add the impersonation headers.
+/// (the cluster's credential injector sets the gateway's own after this filter), keep
+/// only the `upgrade` token of `Connection`, route to the decided cluster, forward the
+/// canonical target that was decided on, then add the impersonation headers.
 pub fn inject_stage(headers: &mut impl HeaderMap, decision: &Decision) {
     let lines = headers.lines();
     strip_reserved_lines(headers, &lines);
     headers.remove_all("authorization");
+    // Envoy re-selects the route when a filter changes request headers; its routes
+    // match this header, and the route removes it before the request goes upstream.
+    headers.set(CLUSTER_HEADER, &decision.cluster);
     keep_only_upgrade_in_connection(headers, &lines);
     // kubectl's requests are already canonical: they cost no host call here.
     let mut path = lines.iter().filter(|(name, _)| name == ":path").map(|(_, value)| value);
@@ -235,7 +238,8 @@ mod tests {
         assert_eq!(h.values("impersonate-extra-kubegate.dev%2Frequest-id"), ["req-1"]);
         assert!(h.values("x-kubegate-client-impersonation").is_empty());
         assert_eq!(h.values(":path"), ["/api/v1/namespaces/default/pods"]);
-        assert_eq!(h.0.len(), 6);
+        assert_eq!(h.values(CLUSTER_HEADER), ["prod"]);
+        assert_eq!(h.0.len(), 7);
     }
 
     /// Attack: the API server executing another request than the one decided
@@ -283,12 +287,23 @@ mod tests {
         assert!(h.values("x-remote-user").is_empty());
     }
 
+    /// Attack: a client naming the cluster route itself (`X-Kubegate-Cluster: prod` on a
+    /// request decided for dev), so Envoy runs dev's decision on prod.
+    #[test]
+    fn inject_routes_to_the_decided_cluster_whatever_the_client_sent() {
+        let mut h = Lines::of(&[("X-Kubegate-Cluster", "dev"), ("x-kubegate-cluster", "staging")]);
+        inject_stage(&mut h, &alice());
+        assert_eq!(h.values(CLUSTER_HEADER), ["prod"]);
+        assert!(h.values("X-Kubegate-Cluster").is_empty());
+    }
+
     #[test]
     fn inject_without_impersonation_only_strips() {
         let mut h = Lines::of(&[("impersonate-user", "mallory"), ("authorization", "Bearer t")]);
         let leased = Decision { mode: kubegate_decision::IdentityMode::Leased, impersonate: None, ..alice() };
         inject_stage(&mut h, &leased);
-        assert_eq!(h.0, [(":path".to_string(), "/api/v1/namespaces/default/pods".to_string())]);
+        let path = (":path".to_string(), "/api/v1/namespaces/default/pods".to_string());
+        assert_eq!(h.0, [(CLUSTER_HEADER.to_string(), "prod".to_string()), path]);
     }
 
     #[test]

@@ -167,7 +167,9 @@ fn decision() -> Decision {
 /// The reserved lines the inject stage must leave: exactly the decision's identity
 /// (names lower-cased, as [`lowered_reserved`] compares them).
 fn injected(decision: &Decision) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut lines = Vec::new();
+    // The route to the decided cluster, whatever the client sent under that name.
+    let mut lines =
+        vec![(kubegate_decision::CLUSTER_HEADER.as_bytes().to_vec(), decision.cluster.clone().into_bytes())];
     if let Some(identity) = &decision.impersonate {
         lines.push((b"impersonate-user".to_vec(), identity.user.clone().into_bytes()));
         for group in &identity.groups {

@@ -2,7 +2,7 @@
 
 use crate::request_info::{Query, RequestInfo, StreamRequest};
 use cedar_policy::{Context, Entities, Entity, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::LazyLock;
 
@@ -12,6 +12,20 @@ pub struct Principal {
     pub user: String,
     pub groups: Vec<String>,
     pub roles: Vec<String>,
+}
+
+/// The cluster a question is about: its name, and the tags it and every resource in it
+/// carry (`resource.getTag("env")`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterFacts {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ClusterFacts {
+    fn tags(&self) -> impl Iterator<Item = (String, RestrictedExpression)> + '_ {
+        self.tags.iter().map(|(k, v)| (k.clone(), string(v)))
+    }
 }
 
 /// Facts about the request besides its target.
@@ -63,10 +77,16 @@ fn levels_record(levels: &BTreeSet<String>) -> RestrictedExpression {
 }
 
 /// The user (in their groups and roles), those groups and roles, and the cluster.
-fn principal_entities(principal: &Principal, cluster: &EntityUid) -> Result<(EntityUid, Vec<Entity>), String> {
+fn principal_entities(
+    principal: &Principal,
+    cluster: &ClusterFacts,
+) -> Result<(EntityUid, EntityUid, Vec<Entity>), String> {
     let user = uid("User", &principal.user)?;
+    let cluster_uid = uid("Cluster", &cluster.name)?;
     let mut parents = HashSet::new();
-    let mut entities = vec![Entity::new_no_attrs(cluster.clone(), HashSet::new())];
+    let cluster_entity =
+        Entity::new_with_tags(cluster_uid.clone(), [], [], cluster.tags()).map_err(|e| e.to_string())?;
+    let mut entities = vec![cluster_entity];
     for group in &principal.groups {
         let g = uid("Group", group)?;
         parents.insert(g.clone());
@@ -79,7 +99,7 @@ fn principal_entities(principal: &Principal, cluster: &EntityUid) -> Result<(Ent
     }
     let attrs = HashMap::from([("name".to_string(), string(&principal.user))]);
     entities.push(Entity::new(user.clone(), attrs, parents).map_err(|e| e.to_string())?);
-    Ok((user, entities))
+    Ok((user, cluster_uid, entities))
 }
 
 /// The context record; `Request::new` validates it against the schema for the action.
@@ -106,12 +126,11 @@ fn finish(
 
 pub(super) fn fetch_privileges(
     schema: &Schema,
-    cluster: &str,
+    cluster: &ClusterFacts,
     principal: &Principal,
     meta: &RequestMeta,
 ) -> Result<(Request, Entities), String> {
-    let cluster = uid("Cluster", cluster)?;
-    let (user, entities) = principal_entities(principal, &cluster)?;
+    let (user, cluster, entities) = principal_entities(principal, cluster)?;
     let action = action("fetchPrivileges")?;
     let context = context(base_context(meta))?;
     finish(schema, user, action, cluster, context, entities)
@@ -119,13 +138,12 @@ pub(super) fn fetch_privileges(
 
 pub(super) fn impersonation(
     schema: &Schema,
-    cluster: &str,
+    cluster: &ClusterFacts,
     principal: &Principal,
     levels: &BTreeSet<String>,
     meta: &RequestMeta,
 ) -> Result<(Request, Entities), String> {
-    let cluster = uid("Cluster", cluster)?;
-    let (user, entities) = principal_entities(principal, &cluster)?;
+    let (user, cluster, entities) = principal_entities(principal, cluster)?;
     let action = action("impersonate")?;
     let mut pairs = base_context(meta);
     pairs.push(("k8s", levels_record(levels)));
@@ -177,15 +195,17 @@ pub(super) fn request_action(info: &RequestInfo) -> &'static str {
 
 pub(super) fn request(
     schema: &Schema,
-    cluster: &str,
+    cluster: &ClusterFacts,
     principal: &Principal,
     info: &RequestInfo,
     levels: &BTreeSet<String>,
     meta: &RequestMeta,
 ) -> Result<(Request, Entities), String> {
-    let cluster_uid = uid("Cluster", cluster)?;
-    let (user, mut entities) = principal_entities(principal, &cluster_uid)?;
-    let parents = HashSet::from([cluster_uid]);
+    let (user, cluster_uid, mut entities) = principal_entities(principal, cluster)?;
+    let parents = [cluster_uid];
+    let entity = |resource: &EntityUid, attrs| {
+        Entity::new_with_tags(resource.clone(), attrs, parents.clone(), cluster.tags()).map_err(|e| e.to_string())
+    };
     let resource = match info {
         RequestInfo::Resource(r) => {
             // A proxy's name is the object proxied to (`vault-0:8200` is pod `vault-0`).
@@ -199,13 +219,13 @@ pub(super) fn request(
                 ("namespace".to_string(), string(&r.namespace)),
                 ("name".to_string(), string(name)),
             ]);
-            entities.push(Entity::new(resource.clone(), attrs, parents).map_err(|e| e.to_string())?);
+            entities.push(entity(&resource, attrs)?);
             resource
         }
         RequestInfo::NonResource { path, .. } => {
             let resource = uid("NonResourceURL", path)?;
             let attrs = HashMap::from([("path".to_string(), string(path))]);
-            entities.push(Entity::new(resource.clone(), attrs, parents).map_err(|e| e.to_string())?);
+            entities.push(entity(&resource, attrs)?);
             resource
         }
     };

@@ -15,7 +15,7 @@
 mod entities;
 mod source;
 
-pub use entities::{Principal, RequestMeta};
+pub use entities::{ClusterFacts, Principal, RequestMeta};
 pub use source::PolicyError;
 
 use crate::request_info::RequestInfo;
@@ -55,7 +55,6 @@ pub struct PolicyEngine {
     schema: Schema,
     policies: PolicySet,
     authorizer: Authorizer,
-    cluster: String,
     /// Where each policy came from, for messages.
     origins: std::collections::HashMap<PolicyId, String>,
     /// For each action, the policies whose scope can match it: Cedar evaluates every
@@ -65,28 +64,29 @@ pub struct PolicyEngine {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyEngine").field("cluster", &self.cluster).field("policies", &self.len()).finish()
+        f.debug_struct("PolicyEngine").field("policies", &self.len()).finish()
     }
 }
 
 impl PolicyEngine {
-    /// Loads and validates policy files for the cluster called `cluster`.
-    pub fn load(files: &[PathBuf], cluster: &str) -> Result<Self, PolicyError> {
+    /// Loads and validates policy files (one set for every cluster: a policy names the
+    /// clusters it is about).
+    pub fn load(files: &[PathBuf]) -> Result<Self, PolicyError> {
         let mut sources = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| PolicyError::Read { file: file.display().to_string(), reason: e.to_string() })?;
             sources.push((file.display().to_string(), text));
         }
-        Self::from_sources(&sources, cluster)
+        Self::from_sources(&sources)
     }
 
     /// Validates policy texts, each named for messages.
-    pub fn from_sources(sources: &[(String, String)], cluster: &str) -> Result<Self, PolicyError> {
+    pub fn from_sources(sources: &[(String, String)]) -> Result<Self, PolicyError> {
         let schema = source::schema()?;
         let (policies, origins) = source::policy_set(sources, BUILT_IN, &schema)?;
         let by_action = partition_by_action(&policies);
-        Ok(Self { schema, policies, authorizer: Authorizer::new(), cluster: cluster.to_owned(), origins, by_action })
+        Ok(Self { schema, policies, authorizer: Authorizer::new(), origins, by_action })
     }
 
     /// The number of policies loaded from files (the built-in ones not counted).
@@ -101,8 +101,13 @@ impl PolicyEngine {
 
     /// The privilege levels `fetchPrivileges` permits add for `principal`, sorted, and
     /// the policies that added them.
-    pub fn fetch_privileges(&self, principal: &Principal, meta: &RequestMeta) -> (BTreeSet<String>, Vec<String>) {
-        let Ok((request, entities)) = entities::fetch_privileges(&self.schema, &self.cluster, principal, meta) else {
+    pub fn fetch_privileges(
+        &self,
+        cluster: &ClusterFacts,
+        principal: &Principal,
+        meta: &RequestMeta,
+    ) -> (BTreeSet<String>, Vec<String>) {
+        let Ok((request, entities)) = entities::fetch_privileges(&self.schema, cluster, principal, meta) else {
             return (BTreeSet::new(), Vec::new());
         };
         let response = self.authorizer.is_authorized(&request, self.for_action("fetchPrivileges"), &entities);
@@ -121,8 +126,14 @@ impl PolicyEngine {
     }
 
     /// Whether the resolved `levels` may be impersonated for `principal`.
-    pub fn check_impersonation(&self, principal: &Principal, levels: &BTreeSet<String>, meta: &RequestMeta) -> Verdict {
-        match entities::impersonation(&self.schema, &self.cluster, principal, levels, meta) {
+    pub fn check_impersonation(
+        &self,
+        cluster: &ClusterFacts,
+        principal: &Principal,
+        levels: &BTreeSet<String>,
+        meta: &RequestMeta,
+    ) -> Verdict {
+        match entities::impersonation(&self.schema, cluster, principal, levels, meta) {
             Ok((request, entities)) => self.verdict("impersonate", &request, &entities),
             Err(reason) => deny_unevaluable(reason),
         }
@@ -131,12 +142,13 @@ impl PolicyEngine {
     /// Whether a Kubernetes request may proceed.
     pub fn authorize_request(
         &self,
+        cluster: &ClusterFacts,
         principal: &Principal,
         info: &RequestInfo,
         levels: &BTreeSet<String>,
         meta: &RequestMeta,
     ) -> Verdict {
-        match entities::request(&self.schema, &self.cluster, principal, info, levels, meta) {
+        match entities::request(&self.schema, cluster, principal, info, levels, meta) {
             Ok((request, entities)) => self.verdict(entities::request_action(info), &request, &entities),
             Err(reason) => deny_unevaluable(reason),
         }

@@ -2,7 +2,12 @@ use super::*;
 use crate::request_info::parse;
 
 fn engine(policies: &str) -> PolicyEngine {
-    PolicyEngine::from_sources(&[("policies.cedar".into(), policies.into())], "prod").unwrap_or_else(|e| panic!("{e}"))
+    PolicyEngine::from_sources(&[("policies.cedar".into(), policies.into())]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The cluster the tests ask about, tagged `env=prod`.
+fn prod() -> ClusterFacts {
+    ClusterFacts { name: "prod".into(), tags: [("env".to_string(), "prod".to_string())].into() }
 }
 
 fn meta() -> RequestMeta {
@@ -47,19 +52,19 @@ forbid(
 #[test]
 fn seed_policy_adds_privilege_levels_for_role_members() {
     let e = engine(SEED_ADD_LEVELS);
-    let (added, by) = e.fetch_privileges(&alice(&["engineering"]), &meta());
+    let (added, by) = e.fetch_privileges(&prod(), &alice(&["engineering"]), &meta());
     assert_eq!(added, levels(&["bar", "foo"]));
     assert_eq!(by, ["policies.cedar:2"]);
-    let (none, _) = e.fetch_privileges(&alice(&[]), &meta());
+    let (none, _) = e.fetch_privileges(&prod(), &alice(&[]), &meta());
     assert!(none.is_empty(), "not a member of the role");
 }
 
 #[test]
 fn seed_forbid_vetoes_levels_with_its_error_message() {
     let e = engine(SEED_FORBID);
-    let verdict = e.check_impersonation(&alice(&[]), &levels(&["foo"]), &meta());
+    let verdict = e.check_impersonation(&prod(), &alice(&[]), &levels(&["foo"]), &meta());
     assert_eq!(verdict, Verdict::Deny { message: "invalid group".into(), policies: vec!["policies.cedar:2".into()] });
-    assert_eq!(e.check_impersonation(&alice(&[]), &levels(&["qa", "devops"]), &meta()), Verdict::Allow);
+    assert_eq!(e.check_impersonation(&prod(), &alice(&[]), &levels(&["qa", "devops"]), &meta()), Verdict::Allow);
 }
 
 #[test]
@@ -67,7 +72,13 @@ fn per_request_forbids_name_their_rule() {
     let e = engine(include_str!("../../tests/fixtures/guardrails.cedar"));
     let p = alice(&[]);
     let ask = |method: &str, path: &str, lv: &[&str]| {
-        e.authorize_request(&p, &parse(method, path, "").unwrap_or_else(|e| panic!("{e}")), &levels(lv), &meta())
+        e.authorize_request(
+            &prod(),
+            &p,
+            &parse(method, path, "").unwrap_or_else(|e| panic!("{e}")),
+            &levels(lv),
+            &meta(),
+        )
     };
     let deleted = ask("DELETE", "/api/v1/namespaces/kube-system/pods/coredns", &[]);
     assert_eq!(
@@ -97,26 +108,23 @@ forbid (principal, action == k8s::Action::"patch", resource) when { context.time
 "#,
     );
     let info = parse("GET", "/api/v1/namespaces/default/pods", "").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(e.authorize_request(&alice(&[]), &info, &levels(&[]), &meta()), Verdict::Allow);
+    assert_eq!(e.authorize_request(&prod(), &alice(&[]), &info, &levels(&[]), &meta()), Verdict::Allow);
     let elsewhere = RequestMeta { source_ip: "198.51.100.7".into(), ..meta() };
     assert!(
-        matches!(e.authorize_request(&alice(&[]), &info, &levels(&[]), &elsewhere), Verdict::Deny { message, .. } if message == "only from the office network")
+        matches!(e.authorize_request(&prod(), &alice(&[]), &info, &levels(&[]), &elsewhere), Verdict::Deny { message, .. } if message == "only from the office network")
     );
     let patch = parse("PATCH", "/api/v1/namespaces/default/pods/web", "").unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        matches!(e.authorize_request(&alice(&[]), &patch, &levels(&[]), &meta()), Verdict::Deny { message, .. } if message == "the change freeze is on")
+        matches!(e.authorize_request(&prod(), &alice(&[]), &patch, &levels(&[]), &meta()), Verdict::Deny { message, .. } if message == "the change freeze is on")
     );
 }
 
 #[test]
 fn a_syntax_error_names_file_line_and_reason() {
-    let err = PolicyEngine::from_sources(
-        &[(
-            "team.cedar".into(),
-            "permit (principal, action, resource);\nforbid (principal action, resource);\n".into(),
-        )],
-        "prod",
-    );
+    let err = PolicyEngine::from_sources(&[(
+        "team.cedar".into(),
+        "permit (principal, action, resource);\nforbid (principal action, resource);\n".into(),
+    )]);
     let Err(PolicyError::Invalid { file, line, reason, .. }) = err else { panic!("{err:?}") };
     assert_eq!((file.as_str(), line), ("team.cedar", 2), "{reason}");
 }
@@ -125,7 +133,7 @@ fn a_syntax_error_names_file_line_and_reason() {
 fn a_policy_that_does_not_match_the_schema_names_file_line_and_reason() {
     let text =
         "// ok\npermit (principal, action == k8s::Action::\"get\", resource)\nwhen { resource.colour == \"red\" };\n";
-    let err = PolicyEngine::from_sources(&[("team.cedar".into(), text.into())], "prod");
+    let err = PolicyEngine::from_sources(&[("team.cedar".into(), text.into())]);
     let Err(PolicyError::Invalid { file, line, reason, .. }) = err else { panic!("{err:?}") };
     assert_eq!(file, "team.cedar");
     assert!((2..=3).contains(&line), "line {line}: {reason}");
@@ -137,7 +145,7 @@ fn a_policy_that_does_not_match_the_schema_names_file_line_and_reason() {
 #[test]
 fn a_refused_policy_is_named_by_its_id_and_line() {
     let text = "permit (principal, action, resource);\n@id(\"colour-rule\")\npermit (principal, action == k8s::Action::\"get\", resource)\nwhen { resource.colour == \"red\" };\n";
-    let err = PolicyEngine::from_sources(&[("team.cedar".into(), text.into())], "prod");
+    let err = PolicyEngine::from_sources(&[("team.cedar".into(), text.into())]);
     let Err(PolicyError::Invalid { reason, .. }) = err else { panic!("{err:?}") };
     assert!(!reason.contains("team.cedar#"), "{reason}");
     assert!(reason.contains("colour-rule"), "{reason}");
@@ -145,10 +153,10 @@ fn a_refused_policy_is_named_by_its_id_and_line() {
 
 #[test]
 fn an_unknown_action_is_refused() {
-    let err = PolicyEngine::from_sources(
-        &[("a.cedar".into(), "permit (principal, action == k8s::Action::\"teleport\", resource);".into())],
-        "prod",
-    );
+    let err = PolicyEngine::from_sources(&[(
+        "a.cedar".into(),
+        "permit (principal, action == k8s::Action::\"teleport\", resource);".into(),
+    )]);
     assert!(matches!(err, Err(PolicyError::Invalid { ref reason, .. }) if reason.contains("teleport")), "{err:?}");
 }
 
@@ -163,7 +171,7 @@ when { resource.subresource == "exec" && context.request.command like "sh*" && c
     );
     let exec = |query: &str| {
         let info = parse("GET", "/api/v1/namespaces/prod/pods/web/exec", query).unwrap_or_else(|e| panic!("{e}"));
-        e.authorize_request(&alice(&[]), &info, &levels(&[]), &RequestMeta { query: query.into(), ..meta() })
+        e.authorize_request(&prod(), &alice(&[]), &info, &levels(&[]), &RequestMeta { query: query.into(), ..meta() })
     };
     assert!(matches!(exec("command=sh&command=-c&command=id&container=app"), Verdict::Deny { .. }));
     assert!(matches!(exec("command=date&container=app"), Verdict::Allow));
@@ -178,7 +186,7 @@ fn the_documented_policy_examples_validate() {
     assert!(!blocks.is_empty(), "docs/policy.md has cedar examples");
     for (i, block) in blocks.iter().enumerate() {
         let name = format!("docs/policy.md block {}", i + 1);
-        if let Err(e) = PolicyEngine::from_sources(&[(name, block.to_string())], "prod") {
+        if let Err(e) = PolicyEngine::from_sources(&[(name, block.to_string())]) {
             panic!("{e}");
         }
     }
@@ -195,7 +203,7 @@ forbid (principal, action in k8s::Action::"request", resource) when { context.ti
 "#,
     );
     let info = parse("GET", "/api/v1/namespaces/default/pods", "").unwrap_or_else(|e| panic!("{e}"));
-    let verdict = e.authorize_request(&alice(&[]), &info, &levels(&[]), &meta());
+    let verdict = e.authorize_request(&prod(), &alice(&[]), &info, &levels(&[]), &meta());
     assert!(
         matches!(&verdict, Verdict::Deny { message, .. } if message.contains("could not be evaluated")),
         "{verdict:?}"
@@ -206,5 +214,5 @@ forbid (principal, action in k8s::Action::"request", resource) when { context.ti
 forbid (principal, action in k8s::Action::"request", resource) when { context.time * 1 > 2000000000 };
 "#,
     );
-    assert_eq!(e.authorize_request(&alice(&[]), &info, &levels(&[]), &meta()), Verdict::Allow);
+    assert_eq!(e.authorize_request(&prod(), &alice(&[]), &info, &levels(&[]), &meta()), Verdict::Allow);
 }
