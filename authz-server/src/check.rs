@@ -329,7 +329,7 @@ fn reachable_clusters(rules: &Rules, identity: &Identity, request: &GatewayReque
         let principal = cluster.principal(identity);
         cluster.resolve(&principal, &rules.policy, &meta, None).is_ok_and(|p| !p.levels.is_empty())
     });
-    ClusterList::new(reachable.map(PrivilegeResolver::cluster))
+    ClusterList::new(rules.clusters.len() > 1, reachable.map(PrivilegeResolver::cluster))
 }
 
 /// The client's `--as`/`--as-group`, as the filter reported it.

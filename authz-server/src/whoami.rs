@@ -26,6 +26,9 @@ pub const CLUSTERS_PATH: &str = "/kubegate/v1/clusters";
 pub struct ClusterList {
     pub api_version: String,
     pub kind: String,
+    /// The gateway serves several clusters, so a request must name one (its path
+    /// prefix or host): a kubeconfig needs one context per cluster.
+    pub names_required: bool,
     pub clusters: Vec<ReachableCluster>,
 }
 
@@ -40,7 +43,7 @@ pub struct ReachableCluster {
 }
 
 impl ClusterList {
-    pub fn new<'a>(clusters: impl Iterator<Item = &'a crate::policy::ClusterFacts>) -> Self {
+    pub fn new<'a>(names_required: bool, clusters: impl Iterator<Item = &'a crate::policy::ClusterFacts>) -> Self {
         let clusters = clusters
             .map(|c| ReachableCluster {
                 name: c.name.clone(),
@@ -48,7 +51,7 @@ impl ClusterList {
                 tags: c.tags.clone(),
             })
             .collect();
-        Self { api_version: "kubegate.dev/v1".into(), kind: "ClusterList".into(), clusters }
+        Self { api_version: "kubegate.dev/v1".into(), kind: "ClusterList".into(), names_required, clusters }
     }
 
     pub fn names(&self) -> Vec<&str> {

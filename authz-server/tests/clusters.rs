@@ -211,6 +211,7 @@ fn the_cluster_list_offers_only_clusters_the_caller_holds_a_level_on() {
     let Ok(Answer::Clusters(list)) = g.get("/kubegate/v1/clusters") else { panic!("no cluster list") };
     assert_eq!(list.names(), ["dev"]);
     assert_eq!(list.clusters[0].path, "/clusters/dev");
+    assert!(list.names_required, "two clusters: requests must name one");
     let g = gateway(TWO_CLUSTERS);
     let Ok(Answer::Clusters(list)) = g.get("/kubegate/v1/clusters") else { panic!("no cluster list") };
     assert_eq!(list.names(), ["dev", "prod"]);
@@ -222,6 +223,8 @@ fn the_cluster_list_offers_only_clusters_the_caller_holds_a_level_on() {
 fn the_single_cluster_form_still_loads_and_serves() {
     let single = "issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\ncluster:\n  name: kubernetes\nroles:\n- name: engineering\n  members: {groups: [engineering]}\n  privilegeLevels: [engineering]\n";
     let g = gateway(single);
+    let Ok(Answer::Clusters(list)) = g.get("/kubegate/v1/clusters") else { panic!("no cluster list") };
+    assert!(!list.names_required);
     let (cluster, target, groups) = forwarded(g.get("/api/v1/pods"));
     assert_eq!(
         (cluster.as_str(), target.as_str(), groups.as_slice()),

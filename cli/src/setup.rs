@@ -1,6 +1,8 @@
 //! `kubegate kubeconfig add`: one command from "I was given a gateway URL" to a
 //! working `kubectl`: the cluster (with its CA embedded), a user whose exec plugin is
-//! `kubegate exec-credential`, and a context; with `--privilege`, a second user and
+//! `kubegate exec-credential`, and a context; for a gateway in front of several
+//! clusters, one cluster entry and context per cluster the user may reach (asked of the
+//! gateway), or the one `--cluster` names; with `--privilege`, a further user and
 //! context that ask the gateway for that one privilege level only.
 
 use crate::kubeconfig::{target_file, KubeconfigFile};
@@ -17,9 +19,14 @@ pub struct AddArgs {
     #[arg(long)]
     server: String,
     /// Name of the cluster entry, and of the user and context (default: the server's host).
-    /// With `--privilege`, the privileged user and context are named NAME-LEVEL.
+    /// For a gateway of several clusters, each cluster's context is NAME-CLUSTER; with
+    /// `--privilege`, the privileged user and context are named CONTEXT-LEVEL.
     #[arg(long)]
     name: Option<String>,
+    /// Only this cluster of a gateway that serves several (default: every cluster on
+    /// which you hold a privilege level, as the gateway says, which logs you in).
+    #[arg(long)]
+    cluster: Option<String>,
     /// PEM CA bundle of the gateway's TLS certificate, embedded in the kubeconfig
     /// (default: trust the system roots).
     #[arg(long)]
@@ -59,23 +66,30 @@ pub fn add(args: &AddArgs) -> anyhow::Result<()> {
     anyhow::ensure!(server.scheme() == "https", "--server must be an https URL: tokens must not travel in clear text");
     let name = args.name.clone().or_else(|| server.host_str().map(str::to_owned)).unwrap_or_else(|| "kubegate".into());
     let path = target_file(args.kubeconfig.as_deref());
+    // A kubeconfig kubegate cannot edit is refused before anyone is asked to log in.
+    KubeconfigFile::load(&path)?;
+    let contexts = contexts_to_write(args, &name)?;
     let mut config = KubeconfigFile::load(&path)?;
-    config.set_cluster(&name, cluster_entry(&args.server, args.ca_file.as_deref())?);
     config.set_user(&name, exec_user(args)?);
-    config.set_context(&name, &name, &name);
+    for context in &contexts {
+        config.set_cluster(&context.name, cluster_entry(&context.server, args.ca_file.as_deref())?);
+        config.set_context(&context.name, &context.name, &name);
+    }
+    let first = contexts.first().map_or(name.as_str(), |c| c.name.as_str());
     // With --privilege, switch only once the privileged context exists.
     if args.privilege.is_none() {
-        config.set_current_context(&name);
+        config.set_current_context(first);
     }
     config.save()?;
-    eprintln!("kubegate: added context {name} to {}", config.path().display());
+    let names: Vec<&str> = contexts.iter().map(|c| c.name.as_str()).collect();
+    eprintln!("kubegate: added context {} to {}", names.join(", "), config.path().display());
     let Some(level) = &args.privilege else { return Ok(()) };
 
     let username = match &args.username {
         Some(username) => username.clone(),
-        None => username_holding(&path, &name, level)?,
+        None => username_holding(&path, first, level)?,
     };
-    let privileged = format!("{name}-{level}");
+    let privileged = format!("{first}-{level}");
     let mut user = exec_user(args)?;
     if let Value::Mapping(map) = &mut user {
         map.insert("as".into(), username.into());
@@ -83,11 +97,53 @@ pub fn add(args: &AddArgs) -> anyhow::Result<()> {
     }
     let mut config = KubeconfigFile::load(&path)?;
     config.set_user(&privileged, user);
-    config.set_context(&privileged, &name, &privileged);
+    config.set_context(&privileged, first, &privileged);
     config.set_current_context(&privileged);
     config.save()?;
     eprintln!("kubegate: added context {privileged} (privilege level {level} only) and switched to it");
     Ok(())
+}
+
+/// One context to write: its name (also its cluster entry's) and server URL.
+struct ContextEntry {
+    name: String,
+    server: String,
+}
+
+/// `--cluster NAME`: that cluster's prefixed URL, without asking. Otherwise the gateway
+/// is asked (through a scratch kubeconfig, so a failure leaves the user's untouched):
+/// a single-cluster gateway gets one context on its plain URL, a gateway of several
+/// one context per cluster the user holds a level on.
+fn contexts_to_write(args: &AddArgs, name: &str) -> anyhow::Result<Vec<ContextEntry>> {
+    let server = args.server.trim_end_matches('/');
+    let per_cluster =
+        |cluster: &str, context: String| ContextEntry { name: context, server: format!("{server}/clusters/{cluster}") };
+    if let Some(cluster) = &args.cluster {
+        let context = if args.name.is_some() { name.to_owned() } else { format!("{name}-{cluster}") };
+        return Ok(vec![per_cluster(cluster, context)]);
+    }
+    let list = ask_for_clusters(args, name)?;
+    if !list.names_required {
+        return Ok(vec![ContextEntry { name: name.to_owned(), server: args.server.clone() }]);
+    }
+    anyhow::ensure!(
+        !list.clusters.is_empty(),
+        "you hold no privilege level on any cluster behind {}; ask your administrator for access",
+        args.server
+    );
+    Ok(list.clusters.iter().map(|c| per_cluster(&c.name, format!("{name}-{}", c.name))).collect())
+}
+
+/// `GET /kubegate/v1/clusters` as the user, logging in if needed.
+fn ask_for_clusters(args: &AddArgs, name: &str) -> anyhow::Result<crate::whoami::ClusterList> {
+    let scratch = tempfile::tempdir()?;
+    let path = scratch.path().join("kubeconfig");
+    let mut config = KubeconfigFile::load(&path)?;
+    config.set_cluster(name, cluster_entry(&args.server, args.ca_file.as_deref())?);
+    config.set_user(name, exec_user(args)?);
+    config.set_context(name, name, name);
+    config.save()?;
+    Kubectl { kubeconfig: Some(&path), context: Some(name), as_groups: &[] }.clusters()
 }
 
 /// Asks the gateway who the user is (logging in if needed) and checks they hold `level`.

@@ -10,6 +10,25 @@ use std::time::{Duration, SystemTime};
 /// The path authz-server answers.
 pub const WHOAMI_PATH: &str = "/kubegate/v1/whoami";
 
+/// The clusters the gateway would let the caller reach (`GET /kubegate/v1/clusters`).
+pub const CLUSTERS_PATH: &str = "/kubegate/v1/clusters";
+
+/// The gateway's cluster list (unknown fields ignored).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterList {
+    /// Requests must name a cluster: one context per cluster.
+    #[serde(default)]
+    pub names_required: bool,
+    #[serde(default)]
+    pub clusters: Vec<ReachableCluster>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReachableCluster {
+    pub name: String,
+}
+
 /// What the gateway says about the caller (unknown fields ignored: a newer gateway may
 /// say more).
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +71,20 @@ impl Kubectl<'_> {
     /// which kubectl prints here (`kubectl auth whoami` hides it behind a generic
     /// "selfsubjectreviews API is not enabled").
     pub fn whoami_json(&self) -> anyhow::Result<String> {
+        self.get_raw(WHOAMI_PATH, "who you are")
+    }
+
+    /// The clusters this gateway would let the caller reach.
+    pub fn clusters(&self) -> anyhow::Result<ClusterList> {
+        let json = self.get_raw(CLUSTERS_PATH, "which clusters you may reach")?;
+        let list: ClusterList = serde_json::from_str(&json)
+            .map_err(|e| anyhow::anyhow!("the server did not answer like a kubegate gateway ({e})"))?;
+        Ok(list)
+    }
+
+    /// `kubectl get --raw PATH` as this context, narrowed as asked; `what` names the
+    /// question in errors.
+    fn get_raw(&self, path: &str, what: &str) -> anyhow::Result<String> {
         let narrowing = match self.as_groups {
             [] => Vec::new(),
             groups => {
@@ -71,12 +104,12 @@ impl Kubectl<'_> {
         }
         command.args(&narrowing);
         let output = command
-            .args(["get", "--raw", WHOAMI_PATH])
+            .args(["get", "--raw", path])
             .stdin(Stdio::inherit())
             .stderr(Stdio::inherit())
             .output()
             .map_err(|e| anyhow::anyhow!("running {}: {e}", kubectl.to_string_lossy()))?;
-        anyhow::ensure!(output.status.success(), "kubectl could not ask the gateway who you are (see above)");
+        anyhow::ensure!(output.status.success(), "kubectl could not ask the gateway {what} (see above)");
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
