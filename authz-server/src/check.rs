@@ -213,6 +213,16 @@ impl Gatekeeper {
     /// answers kubegate's own questions (`whoami`, the cluster list) or resolves the
     /// user's privilege levels, applies policy and builds the decision for the filter.
     pub async fn answer(&self, request: &GatewayRequest<'_>) -> Result<Answer, Refusal> {
+        self.answer_for(request, &mut None).await
+    }
+
+    /// [`Gatekeeper::answer`], also saying which cluster the request was for once that
+    /// is known (a refusal before selection has none), for metrics.
+    pub async fn answer_for(
+        &self,
+        request: &GatewayRequest<'_>,
+        cluster_name: &mut Option<String>,
+    ) -> Result<Answer, Refusal> {
         let token = request.bearer_token().ok_or(TokenError::Missing)?;
         let identity = self.validator.validate(token).await?;
         // One snapshot for the whole request, however a reload races with it.
@@ -222,6 +232,7 @@ impl Gatekeeper {
         }
         let selection = rules.selector.select(request.sni, request.authority, request.path)?;
         let cluster = rules.cluster(selection.index).ok_or(SelectionError::NoneNamed)?;
+        *cluster_name = Some(cluster.cluster().name.clone());
         if request.asks(&selection.target, WHOAMI_PATH) {
             return whoami(&rules, cluster, &identity, request, &selection.target).map(Answer::WhoAmI);
         }
@@ -368,7 +379,10 @@ impl Authorization for CheckService {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let check = request.into_inner();
         let request = GatewayRequest::from_check(&check);
-        let response = match self.gatekeeper.answer(&request).await {
+        let mut cluster = None;
+        let answer = self.gatekeeper.answer_for(&request, &mut cluster).await;
+        let cluster = cluster.as_deref().unwrap_or_default();
+        let response = match answer {
             Ok(Answer::WhoAmI(whoami)) => {
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
                     path = request.path, cluster = whoami.cluster, user = %whoami.username,
@@ -390,14 +404,14 @@ impl Authorization for CheckService {
                     roles = ?privileges.roles, privilege_levels = ?privileges.levels,
                     upgrade = request.header("upgrade"), command = stream.as_ref().map(|s| s.command.as_str()),
                     container = stream.as_ref().map(|s| s.container.as_str()), decision = "allow");
-                self.metrics.record_allowed();
+                self.metrics.record_allowed(cluster);
                 allowed(&decision)
             }
             Err(refusal) => {
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
                     path = request.path, upgrade = request.header("upgrade"), decision = "deny",
                     reason = refusal.code());
-                self.metrics.record_denied(refusal.code());
+                self.metrics.record_denied(cluster, refusal.code());
                 denied(&refusal)
             }
         };

@@ -11,20 +11,31 @@ use std::sync::{Arc, Mutex};
 /// Counters updated on the request path.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    allowed: AtomicU64,
-    denied: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per cluster (`""` before one was chosen): allowed requests under reason `""`,
+    /// refusals under their code.
+    decisions: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     reloads: AtomicU64,
     refused_reloads: AtomicU64,
 }
 
 impl Metrics {
-    pub fn record_allowed(&self) {
-        self.allowed.fetch_add(1, Ordering::Relaxed);
+    pub fn record_allowed(&self, cluster: &str) {
+        self.record(cluster, "");
     }
 
-    pub fn record_denied(&self, reason: &'static str) {
-        let mut denied = self.denied.lock().unwrap_or_else(|p| p.into_inner());
-        *denied.entry(reason).or_default() += 1;
+    pub fn record_denied(&self, cluster: &str, reason: &'static str) {
+        self.record(cluster, reason);
+    }
+
+    fn record(&self, cluster: &str, reason: &'static str) {
+        let mut decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        // Allocates a cluster's name once, not per request.
+        if !decisions.contains_key(cluster) {
+            decisions.insert(cluster.to_owned(), BTreeMap::new());
+        }
+        if let Some(reasons) = decisions.get_mut(cluster) {
+            *reasons.entry(reason).or_default() += 1;
+        }
     }
 
     pub fn record_reload(&self, applied: bool) {
@@ -36,9 +47,14 @@ impl Metrics {
     pub fn render(&self, validator: &TokenValidator) -> String {
         let mut out = String::new();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut decisions = vec![("{decision=\"allow\",reason=\"\"}".to_string(), load(&self.allowed))];
-        for (reason, count) in self.denied.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            decisions.push((format!("{{decision=\"deny\",reason=\"{reason}\"}}"), *count));
+        let mut decisions = Vec::new();
+        for (cluster, reasons) in self.decisions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (reason, count) in reasons {
+                let decision = if reason.is_empty() { "allow" } else { "deny" };
+                let cluster = label(cluster);
+                decisions
+                    .push((format!("{{cluster=\"{cluster}\",decision=\"{decision}\",reason=\"{reason}\"}}"), *count));
+            }
         }
         family(&mut out, "kubegate_decisions_total", "counter", "Requests decided by authz-server.", decisions);
         let issuers: Vec<_> = validator.keys().map(|k| (format!("issuer=\"{}\"", label(k.issuer())), k)).collect();
@@ -134,5 +150,21 @@ mod tests {
         let out = Metrics::default().render(&validator);
         assert!(out.contains("# TYPE kubegate_token_signature_verifications_total counter\n"), "{out}");
         assert!(out.contains("\nkubegate_token_signature_verifications_total 0\n"), "{out}");
+    }
+
+    #[test]
+    fn decisions_are_counted_per_cluster() {
+        let issuer = serde_yaml::from_str("url: https://idp.example.com\naudiences: [kubegate]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let validator = TokenValidator::new(&[issuer], 10).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Metrics::default();
+        metrics.record_allowed("dev");
+        metrics.record_allowed("dev");
+        metrics.record_denied("prod", "policy_forbidden");
+        metrics.record_denied("", "token_expired");
+        let out = metrics.render(&validator);
+        assert!(out.contains("kubegate_decisions_total{cluster=\"dev\",decision=\"allow\",reason=\"\"} 2\n"), "{out}");
+        assert!(out.contains("{cluster=\"prod\",decision=\"deny\",reason=\"policy_forbidden\"} 1\n"), "{out}");
+        assert!(out.contains("{cluster=\"\",decision=\"deny\",reason=\"token_expired\"} 1\n"), "{out}");
     }
 }
