@@ -21,6 +21,11 @@ pub struct Config {
     /// Prometheus metrics at `/metrics` on this address; off when unset.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTP probes for kubelet on this address: `/healthz` (the process serves) and
+    /// `/readyz` (some issuer's keys are loaded), so the ext_authz port can stay on
+    /// loopback. Off when unset.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
     /// How many verified tokens to remember (0 turns the cache off). Default 10,000.
     #[serde(default = "default_token_cache_size")]
     pub token_cache_size: usize,
@@ -331,12 +336,14 @@ fn default_clock_skew() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // The cause is in the message, so it is not also a `source` (which would print it
+    // twice in an error chain).
+    #[error("{path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     /// The YAML does not parse or does not match the schema; serde's message carries
     /// the line and column.
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
+    #[error("{path}: {error}")]
+    Parse { path: PathBuf, error: serde_yaml::Error },
     /// The file parses but says something impossible.
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
@@ -346,7 +353,7 @@ impl Config {
     /// Reads and validates the configuration at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         let mut config = Self::parse(&text, path)?;
         // Policy paths are relative to the configuration file.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -361,7 +368,7 @@ impl Config {
         for entry in &self.policy_files {
             if entry.is_dir() {
                 let listing =
-                    std::fs::read_dir(entry).map_err(|source| ConfigError::Read { path: entry.clone(), source })?;
+                    std::fs::read_dir(entry).map_err(|error| ConfigError::Read { path: entry.clone(), error })?;
                 let mut files: Vec<PathBuf> = listing
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
@@ -378,7 +385,7 @@ impl Config {
     /// Parses configuration text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut config: Config =
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+            serde_yaml::from_str(text).map_err(|error| ConfigError::Parse { path: path.to_owned(), error })?;
         let invalid = |reason| ConfigError::Invalid { path: path.to_owned(), reason };
         match (config.cluster.take(), config.clusters.is_empty()) {
             (Some(_), false) => return Err(invalid("`cluster` and `clusters` are both set: use `clusters`".into())),

@@ -7,8 +7,8 @@
 //! [`request_info`] parses what a request asks to do, as kube-apiserver does;
 //! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
-//! `kubegate whoami`; [`metrics`] counts what happened; [`server`] puts the gRPC services
-//! on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
+//! `kubegate whoami`; [`metrics`] counts what happened; [`probes`] answers kubelet;
+//! [`server`] puts the gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod policy;
 pub mod privilege;
+pub mod probes;
 pub mod request_info;
 pub mod rules;
 pub mod server;

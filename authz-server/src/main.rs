@@ -24,6 +24,9 @@ struct Args {
 enum Command {
     /// Serve ext_authz (the default).
     Serve,
+    /// Check the configuration and its policies without serving: exits 0 when they
+    /// would load, 2 (with file, line and reason) when not.
+    Check,
     /// Work with policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -65,6 +68,7 @@ async fn main() -> ExitCode {
     };
     let outcome = match args.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&args.log_format, config_path).await.map(|()| ExitCode::SUCCESS),
+        Command::Check => check_config(&config_path).map_err(|e| (e, ExitCode::from(2))),
         Command::Policy(PolicyCommand::Check { user, groups, request, source_ip, cluster }) => {
             let question = Question { user: &user, groups: &groups, request: &request, source_ip: &source_ip };
             check(&config_path, &question, cluster.as_deref()).map_err(|e| (e, ExitCode::from(2)))
@@ -85,6 +89,24 @@ async fn serve(log_format: &str, config_path: PathBuf) -> Result<(), (anyhow::Er
     kubegate_authz_server::server::serve(config, Some(config_path), shutdown_signal())
         .await
         .map_err(|e| failed(e.into()))
+}
+
+/// `check`: everything `serve` reads before it listens (the file, its policies, the
+/// issuers' CA files), without contacting any issuer.
+fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let rules = kubegate_authz_server::rules::Rules::from_config(&config)?;
+    kubegate_authz_server::oidc::TokenValidator::new(&config.issuers, config.token_cache_size)?;
+    let clusters: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    println!(
+        "{}: configuration OK: {} issuer(s), cluster(s) {}, {} role(s), {} policy(ies)",
+        config_path.display(),
+        config.issuers.len(),
+        clusters.join(", "),
+        config.roles.len(),
+        rules.policy.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `policy check` asks about.

@@ -52,6 +52,13 @@ pub async fn serve(
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), validator.clone()));
     }
 
+    if let Some(addr) = config.health_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+        tracing::info!(%addr, "health probes listening");
+        tokio::spawn(crate::probes::serve(listener, validator.clone()));
+    }
+
     let (health, health_service) = tonic_health::server::health_reporter();
     // tonic-health starts the overall service "" as SERVING; not until keys are loaded.
     health.set_not_serving::<AuthorizationServer<CheckService>>().await;

@@ -89,3 +89,39 @@ fn a_plaintext_listener_off_loopback_is_refused() {
     assert!(!stderr.contains("not a loopback address"), "{stderr}");
     assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
 }
+
+/// `check`: what an operator (or the Helm chart's tests) runs before rolling out a
+/// configuration. 0 when it would load, 2 naming the file, line and reason when not,
+/// and nothing is served either way.
+#[test]
+fn check_says_whether_a_configuration_would_load() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    let check = |config: &str| {
+        write("authz.yaml", config);
+        let out = Command::new(env!("CARGO_BIN_EXE_kubegate-authz-server"))
+            .args(["check", "--config"])
+            .arg(dir.path().join("authz.yaml"))
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    write("ok.cedar", "forbid (principal, action == k8s::Action::\"delete\", resource);\n");
+    let good = "issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\nclusters:\n- name: dev\n- name: prod\npolicyFiles: [ok.cedar]\n";
+    let (code, stdout, stderr) = check(good);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("configuration OK") && stdout.contains("cluster(s) dev, prod") && stdout.contains("1 policy"),
+        "{stdout}"
+    );
+
+    write("bad.cedar", "permit (principal, action, resource);\nforbid (principal action, resource);\n");
+    let (code, _, stderr) = check(&good.replace("ok.cedar", "bad.cedar"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("bad.cedar:2:"), "{stderr}");
+    assert_eq!(stderr.matches("bad.cedar:2:").count(), 1, "said once: {stderr}");
+    let (code, _, stderr) = check(&good.replace("- name: prod\n", "- name: prod\n  tagz: {}\n"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown field `tagz`") && stderr.contains("line 7"), "{stderr}");
+}
