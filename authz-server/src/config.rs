@@ -95,6 +95,112 @@ pub struct ClusterConfig {
     /// The gateway's own user name, impersonated in `leasedWithLevels` mode.
     #[serde(default = "default_gateway_user")]
     pub gateway_user: String,
+    /// How authz-server itself reaches this cluster's API server, as the gateway: for
+    /// its upstream health check (and resource discovery). Envoy's route to the cluster
+    /// is configured on Envoy's side. Off when unset.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// authz-server's own connection to a cluster's API server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamConfig {
+    /// Pod identity: the cluster kubegate runs in, as its pod's service account.
+    /// Defaults `server` to `https://kubernetes.default.svc`, and `caFile` and
+    /// `tokenFile` to the service-account volume's `ca.crt` and `token`.
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// The API server's URL (https).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// PEM CA bundle the API server's certificate must chain to (default: system roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A bearer token file, re-read for every request (kubelet rotates projected tokens).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) instead of a token.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// The periodic check that the API server answers the gateway.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+}
+
+/// Where pod identity's credentials are mounted.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+impl UpstreamConfig {
+    /// The server URL, with the in-cluster default.
+    pub fn server(&self) -> Option<String> {
+        self.server.clone().or_else(|| self.in_cluster.then(|| "https://kubernetes.default.svc".to_owned()))
+    }
+
+    /// The CA file, with the in-cluster default.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca_file.clone().or_else(|| self.in_cluster.then(|| Path::new(SERVICE_ACCOUNT_DIR).join("ca.crt")))
+    }
+
+    /// The token file, with the in-cluster default (none when a client certificate is set).
+    pub fn token_file(&self) -> Option<PathBuf> {
+        let in_cluster_token = self.in_cluster && self.client_cert_file.is_none();
+        self.token_file.clone().or_else(|| in_cluster_token.then(|| Path::new(SERVICE_ACCOUNT_DIR).join("token")))
+    }
+
+    fn validate(&self, at: &str) -> Result<(), String> {
+        let server = self.server().ok_or_else(|| format!("{at}.server: required unless inCluster is true"))?;
+        let url = url::Url::parse(&server).map_err(|e| format!("{at}.server: {server:?}: {e}"))?;
+        if url.scheme() != "https" {
+            return Err(format!("{at}.server: must be https, got {server}"));
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err(format!("{at}: clientCertFile and clientKeyFile go together"));
+        }
+        if self.token_file.is_some() && self.client_cert_file.is_some() {
+            return Err(format!("{at}: a token or a client certificate, not both"));
+        }
+        if self.health_check.interval_seconds == 0 {
+            return Err(format!("{at}.healthCheck.intervalSeconds: must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Relative paths are relative to the configuration file.
+    fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.ca_file, &mut self.token_file, &mut self.client_cert_file, &mut self.client_key_file] {
+            if let Some(p) = path.as_mut() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// The upstream health check: a cheap read, as the gateway, in one namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheckConfig {
+    /// The namespace read (`GET /api/v1/namespaces/<namespace>`). Default `default`.
+    #[serde(default = "default_health_namespace")]
+    pub namespace: String,
+    /// Seconds between checks. Default 10.
+    #[serde(default = "default_health_interval")]
+    pub interval_seconds: u64,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self { namespace: default_health_namespace(), interval_seconds: default_health_interval() }
+    }
+}
+
+fn default_health_namespace() -> String {
+    "default".into()
+}
+fn default_health_interval() -> u64 {
+    10
 }
 
 impl Default for ClusterConfig {
@@ -107,6 +213,7 @@ impl Default for ClusterConfig {
             include_idp_groups: false,
             include_role_names: false,
             gateway_user: default_gateway_user(),
+            upstream: None,
         }
     }
 }
@@ -352,12 +459,14 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates the configuration at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         let mut config = Self::parse(&text, path)?;
         // Policy paths are relative to the configuration file.
         let base = path.parent().unwrap_or(Path::new("."));
         config.policy_files = config.policy_files.iter().map(|p| base.join(p)).collect();
+        for upstream in config.clusters.iter_mut().filter_map(|c| c.upstream.as_mut()) {
+            upstream.resolve_paths(base);
+        }
         Ok(config)
     }
 
@@ -526,6 +635,9 @@ impl Config {
                 if let Some(other) = hosts.insert(normal, &cluster.name) {
                     return Err(format!("clusters[{i}].hosts: {host:?} already selects cluster {other:?}"));
                 }
+            }
+            if let Some(upstream) = &cluster.upstream {
+                upstream.validate(&format!("clusters[{i}].upstream"))?;
             }
             for (key, value) in &cluster.tags {
                 if key.is_empty() || key.chars().chain(value.chars()).any(char::is_control) {
@@ -770,6 +882,10 @@ mod tests {
                 "names cluster \"b\", which is not configured",
             ),
             ("clusters: [{name: a, tags: {'': x}}]\n", "tags"),
+            ("clusters: [{name: a, upstream: {}}]\n", "upstream.server: required unless inCluster"),
+            ("clusters: [{name: a, upstream: {server: 'http://k'}}]\n", "must be https"),
+            ("clusters: [{name: a, upstream: {inCluster: true, clientCertFile: c}}]\n", "go together"),
+            ("clusters: [{name: a, upstream: {inCluster: true, healthCheck: {intervalSeconds: 0}}}]\n", "at least 1"),
         ] {
             let err = parse(&format!("{base}{clusters}")).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(expected), "{clusters}: {err}");

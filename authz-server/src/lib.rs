@@ -8,7 +8,8 @@
 //! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
 //! `kubegate whoami`; [`metrics`] counts what happened; [`probes`] answers kubelet;
-//! [`server`] puts the gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
+//! [`upstream_health`] checks that each cluster answers the gateway; [`server`] puts the
+//! gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod check;
 pub mod cluster_selection;
 pub mod config;
 pub mod decision_cache;
+pub mod error_text;
 pub mod explain;
 pub mod grpc_tls;
 pub mod metrics;
@@ -26,4 +28,5 @@ pub mod probes;
 pub mod request_info;
 pub mod rules;
 pub mod server;
+pub mod upstream_health;
 pub mod whoami;

@@ -16,6 +16,8 @@ pub struct Metrics {
     decisions: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     reloads: AtomicU64,
     refused_reloads: AtomicU64,
+    /// The last upstream health check of each cluster that has one.
+    upstream_up: Mutex<BTreeMap<String, bool>>,
 }
 
 impl Metrics {
@@ -36,6 +38,11 @@ impl Metrics {
         if let Some(reasons) = decisions.get_mut(cluster) {
             *reasons.entry(reason).or_default() += 1;
         }
+    }
+
+    pub fn record_upstream(&self, cluster: &str, up: bool) {
+        let mut states = self.upstream_up.lock().unwrap_or_else(|p| p.into_inner());
+        states.insert(cluster.to_owned(), up);
     }
 
     pub fn record_reload(&self, applied: bool) {
@@ -97,6 +104,20 @@ impl Metrics {
             "counter",
             "Configuration changes applied or refused.",
             reloads,
+        );
+        let upstream: Vec<(String, u64)> = self
+            .upstream_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(cluster, up)| (format!("{{cluster=\"{}\"}}", label(cluster)), u64::from(*up)))
+            .collect();
+        family(
+            &mut out,
+            "kubegate_upstream_up",
+            "gauge",
+            "1 when the cluster's API server answered the gateway's last health check, else 0.",
+            upstream,
         );
         let cached = [(String::new(), validator.cached_tokens() as u64)];
         family(&mut out, "kubegate_verified_tokens_cached", "gauge", "Verified tokens remembered.", cached);

@@ -45,6 +45,7 @@ pub async fn serve(
     if let Some(path) = config_path {
         spawn_reloader(path, config.clone(), rules.clone(), metrics.clone());
     }
+    crate::upstream_health::spawn(&config.clusters, metrics.clone());
     if let Some(addr) = config.metrics_listen {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;

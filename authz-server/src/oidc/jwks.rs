@@ -29,7 +29,7 @@ pub enum JwksError {
     #[error("issuer {issuer}: CA file {path}: {reason}")]
     CaFile { issuer: String, path: String, reason: String },
     /// The discovery document or JWKS could not be fetched.
-    #[error("issuer {issuer}: fetching {url}: {}", causes(source))]
+    #[error("issuer {issuer}: fetching {url}: {}", crate::error_text::causes(source))]
     Fetch { issuer: String, url: String, source: reqwest::Error },
     /// The discovery document names a different issuer (OpenID Connect Discovery §4.3).
     #[error("issuer {issuer}: discovery document names issuer {found}")]
@@ -77,22 +77,6 @@ struct Discovery {
 #[derive(Deserialize)]
 struct RawJwks {
     keys: Vec<serde_json::Value>,
-}
-
-/// An error with its causes (`error sending request ...: invalid peer certificate:
-/// UnknownIssuer`): reqwest's own message never says *why* a TLS handshake failed, and
-/// that is what an operator needs to fix it.
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let line = inner.to_string();
-        if !text.contains(&line) {
-            text = format!("{text}: {line}");
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// Fetch outcomes, for metrics.
