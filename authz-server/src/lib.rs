@@ -8,7 +8,8 @@
 //! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
 //! `kubegate whoami`; [`metrics`] counts what happened; [`probes`] answers kubelet;
-//! [`upstream_health`] checks that each cluster answers the gateway; [`server`] puts the
+//! [`upstream_health`] checks that each cluster answers the gateway, [`doctor`] everything
+//! an operator should check; [`server`] puts the
 //! gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod check;
 pub mod cluster_selection;
 pub mod config;
 pub mod decision_cache;
+pub mod doctor;
 pub mod error_text;
 pub mod explain;
 pub mod grpc_tls;

@@ -294,6 +294,22 @@ mod tests {
         assert_eq!(r.mode(), DecisionMode::Leased);
     }
 
+    /// A decision carrying an extras key the gateway's RBAC does not grant is refused by
+    /// the API server (403 on every request): every key must be in `EXTRA_KEYS`, which
+    /// the chart's ClusterRole and `kubegate doctor` are derived from.
+    #[test]
+    fn every_extra_key_impersonated_is_one_the_rbac_grants() {
+        for mode in ["impersonate", "leasedWithLevels"] {
+            let (r, p) = resolver(&format!("cluster: {{identityMode: {mode}}}\n"));
+            let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+            let imp = r.impersonation(&alice(), &privileges, "r1").unwrap_or_else(|| panic!("impersonates"));
+            assert!(!imp.extra.is_empty());
+            for key in imp.extra.keys() {
+                assert!(kubegate_decision::EXTRA_KEYS.contains(&key.as_str()), "{mode}: {key} is not in EXTRA_KEYS");
+            }
+        }
+    }
+
     /// Attack: `kubectl --as-group viewers` meant to run with `viewers` alone, while
     /// the cluster's `includeIdpGroups` / `includeRoleNames` add the user's IdP groups
     /// and role names back, so the narrowed context is not narrow.

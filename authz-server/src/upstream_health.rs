@@ -57,21 +57,37 @@ async fn check_forever(cluster: String, upstream: UpstreamConfig, metrics: Arc<M
 
 /// One check, with a fresh read of the credential files (both rotate).
 pub async fn check_once(upstream: &UpstreamConfig) -> Result<(), UpstreamError> {
-    let server = upstream.server().unwrap_or_default();
     let namespace = &upstream.health_check.namespace;
-    let url = format!("{}/api/v1/namespaces/{}", server.trim_end_matches('/'), urlencoding(namespace));
-    let mut request = client(upstream)?.get(&url);
-    if let Some(path) = upstream.token_file() {
-        let token = read(&path)?;
-        request = request.bearer_auth(String::from_utf8_lossy(&token).trim());
-    }
-    let response = request.send().await.map_err(|e| UpstreamError::Unreachable(causes(&e)))?;
-    match response.status().as_u16() {
+    let path = format!("/api/v1/namespaces/{}", urlencoding(namespace));
+    match send(upstream, reqwest::Method::GET, &path, None).await?.0 {
         200 => Ok(()),
         401 => Err(UpstreamError::Unauthorized),
         403 => Err(UpstreamError::Forbidden(namespace.clone())),
         other => Err(UpstreamError::Status(other)),
     }
+}
+
+/// A request to the cluster's API server as the gateway: its status and JSON body
+/// (`null` when the body is not JSON).
+pub async fn send(
+    upstream: &UpstreamConfig,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), UpstreamError> {
+    let server = upstream.server().unwrap_or_default();
+    let mut request = client(upstream)?.request(method, format!("{}{path}", server.trim_end_matches('/')));
+    if let Some(path) = upstream.token_file() {
+        let token = read(&path)?;
+        request = request.bearer_auth(String::from_utf8_lossy(&token).trim());
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.map_err(|e| UpstreamError::Unreachable(causes(&e)))?;
+    let status = response.status().as_u16();
+    let json = response.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, json))
 }
 
 fn client(upstream: &UpstreamConfig) -> Result<reqwest::Client, UpstreamError> {

@@ -55,6 +55,10 @@ enum Command {
     /// Set up kubectl to use a kubegate gateway.
     #[command(subcommand)]
     Kubeconfig(KubeconfigCommand),
+    /// For operators: check what the gateway depends on (configuration and policies, the
+    /// issuers' keys, and for each cluster the API server, the gateway's token and its
+    /// impersonation rights), one line per check. Exits 1 when a check fails.
+    Doctor(DoctorArgs),
     /// Print a shell completion script: `kubegate completions bash > /etc/bash_completion.d/kubegate`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -88,6 +92,14 @@ struct LogoutArgs {
 }
 
 #[derive(Debug, Args)]
+struct DoctorArgs {
+    /// authz-server's configuration file (in the gateway's pod:
+    /// `KUBEGATE_AUTHZ_CONFIG`, as authz-server reads it).
+    #[arg(long, env = "KUBEGATE_AUTHZ_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct WhoamiArgs {
     /// The kubeconfig file (default: kubectl's).
     #[arg(long)]
@@ -113,6 +125,7 @@ async fn main() {
         Command::Logout(args) => logout(&args).await,
         Command::Whoami(args) => whoami(&args),
         Command::Kubeconfig(KubeconfigCommand::Add(args)) => setup::add(&args),
+        Command::Doctor(args) => doctor(&args).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -143,6 +156,18 @@ async fn exec_credential(settings: &LoginSettings) -> anyhow::Result<()> {
     let tokens = TokenSource::new(settings, TokenCache::new(TokenCache::default_dir())).token(can_prompt).await?;
     let api_version = exec_credential::requested_api_version(exec_info.as_deref());
     println!("{}", exec_credential::render(api_version, tokens.id_token.expose(), tokens.expires_at));
+    Ok(())
+}
+
+async fn doctor(args: &DoctorArgs) -> anyhow::Result<()> {
+    use kubegate_authz_server::doctor::{examine, Health};
+    let config = kubegate_authz_server::config::Config::load(&args.config)?;
+    let findings = examine(&config).await;
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let failed = findings.iter().filter(|f| f.health == Health::Red).count();
+    anyhow::ensure!(failed == 0, "{failed} check(s) failed");
     Ok(())
 }
 
