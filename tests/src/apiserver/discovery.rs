@@ -1,6 +1,7 @@
 //! The discovery documents kubectl reads before it does anything (legacy, non-aggregated
 //! form; kubectl falls back to it when the response is plain `application/json`).
 
+use super::fixtures;
 use super::request_info::KubeVersion;
 use serde_json::{json, Value};
 
@@ -23,25 +24,42 @@ fn group(name: &str) -> Value {
 
 pub fn api_groups() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1",
-           "groups": [group("authentication.k8s.io"), group("authorization.k8s.io")]})
+           "groups": [group("apps"), group("authentication.k8s.io"), group("authorization.k8s.io")]})
 }
 
 fn resource(name: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]) -> Value {
     json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs, "shortNames": short})
 }
 
+/// The fixture resources of API group `group`, as discovery lists them (get and list only:
+/// that is all the stand-in serves of them).
+fn fixture_resources(group: &str) -> Vec<Value> {
+    fixtures::RESOURCES
+        .iter()
+        .filter(|r| r.group == group)
+        .map(|r| resource(r.resource, r.kind, r.namespaced, &["get", "list"], r.short_names))
+        .collect()
+}
+
 /// The resource list of a group version, or `None` for one the stand-in does not serve.
+/// It lists exactly what the stand-in serves, so kubectl finds every resource it can get.
 pub fn resources(group_version: &str) -> Option<Value> {
     let list = |resources: Vec<Value>| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources});
     Some(match group_version {
-        "v1" => list(vec![
-            resource("namespaces", "Namespace", false, &["get", "list", "watch"], &["ns"]),
-            resource("pods", "Pod", true, &["get", "list", "watch"], &["po"]),
-            resource("pods/log", "Pod", true, &["get"], &[]),
-            resource("pods/exec", "PodExecOptions", true, &["create", "get"], &[]),
-            resource("pods/attach", "PodAttachOptions", true, &["create", "get"], &[]),
-            resource("pods/portforward", "PodPortForwardOptions", true, &["create", "get"], &[]),
-        ]),
+        "v1" => list(
+            [
+                fixture_resources(""),
+                vec![
+                    resource("pods", "Pod", true, &["get", "list", "watch"], &["po"]),
+                    resource("pods/log", "Pod", true, &["get"], &[]),
+                    resource("pods/exec", "PodExecOptions", true, &["create", "get"], &[]),
+                    resource("pods/attach", "PodAttachOptions", true, &["create", "get"], &[]),
+                    resource("pods/portforward", "PodPortForwardOptions", true, &["create", "get"], &[]),
+                ],
+            ]
+            .concat(),
+        ),
+        "apps/v1" => list(fixture_resources("apps")),
         "authentication.k8s.io/v1" => {
             list(vec![resource("selfsubjectreviews", "SelfSubjectReview", false, &["create"], &[])])
         }

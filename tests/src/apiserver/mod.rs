@@ -9,6 +9,8 @@
 //! * an RBAC table answering by the impersonated user and groups ([`rbac`]);
 //! * discovery, pods (list, get, streaming watch), `logs -f`, `auth whoami`
 //!   (SelfSubjectReview) and `auth can-i` (SelfSubjectAccessReview) ([`routes`]);
+//! * get and list of namespaces, configmaps, services, events and deployments from
+//!   fixtures ([`fixtures`]), authorised like everything else;
 //! * exec, attach and port-forward over websocket and SPDY/3.1 ([`streaming`]);
 //! * one audit line per request ([`audit`]), which tests read.
 //!
@@ -18,6 +20,7 @@
 pub mod audit;
 mod cluster;
 mod discovery;
+pub mod fixtures;
 pub mod identity;
 mod protobuf;
 pub mod rbac;
@@ -74,6 +77,8 @@ pub(crate) struct StandIn {
     cluster: cluster::Cluster,
     /// What `kubectl cp` put into each pod.
     files: streaming::container::PodFiles,
+    /// When the stand-in started (seconds since the epoch): the fixtures' creation time.
+    started: u64,
 }
 
 /// Serves until the process ends.
@@ -87,7 +92,8 @@ pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
         cluster.add_pod(ns, name);
     }
     let audit = audit::AuditLog::open(&config.audit_file)?;
-    let state = Arc::new(StandIn { config: config.clone(), rules, audit, cluster, files: Default::default() });
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let state = Arc::new(StandIn { config: config.clone(), rules, audit, cluster, files: Default::default(), started });
 
     let control = tokio::net::TcpListener::bind(config.control_listen).await?;
     let state_for_control = state.clone();

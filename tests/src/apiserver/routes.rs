@@ -5,7 +5,7 @@ use super::cluster::{pod_list, pod_table, PodEvent};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{self, authorization_checks, Query, ReadRequest, Refusal, RequestInfo};
 use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
-use super::{discovery, protobuf, rbac, StandIn};
+use super::{discovery, fixtures, protobuf, rbac, StandIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -177,10 +177,46 @@ async fn serve(
                 ("", "pods", Some("log"), "get") => pod_logs(s, namespace.as_deref(), name.as_deref(), query, user),
                 ("authentication.k8s.io", "selfsubjectreviews", None, "create") => whoami(user),
                 ("authorization.k8s.io", "selfsubjectaccessreviews", None, "create") => can_i(s, body, user).await,
+                (group, resource, None, verb @ ("get" | "list")) => match fixtures::resource(group, resource) {
+                    Some(fixture) => serve_fixture(s, headers, fixture, verb, namespace.as_deref(), name.as_deref()),
+                    None => status(404, "the server could not find the requested resource"),
+                },
                 _ => status(404, "the server could not find the requested resource"),
             }
         }
     }
+}
+
+/// get or list of a fixture resource: the object, a list, or a Table when asked.
+fn serve_fixture(
+    s: &StandIn,
+    headers: &HeaderMap,
+    resource: &fixtures::FixtureResource,
+    verb: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Response {
+    let (_, pods) = s.cluster.list(None);
+    let mut namespaces: Vec<String> = fixtures::NAMESPACES.iter().map(|n| n.to_string()).collect();
+    namespaces.extend(pods.into_iter().map(|p| p.namespace));
+    namespaces.sort();
+    namespaces.dedup();
+    let objects = fixtures::objects(&namespaces, s.started);
+    let selected = fixtures::select(&objects, resource, namespace, name);
+    if verb == "get" && selected.is_empty() {
+        let what = if resource.group.is_empty() {
+            resource.resource.to_string()
+        } else {
+            format!("{}.{}", resource.resource, resource.group)
+        };
+        return status(404, &format!("{what} \"{}\" not found", name.unwrap_or_default()));
+    }
+    let body = match (wants_table(headers), verb, selected.first()) {
+        (true, _, _) => fixtures::table(resource, &selected),
+        (false, "get", Some(object)) => object.to_json(),
+        _ => fixtures::list(resource, &selected),
+    };
+    json_response(body)
 }
 
 fn non_resource(s: &StandIn, path: &str) -> Response {

@@ -279,6 +279,8 @@ pub struct DeviceLogin {
     pub client_id: String,
     pub ca_file: PathBuf,
     pub cache_dir: PathBuf,
+    /// The account the entry logs in as (`--login-hint`), part of the cache's key.
+    pub login_hint: Option<String>,
 }
 
 impl DeviceLogin {
@@ -289,6 +291,7 @@ impl DeviceLogin {
             .args(["login", "--device", "--timeout", "60", "--issuer", &self.issuer, "--client-id", &self.client_id])
             .arg("--ca-file")
             .arg(&self.ca_file)
+            .args(self.login_hint.iter().flat_map(|hint| ["--login-hint", hint.as_str()]))
             .env("KUBEGATE_CACHE_DIR", &self.cache_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

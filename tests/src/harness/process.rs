@@ -1,7 +1,46 @@
-//! A child process that logs to a file, and is killed (with its logs kept) on drop.
+//! A child process that logs to a file, and is killed (with its logs kept) on drop, or
+//! by the kernel when the process that started it dies (even by SIGKILL): it runs under
+//! `setpriv --pdeathsig KILL` (util-linux), which sets Linux's `PR_SET_PDEATHSIG` and
+//! execs the program, so no Envoy, authz-server, stand-in or provider outlives a killed
+//! test or sandbox.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// `setpriv`, if this machine has one that knows `--pdeathsig`.
+fn setpriv() -> Option<&'static Path> {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let path = ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().map(PathBuf::from).find(|p| p.exists())?;
+            let help = Command::new(&path).arg("--help").output().ok()?;
+            String::from_utf8_lossy(&help.stdout).contains("--pdeathsig").then_some(path)
+        })
+        .as_deref()
+}
+
+/// `command`, run so that the kernel kills it when its parent dies; as it is without
+/// `setpriv` (after a warning: a killed parent then leaves it running).
+fn dies_with_parent(command: Command) -> Command {
+    let Some(setpriv) = setpriv() else {
+        eprintln!("warning: no setpriv --pdeathsig here: a child outlives a killed parent");
+        return command;
+    };
+    let mut wrapped = Command::new(setpriv);
+    wrapped.args(["--pdeathsig", "KILL", "--"]).arg(command.get_program()).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
 
 /// A running child process.
 pub struct ChildProcess {
@@ -12,12 +51,15 @@ pub struct ChildProcess {
 
 impl ChildProcess {
     /// Starts `command`, sending stdout and stderr to `<log_dir>/<name>.log`.
-    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> anyhow::Result<Self> {
+    /// The child dies with the thread that spawns it, so spawn from a thread that
+    /// lives as long as the stack (a test's, or a runtime worker; not `spawn_blocking`).
+    pub fn spawn(name: &str, command: Command, log_dir: &Path) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let program: OsString = command.get_program().to_owned();
+        let mut command = dies_with_parent(command);
         command.stdout(file.try_clone()?).stderr(file).stdin(Stdio::null());
-        let child =
-            command.spawn().map_err(|e| anyhow::anyhow!("starting {name} ({:?}): {e}", command.get_program()))?;
+        let child = command.spawn().map_err(|e| anyhow::anyhow!("starting {name} ({program:?}): {e}"))?;
         Ok(Self { name: name.to_owned(), log, child: Some(child) })
     }
 
@@ -95,4 +137,27 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     anyhow::bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// `port` if it is free on loopback, else any free one; 0 means any.
+pub fn free_port_or(port: u16) -> anyhow::Result<u16> {
+    if port != 0 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Ok(port);
+    }
+    free_port()
+}
+
+/// The loopback ports of a stack's components. As [`super::StackOptions::ports`], the
+/// ones to take when free (0: any); as [`super::GatewayStack::ports`], the ones taken.
+/// The sandbox keeps them across restarts, so its issuer URL (and so its tokens) stays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StackPorts {
+    pub gateway: u16,
+    pub envoy_admin: u16,
+    pub oidc_provider: u16,
+    pub authz: u16,
+    pub authz_metrics: u16,
+    pub stand_in: u16,
+    pub stand_in_control: u16,
 }

