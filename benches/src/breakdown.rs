@@ -54,6 +54,11 @@ pub enum CutError {
 /// interface on `admin_port` (so it can run beside the gateway it was copied from).
 pub fn apply(rendered: &str, cut: Cut, port: u16, admin_port: u16) -> Result<String, CutError> {
     let mut doc: serde_yaml::Value = serde_yaml::from_str(rendered)?;
+    // The credential injector is an upstream filter of each API-server cluster (so one
+    // cluster's token cannot reach another), not a listener filter.
+    if cut.removes.contains(&CREDENTIAL_INJECTOR) {
+        remove_upstream_filter(&mut doc, CREDENTIAL_INJECTOR)?;
+    }
     *doc.get_mut("admin")
         .and_then(|a| a.get_mut("address"))
         .and_then(|a| a.get_mut("socket_address"))
@@ -87,7 +92,7 @@ pub fn apply(rendered: &str, cut: Cut, port: u16, admin_port: u16) -> Result<Str
             }
         }
     }
-    for name in cut.removes {
+    for name in cut.removes.iter().filter(|name| **name != CREDENTIAL_INJECTOR) {
         let before = filters.len();
         filters.retain(|f| f.get("name").and_then(|n| n.as_str()) != Some(name));
         if filters.len() == before {
@@ -95,6 +100,32 @@ pub fn apply(rendered: &str, cut: Cut, port: u16, admin_port: u16) -> Result<Str
         }
     }
     Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Removes upstream HTTP filter `name` from every cluster that has it (at least one).
+fn remove_upstream_filter(doc: &mut serde_yaml::Value, name: &'static str) -> Result<(), CutError> {
+    let clusters = doc
+        .get_mut("static_resources")
+        .and_then(|r| r.get_mut("clusters"))
+        .and_then(|c| c.as_sequence_mut())
+        .ok_or(CutError::Missing("clusters"))?;
+    let mut removed = 0;
+    for cluster in clusters {
+        let filters = cluster
+            .get_mut("typed_extension_protocol_options")
+            .and_then(|o| o.get_mut("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"))
+            .and_then(|o| o.get_mut("http_filters"))
+            .and_then(|f| f.as_sequence_mut());
+        if let Some(filters) = filters {
+            let before = filters.len();
+            filters.retain(|f| f.get("name").and_then(|n| n.as_str()) != Some(name));
+            removed += before - filters.len();
+        }
+    }
+    if removed == 0 {
+        return Err(CutError::Missing(name));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -115,8 +146,14 @@ static_resources:
           - name: envoy.filters.http.ext_authz
           - name: kubegate.inject
             typed_config: { config: { vm_config: { vm_id: kubegate.inject } } }
-          - name: envoy.filters.http.credential_injector
           - name: envoy.filters.http.router
+  clusters:
+  - name: kube_default
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        http_filters:
+        - name: envoy.filters.http.credential_injector
+        - name: envoy.filters.http.upstream_codec
 ";
 
     fn filter_names(yaml: &str) -> Vec<String> {
@@ -127,12 +164,25 @@ static_resources:
             .unwrap_or_default()
     }
 
+    fn upstream_filter_names(yaml: &str) -> Vec<String> {
+        let doc: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap_or_default();
+        doc["static_resources"]["clusters"][0]["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+            .as_sequence()
+            .map(|s| s.iter().filter_map(|f| f["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn each_cut_removes_exactly_its_filters_and_moves_the_ports() {
         for cut in CUTS {
             let out = apply(GATEWAY, cut, 10, 11).unwrap_or_else(|e| panic!("{}: {e}", cut.name));
             let names = filter_names(&out);
-            assert_eq!(names.len(), 5 - cut.removes.len(), "{}: {names:?}", cut.name);
+            let injector_cut = cut.removes.contains(&CREDENTIAL_INJECTOR);
+            let listener_cuts = cut.removes.len() - usize::from(injector_cut);
+            assert_eq!(names.len(), 4 - listener_cuts, "{}: {names:?}", cut.name);
+            let upstream = upstream_filter_names(&out);
+            assert_eq!(upstream.iter().any(|n| n == CREDENTIAL_INJECTOR), !injector_cut, "{}: {upstream:?}", cut.name);
             assert!(cut.removes.iter().all(|r| !names.iter().any(|n| n == r)), "{}", cut.name);
             assert_eq!(names.last().map(String::as_str), Some("envoy.filters.http.router"));
             let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap_or_default();

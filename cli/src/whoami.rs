@@ -94,6 +94,23 @@ impl Kubectl<'_> {
                 args
             }
         };
+        // `kubectl get --raw` drops the server URL's path: a context on
+        // `https://gateway/clusters/prod` must name its prefix itself.
+        let raw = format!("{}{path}", self.server_path()?);
+        let (mut command, kubectl) = self.kubectl();
+        command.args(&narrowing);
+        let output = command
+            .args(["get", "--raw", &raw])
+            .stdin(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| anyhow::anyhow!("running {kubectl}: {e}"))?;
+        anyhow::ensure!(output.status.success(), "kubectl could not ask the gateway {what} (see above)");
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// kubectl with this kubeconfig and context, and its name for messages.
+    fn kubectl(&self) -> (std::process::Command, String) {
         let kubectl = std::env::var_os("KUBEGATE_KUBECTL").unwrap_or_else(|| "kubectl".into());
         let mut command = std::process::Command::new(&kubectl);
         if let Some(path) = self.kubeconfig {
@@ -102,15 +119,23 @@ impl Kubectl<'_> {
         if let Some(context) = self.context {
             command.args(["--context", context]);
         }
-        command.args(&narrowing);
+        (command, kubectl.to_string_lossy().into_owned())
+    }
+
+    /// The path of the context's server URL (`/clusters/prod`), without a trailing `/`;
+    /// empty for a server URL without one.
+    fn server_path(&self) -> anyhow::Result<String> {
+        let (mut command, kubectl) = self.kubectl();
         let output = command
-            .args(["get", "--raw", path])
-            .stdin(Stdio::inherit())
+            .args(["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"])
+            .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .output()
-            .map_err(|e| anyhow::anyhow!("running {}: {e}", kubectl.to_string_lossy()))?;
-        anyhow::ensure!(output.status.success(), "kubectl could not ask the gateway {what} (see above)");
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+            .map_err(|e| anyhow::anyhow!("running {kubectl}: {e}"))?;
+        anyhow::ensure!(output.status.success(), "kubectl could not read this context's server (see above)");
+        let server = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let url = url::Url::parse(&server).map_err(|e| anyhow::anyhow!("this context's server {server:?}: {e}"))?;
+        Ok(url.path().trim_end_matches('/').to_owned())
     }
 
     pub fn whoami(&self) -> anyhow::Result<WhoAmI> {

@@ -36,7 +36,15 @@ impl LocalPki {
 
     /// A server certificate for 127.0.0.1 and localhost, written as `<name>.crt/.key`.
     pub fn leaf(&self, name: &str) -> anyhow::Result<LeafFiles> {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        self.leaf_with_hosts(name, &[])
+    }
+
+    /// [`LocalPki::leaf`], also valid for the DNS names `hosts` (a gateway fronting
+    /// clusters selected by host name).
+    pub fn leaf_with_hosts(&self, name: &str, hosts: &[&str]) -> anyhow::Result<LeafFiles> {
+        let mut names = vec!["localhost".to_string()];
+        names.extend(hosts.iter().map(|h| h.to_string()));
+        let mut params = CertificateParams::new(names)?;
         params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate()?;
@@ -45,6 +53,15 @@ impl LocalPki {
         std::fs::write(&files.cert, cert.pem())?;
         std::fs::write(&files.key, key.serialize_pem())?;
         Ok(files)
+    }
+
+    /// A certificate for the public half of `key_pem` (PKCS#8), signed by this CA, as
+    /// PEM: what an attacker holding a certificate from a CA the gateway trusts serves.
+    pub fn certificate_for_key(&self, name: &str, key_pem: &str) -> anyhow::Result<String> {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(params.signed_by(&key, &self.issuer)?.pem())
     }
 
     /// A client certificate with `CN=<user>` and `O=<group>` per group, the way

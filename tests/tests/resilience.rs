@@ -119,8 +119,13 @@ async fn the_filter_refuses_requests_without_a_usable_decision() -> anyhow::Resu
         )),
         Some(r#"{"version":2,"cluster":"kubernetes","mode":"leased","target":"//evil/x"}"#.to_string()),
     ];
-    let leased = format!(r#"{{"version":2,"cluster":"kubernetes","mode":"leased","target":"{path}"}}"#);
-    let cases = refused.iter().map(|d| (d.clone(), false)).chain([(Some(leased), true)]);
+    let leased = |cluster: &str| format!(r#"{{"version":2,"cluster":"{cluster}","mode":"leased","target":"{path}"}}"#);
+    // The stack's one cluster is `default` (the legacy configuration's name): Envoy routes
+    // a decision for it, and refuses one for a cluster it has no route to (404, nothing
+    // forwarded), as a decision for another gateway's cluster would be.
+    let elsewhere = Some(leased("kubernetes"));
+    let cases =
+        refused.iter().map(|d| (d.clone(), false)).chain([(elsewhere.clone(), false), (Some(leased("default")), true)]);
     for (decision, allowed) in cases {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", stack.authz_port)).await?;
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -138,7 +143,12 @@ async fn the_filter_refuses_requests_without_a_usable_decision() -> anyhow::Resu
             assert!(out.stderr.contains("kubegate-gateway\" cannot list"), "{decision:?}: {out:?}");
         } else {
             assert!(!out.success, "{decision:?}: {out:?}");
-            assert!(out.stderr.contains("kubegate refused the request"), "{decision:?}: {out:?}");
+            let refusal = if decision == elsewhere {
+                "kubegate decided no cluster for this request"
+            } else {
+                "kubegate refused the request"
+            };
+            assert!(out.stderr.contains(refusal), "{decision:?}: {out:?}");
             assert!(stack.audit().is_empty(), "{decision:?} reached the API server: {:?}", stack.audit());
         }
         let _ = stop.send(());

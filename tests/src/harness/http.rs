@@ -37,6 +37,12 @@ pub async fn raw_http1(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Resu
 /// Like [`raw_http1`], but returns as soon as the response head has arrived: for
 /// upgrade requests, whose connection stays open after `101 Switching Protocols`.
 pub async fn raw_http1_head(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Result<RawResponse> {
+    Ok(raw_http1_upgrade(gateway_url, ca, head).await?.0)
+}
+
+/// Like [`raw_http1_head`], but hands back the connection too, to use (or leave silent)
+/// after `101 Switching Protocols`; the response's body is what arrived after the head.
+pub async fn raw_http1_upgrade(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Result<(RawResponse, TlsStream)> {
     let mut tls = send_http1_head(gateway_url, ca, head).await?;
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -45,15 +51,14 @@ pub async fn raw_http1_head(gateway_url: &str, ca: &Path, head: &str) -> anyhow:
         anyhow::ensure!(n > 0, "connection closed before the response head");
         bytes.extend_from_slice(&chunk[..n]);
     }
-    parse_http1(&String::from_utf8_lossy(&bytes))
+    Ok((parse_http1(&String::from_utf8_lossy(&bytes))?, tls))
 }
 
+/// A TLS connection to the gateway.
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
 /// Connects over TLS with ALPN `http/1.1` and writes `head` and the blank line.
-async fn send_http1_head(
-    gateway_url: &str,
-    ca: &Path,
-    head: &str,
-) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+async fn send_http1_head(gateway_url: &str, ca: &Path, head: &str) -> anyhow::Result<TlsStream> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = rustls::ClientConfig::builder().with_root_certificates(root_store(ca)?).with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

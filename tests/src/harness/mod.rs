@@ -12,22 +12,28 @@
 //! # Ok(()) }
 //! ```
 
+mod attacker_server;
 mod authz_tls;
+mod clusters;
+pub mod helm;
 mod http;
 mod kubectl;
 mod login;
+mod operator;
 
 mod process;
 mod tokens;
 pub mod tools;
 mod upstream;
 
+pub use attacker_server::{AttackerServer, ServedFile};
 pub use authz_tls::{health_over_tls, AuthzTls};
-pub use http::{http2_get, raw_http1, raw_http1_head, RawResponse};
+pub use clusters::{request_with_server_name, ClusterRoute, ClusterSpec, ClusterStandIn, HttpVersion};
+pub use http::{http2_get, raw_http1, raw_http1_head, raw_http1_upgrade, RawResponse, TlsStream};
 pub use kubectl::{KubectlBytes, KubectlOutput, KubectlRun, StreamTransport};
-pub use login::device_url;
-pub use process::{free_port, wait_until, ChildProcess};
-pub use tokens::{now as now_secs, ForgedToken, SigningKey, ISSUER_KEY};
+pub use login::{complete_device_login, device_url, DeviceLogin};
+pub use process::{free_port, free_port_or, wait_until, ChildProcess, StackPorts};
+pub use tokens::{now as now_secs, AttackerKey, ForgedToken, SigningKey, ISSUER_KEY};
 pub use tools::Tools;
 pub use upstream::{ClusterUpstream, Upstream, UpstreamCredential};
 
@@ -74,14 +80,28 @@ pub struct StackOptions {
     pub authz_timeout: String,
     /// Envoy reaches authz-server over mutual TLS, as a remote deployment does.
     pub authz_mtls: bool,
-    /// Envoy's stream idle timeout.
+    /// Envoy's stream idle timeout (default 4 h, as shipped; `stream_idle_timeout.rs`
+    /// lowers it to see it at work).
     pub stream_idle_timeout: String,
     /// Gateway listener port; 0 picks a free one.
     pub gateway_port: u16,
     /// Run in this directory instead of a temporary one (the sandbox uses `.sandbox`).
     pub dir: Option<PathBuf>,
+    /// Ports to take when they are free (0: any free port). `gateway_port`, when not 0,
+    /// overrides `ports.gateway`.
+    pub ports: StackPorts,
+    /// The OIDC provider's state directory, where its signing keys are made once and
+    /// reused (default: `<dir>/oidc-state`). The sandbox keeps it across restarts, so
+    /// tokens signed before a restart stay valid.
+    pub oidc_state: Option<PathBuf>,
     /// The API server behind the gateway.
     pub upstream: Upstream,
+    /// Several clusters behind the one gateway, each played by a stand-in of its own with
+    /// its own gateway token and audit file (`GatewayStack::cluster`); authz-server gets
+    /// them as `clusters:` (so `authz_settings` must not set `cluster:`). Empty (the
+    /// default): one stand-in (or `upstream`) as the legacy single `cluster:`. The
+    /// stack's own `audit()`, `add_pod`, `gateway_token()` act on the first cluster.
+    pub clusters: Vec<ClusterSpec>,
     /// Lifetime of the ID tokens the OIDC provider issues, in seconds.
     pub id_token_ttl: u64,
     /// More arguments for the OIDC provider (`tests/oidc-provider/server.mjs`), such as
@@ -114,7 +134,10 @@ impl Default for StackOptions {
             stream_idle_timeout: "14400s".into(),
             gateway_port: 0,
             dir: None,
+            ports: StackPorts::default(),
+            oidc_state: None,
             upstream: Upstream::StandIn,
+            clusters: Vec::new(),
             id_token_ttl: 3600,
             provider_args: Vec::new(),
             issuer_settings: String::new(),
@@ -161,8 +184,12 @@ pub struct GatewayStack {
     pub gateway_token_dir: PathBuf,
     pub oidc_state: PathBuf,
     pub authz_port: u16,
+    /// Every port the stack took.
+    pub ports: StackPorts,
     /// authz-server's Prometheus endpoint.
     pub authz_metrics_url: String,
+    /// Envoy's admin interface (`/stats`, `/ready`), on loopback.
+    pub envoy_admin_url: String,
     authz_config: PathBuf,
     oidc_port: u16,
     provider_args: Vec<String>,
@@ -170,6 +197,9 @@ pub struct GatewayStack {
     pub envoy: ChildProcess,
     pub authz: ChildProcess,
     pub stand_in: Option<ChildProcess>,
+    /// With `StackOptions::clusters`: every cluster's stand-in, in order (and
+    /// `stand_in` is `None`); `stand_in_url`, `audit_file` and the like are the first's.
+    pub clusters: Vec<ClusterStandIn>,
     pub oidc: ChildProcess,
     /// Last: the directory holds the logs, so it goes after the processes.
     _tmp: Option<tempfile::TempDir>,
@@ -198,9 +228,9 @@ impl GatewayStack {
             }
         };
         let pki = LocalPki::create(&dir.join("pki"))?;
-        let oidc_port = free_port()?;
+        let oidc_port = free_port_or(options.ports.oidc_provider)?;
         let issuer = format!("https://127.0.0.1:{oidc_port}");
-        let oidc_state = dir.join("oidc-state");
+        let oidc_state = options.oidc_state.clone().unwrap_or_else(|| dir.join("oidc-state"));
         let oidc_leaf = pki.leaf("oidc-provider")?;
         let oidc = start_oidc_provider(
             &tools,
@@ -217,21 +247,50 @@ impl GatewayStack {
         let gateway_token_dir = dir.join("serviceaccount");
         let accepted_tokens_file = dir.join("stand-in-accepted-tokens");
         let audit_file = dir.join("stand-in-audit.jsonl");
+        let mut stand_in_ports = (0, 0);
+        let clusters = clusters::start_stand_ins(&tools, &pki, &dir, &options).await?;
+        let (gateway_token_dir, accepted_tokens_file, audit_file) = match clusters.first() {
+            Some(first) => (first.token_dir.clone(), first.accepted_tokens_file.clone(), first.audit_file.clone()),
+            None => (gateway_token_dir, accepted_tokens_file, audit_file),
+        };
         let (upstream, stand_in) = match &options.upstream {
+            _ if !options.clusters.is_empty() => {
+                anyhow::ensure!(
+                    matches!(options.upstream, Upstream::StandIn),
+                    "StackOptions::clusters are stand-ins: leave `upstream` at StandIn"
+                );
+                let first = clusters.first().ok_or_else(|| anyhow::anyhow!("no cluster started"))?;
+                stand_in_ports = (first.port, first.control_port);
+                let upstream = ClusterUpstream {
+                    host: "127.0.0.1".into(),
+                    port: first.port,
+                    ca_file: pki.ca_cert.clone(),
+                    credential: UpstreamCredential::Token(first.gateway_token()?),
+                };
+                (upstream, Some((None, first.control_url.clone())))
+            }
             Upstream::StandIn => {
                 let gateway_token = format!("gateway-sa-token-{}", random_suffix());
                 write_token_atomically(&gateway_token_dir, &gateway_token)?;
                 std::fs::write(&accepted_tokens_file, &gateway_token)?;
-                let (process, port, control) =
-                    start_stand_in_on_free_ports(&tools, &pki, &dir, &options, &accepted_tokens_file, &audit_file)
-                        .await?;
+                let (process, port, control) = start_stand_in_on_free_ports(
+                    &tools,
+                    &pki,
+                    &dir,
+                    "stand-in",
+                    &options,
+                    &accepted_tokens_file,
+                    &audit_file,
+                )
+                .await?;
+                stand_in_ports = (port, control.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0));
                 let upstream = ClusterUpstream {
                     host: "127.0.0.1".into(),
                     port,
                     ca_file: pki.ca_cert.clone(),
                     credential: UpstreamCredential::Token(gateway_token),
                 };
-                (upstream, Some((process, control)))
+                (upstream, Some((Some(process), control)))
             }
             Upstream::Cluster(cluster) => {
                 let token = match &cluster.credential {
@@ -244,11 +303,12 @@ impl GatewayStack {
         };
         let stand_in_url = stand_in.as_ref().map(|_| format!("https://127.0.0.1:{}", upstream.port));
         let (stand_in, stand_in_control) = match stand_in {
-            Some((process, control)) => (Some(process), Some(control)),
+            Some((process, control)) => (process, Some(control)),
             None => (None, None),
         };
 
-        let (authz_port, metrics_port) = (free_port()?, free_port()?);
+        let authz_port = free_port_or(options.ports.authz)?;
+        let metrics_port = free_port_or(options.ports.authz_metrics)?;
         let authz_config = dir.join("authz.yaml");
         let policy_dir = dir.join("policies");
         std::fs::create_dir_all(&policy_dir)?;
@@ -259,7 +319,11 @@ impl GatewayStack {
         let authz_yaml = format!(
             "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\npolicyFiles: [policies]\n{}{}issuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
             authz_tls.as_ref().map(|tls| tls.config_yaml(&pki.ca_cert)).unwrap_or_default(),
-            options.authz_settings,
+            if options.clusters.is_empty() {
+                options.authz_settings.clone()
+            } else {
+                format!("{}{}", options.authz_settings, clusters::authz_clusters_yaml(&options.clusters)?)
+            },
             pki.ca_cert.display(),
             options.issuer_settings.replace("{issuer}", &issuer).replace("{ca}", &pki.ca_cert.display().to_string())
         );
@@ -278,8 +342,9 @@ impl GatewayStack {
         };
         with_log(&authz, ready)?;
 
-        let gateway_port = if options.gateway_port == 0 { free_port()? } else { options.gateway_port };
-        let admin_port = free_port()?;
+        let gateway_port =
+            if options.gateway_port == 0 { free_port_or(options.ports.gateway)? } else { options.gateway_port };
+        let admin_port = free_port_or(options.ports.envoy_admin)?;
         let envoy = start_envoy(
             &tools,
             &pki,
@@ -291,6 +356,7 @@ impl GatewayStack {
             authz_tls.as_ref(),
             &upstream,
             &gateway_token_dir,
+            &clusters,
         )?;
         with_log(&envoy, wait_for_http(&format!("http://127.0.0.1:{admin_port}/ready"), "Envoy").await)?;
 
@@ -309,13 +375,24 @@ impl GatewayStack {
             gateway_token_dir,
             oidc_state,
             authz_port,
+            ports: StackPorts {
+                gateway: gateway_port,
+                envoy_admin: admin_port,
+                oidc_provider: oidc_port,
+                authz: authz_port,
+                authz_metrics: metrics_port,
+                stand_in: stand_in_ports.0,
+                stand_in_control: stand_in_ports.1,
+            },
             authz_metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            envoy_admin_url: format!("http://127.0.0.1:{admin_port}"),
             authz_config,
             oidc_port,
             provider_args: provider_args(&options),
             envoy,
             authz,
             stand_in,
+            clusters,
             oidc,
         })
     }
@@ -511,14 +588,20 @@ async fn start_stand_in_on_free_ports(
     tools: &Tools,
     pki: &LocalPki,
     dir: &Path,
+    leaf: &str,
     options: &StackOptions,
     accepted_tokens: &Path,
     audit_file: &Path,
 ) -> anyhow::Result<(ChildProcess, u16, String)> {
     const ATTEMPTS: usize = 3;
     for attempt in 1..=ATTEMPTS {
-        let (port, control_port) = (free_port()?, free_port()?);
-        let mut process = start_stand_in(tools, pki, dir, options, port, control_port, accepted_tokens, audit_file)?;
+        // The ports asked for, when free, on the first attempt only.
+        let (port, control_port) = match attempt {
+            1 => (free_port_or(options.ports.stand_in)?, free_port_or(options.ports.stand_in_control)?),
+            _ => (free_port()?, free_port()?),
+        };
+        let mut process =
+            start_stand_in(tools, pki, dir, leaf, options, port, control_port, accepted_tokens, audit_file)?;
         let control = format!("http://127.0.0.1:{control_port}");
         let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let deadline = tokio::time::Instant::now() + STARTUP;
@@ -546,13 +629,14 @@ fn start_stand_in(
     tools: &Tools,
     pki: &LocalPki,
     dir: &Path,
+    leaf: &str,
     options: &StackOptions,
     port: u16,
     control_port: u16,
     accepted_tokens_file: &Path,
     audit_file: &Path,
 ) -> anyhow::Result<ChildProcess> {
-    let leaf = pki.leaf("stand-in")?;
+    let leaf = pki.leaf(leaf)?;
     let config = serde_json::json!({
         "listen": format!("127.0.0.1:{port}"),
         "controlListen": format!("127.0.0.1:{control_port}"),
@@ -597,8 +681,16 @@ fn start_envoy(
     authz_tls: Option<&AuthzTls>,
     upstream: &ClusterUpstream,
     token_dir: &Path,
+    clusters: &[ClusterStandIn],
 ) -> anyhow::Result<ChildProcess> {
-    let serving = pki.leaf("gateway")?;
+    // The clusters' host names too: a client selecting a cluster by name checks it.
+    let hosts: Vec<&str> = options.clusters.iter().flat_map(|c| c.hosts.iter().map(String::as_str)).collect();
+    let serving = pki.leaf_with_hosts("gateway", &hosts)?;
+    // The template's cluster: the legacy single one, or the first of several.
+    let cluster_name = match clusters.first() {
+        Some(first) => first.name.clone(),
+        None => clusters::legacy_cluster_name(&options.authz_settings),
+    };
     let host_is_ip = upstream.host.parse::<std::net::IpAddr>().is_ok();
     let sds = dir.join("gateway-token-sds.yaml");
     let token_file = token_dir.join("token");
@@ -623,11 +715,15 @@ fn start_envoy(
         ("UPSTREAM_CA", upstream.ca_file.display().to_string()),
         ("UPSTREAM_SAN_TYPE", if host_is_ip { "IP_ADDRESS" } else { "DNS" }.to_string()),
         ("UPSTREAM_SAN", upstream.host.clone()),
+        ("CLUSTER_NAME", cluster_name.clone()),
     ]);
     let mut rendered = envoy_config::render(envoy_config::GATEWAY_TEMPLATE, &values)?;
+    for cluster in clusters.iter().skip(1) {
+        rendered = envoy_config::add_cluster(&rendered, &cluster_name, &cluster.envoy_cluster(&pki.ca_cert))?;
+    }
     if let UpstreamCredential::ClientCertificate { cert, key } = &upstream.credential {
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        rendered = envoy_config::use_upstream_client_certificate(&rendered, &cert, &key)?;
+        rendered = envoy_config::use_upstream_client_certificate(&rendered, &cluster_name, &cert, &key)?;
     }
     if let Some(tls) = authz_tls {
         let (cert, key) = (tls.envoy.cert.display().to_string(), tls.envoy.key.display().to_string());

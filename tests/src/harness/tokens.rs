@@ -1,8 +1,10 @@
-//! Forged tokens, for the refusal paths only (everything else uses real logins).
+//! Forged tokens, for refusal paths and key rotation (everything else uses real logins).
 //!
 //! [`SigningKey::Issuer`] is the provider's own signing key, so a token it signs is
 //! exactly what the issuer could have minted (expired, for another audience, ...);
-//! [`SigningKey::Foreign`] is a fresh key of an attacker's.
+//! [`SigningKey::Provider`] is another key the provider publishes (a rotation's new
+//! key); [`SigningKey::Foreign`] is a fresh key of an attacker's, and an
+//! [`AttackerKey`] one whose public half the attacker also publishes.
 
 use super::GatewayStack;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -17,6 +19,23 @@ pub enum SigningKey {
     Issuer,
     /// An RSA key generated for the occasion, presented under the issuer's `kid`.
     Foreign,
+    /// Another key the provider publishes (or will, once restarted with it), by name:
+    /// `DIR/<name>.pem`, `kid` `<name>`.
+    Provider(&'static str),
+    /// This RSA private key (PEM), such as an [`AttackerKey`]'s.
+    Private(Vec<u8>),
+}
+
+/// An attacker's own RSA key, with its public half as a JWK and in a certificate
+/// signed by the stack's CA: everything a token's `jwk`, `x5c`, `jku` or `x5u` could
+/// point at.
+pub struct AttackerKey {
+    pub private_pem: Vec<u8>,
+    /// The public key as a JWK (`kty`, `kid`, `n`, `e`, `alg`, `use`).
+    pub jwk: Value,
+    pub certificate_pem: String,
+    /// The certificate, DER in standard base64 (a JOSE `x5c` entry).
+    pub certificate_base64: String,
 }
 
 /// Builder of a forged ID token for a demo user.
@@ -67,12 +86,32 @@ impl GatewayStack {
     fn private_key_pem(&self, key: &SigningKey) -> anyhow::Result<Vec<u8>> {
         Ok(match key {
             SigningKey::Issuer => std::fs::read(self.oidc_state.join(format!("{ISSUER_KEY}.pem")))?,
-            SigningKey::Foreign => {
-                let out = std::process::Command::new("openssl").args(["genrsa", "2048"]).output()?;
-                anyhow::ensure!(out.status.success(), "openssl genrsa failed");
-                out.stdout
-            }
+            SigningKey::Foreign => generate_rsa_key()?,
+            SigningKey::Provider(name) => std::fs::read(self.oidc_state.join(format!("{name}.pem")))?,
+            SigningKey::Private(pem) => pem.clone(),
         })
+    }
+
+    /// A fresh attacker key with `kid`, its certificate signed by the stack's CA (the
+    /// one authz-server trusts for the issuer), and the public JWK read back out of
+    /// that certificate, so the JWK, the certificate and the signer are one key.
+    pub fn attacker_key(&self, kid: &str) -> anyhow::Result<AttackerKey> {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        use x509_parser::public_key::PublicKey;
+        let private_pem = generate_rsa_key()?;
+        let certificate_pem = self.pki.certificate_for_key("attacker", std::str::from_utf8(&private_pem)?)?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(certificate_pem.as_bytes())?;
+        let certificate = pem.parse_x509()?;
+        let PublicKey::RSA(rsa) = certificate.public_key().parsed()? else {
+            anyhow::bail!("the attacker certificate does not hold an RSA key");
+        };
+        // DER integers carry a leading zero when the top bit is set; JWK's do not.
+        let unsigned = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(&bytes[bytes.iter().take_while(|b| **b == 0).count()..]);
+        let jwk = json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                         "n": unsigned(rsa.modulus), "e": unsigned(rsa.exponent)});
+        let certificate_base64 = STANDARD.encode(&pem.contents);
+        Ok(AttackerKey { private_pem, jwk, certificate_pem, certificate_base64 })
     }
 
     /// The issuer's public key as PEM: what an algorithm-confusion attacker uses as an
@@ -83,4 +122,11 @@ impl GatewayStack {
         anyhow::ensure!(out.status.success(), "openssl rsa -pubout failed");
         Ok(out.stdout)
     }
+}
+
+/// A new 2048-bit RSA private key, PKCS#8 PEM.
+fn generate_rsa_key() -> anyhow::Result<Vec<u8>> {
+    let out = std::process::Command::new("openssl").args(["genrsa", "2048"]).output()?;
+    anyhow::ensure!(out.status.success(), "openssl genrsa failed");
+    Ok(out.stdout)
 }
