@@ -1,7 +1,9 @@
-//! Policies reload on change with no request dropped; a broken change is refused and
-//! the last good policies keep serving.
+//! Policies, and the standing roles of the configuration file, reload on change with no
+//! request dropped; a broken change is refused and the last good ones keep serving.
 
-use kubegate_tests::harness::{http2_get, wait_until, GatewayStack, StackOptions, ALICE, GATEWAY_CLIENT_ID};
+use kubegate_tests::harness::{
+    http2_get, wait_until, GatewayStack, StackOptions, ALICE, BOB, ENGINEERING_ROLE, GATEWAY_CLIENT_ID,
+};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,5 +84,60 @@ async fn a_broken_change_is_refused_and_a_good_one_applies_without_dropping_requ
     let (failures, requests) = (failures.load(Ordering::Relaxed), requests.load(Ordering::Relaxed));
     assert!(requests > 50, "traffic ran throughout ({requests})");
     assert_eq!(failures, 0, "{failures} of {requests} requests failed across reloads");
+    Ok(())
+}
+
+/// Replaces authz-server's configuration file the way a ConfigMap update does.
+fn replace_config(stack: &GatewayStack, text: &str) -> anyhow::Result<()> {
+    let incoming = stack.dir.join(".authz.yaml.incoming");
+    std::fs::write(&incoming, text)?;
+    std::fs::rename(&incoming, stack.dir.join("authz.yaml"))?;
+    Ok(())
+}
+
+async fn pods_status(stack: &GatewayStack, token: &str) -> anyhow::Result<u16> {
+    let bearer = format!("Bearer {token}");
+    let path = "/api/v1/namespaces/default/pods";
+    Ok(http2_get(&stack.gateway_url, &stack.ca_cert, path, &[("authorization", &bearer)]).await?.status)
+}
+
+/// The standing roles reload from the configuration file: bob is made a member of the
+/// `engineering` role and can list pods within a reload. Then a change with a typo'd
+/// field (which, were it applied, would take bob's level away again) is refused, with
+/// the file, the line and the reason logged and counted, and bob keeps his access.
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_reload_from_the_configuration_file_and_a_broken_file_is_refused() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(StackOptions::default()).await?;
+    stack.login(&BOB).await?;
+    let bob = stack.id_token(&BOB, GATEWAY_CLIENT_ID).await?;
+    assert_eq!(pods_status(&stack, &bob).await?, 403, "bob holds no level yet");
+
+    let original = std::fs::read_to_string(stack.dir.join("authz.yaml"))?;
+    let members = "members: {groups: [engineering]}";
+    anyhow::ensure!(original.contains(ENGINEERING_ROLE), "the harness wrote the demo role: {original}");
+    let with_bob = original.replace(members, "members: {groups: [engineering], users: [bob@example.com]}");
+    replace_config(&stack, &with_bob)?;
+    wait_until("bob's new role to apply", Duration::from_secs(15), || async {
+        pods_status(&stack, &bob).await.unwrap_or(0) == 200
+    })
+    .await?;
+
+    // Back to the original roles, plus a misspelt field on the role.
+    let typo = "  privilegeLevel: [viewers]\n";
+    let broken = original.replace(ENGINEERING_ROLE, &format!("{ENGINEERING_ROLE}{typo}"));
+    let line = broken.lines().position(|l| format!("{l}\n") == typo).map(|i| i + 1).unwrap_or(0);
+    replace_config(&stack, &broken)?;
+    wait_until("the broken configuration to be refused", Duration::from_secs(15), || async {
+        stack.authz_metrics().await.is_ok_and(|m| m.contains("kubegate_config_reloads_total{result=\"refused\"} 1"))
+    })
+    .await?;
+    let log = stack.authz.log_tail(20);
+    let refusal = log.lines().find(|l| l.contains("configuration change refused")).unwrap_or_default();
+    for part in ["authz.yaml: ", &format!("line {line} "), "unknown field `privilegeLevel`"] {
+        assert!(refusal.contains(part), "{part:?} in the refusal: {log}");
+    }
+    assert_eq!(pods_status(&stack, &bob).await?, 200, "the last good roles keep serving");
+    let metrics = stack.authz_metrics().await?;
+    assert!(metrics.contains("kubegate_config_reloads_total{result=\"applied\"} 1"), "{metrics}");
     Ok(())
 }

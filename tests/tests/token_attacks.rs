@@ -2,9 +2,11 @@
 //! a Kubernetes Status, and no request reaches the API server.
 
 use kubegate_tests::harness::{
-    http2_get, now_secs, ForgedToken, GatewayStack, SigningKey, StackOptions, ALICE, ISSUER_KEY,
+    http2_get, now_secs, AttackerKey, AttackerServer, ForgedToken, GatewayStack, SigningKey, StackOptions, ALICE,
+    ISSUER_KEY,
 };
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 /// Sends `token` through the gateway and asserts the refusal: 401, a Status whose
 /// message contains `message`, authz-server's reason code `code`, nothing upstream.
@@ -144,20 +146,68 @@ async fn kid_with_sql_injection_text() -> anyhow::Result<()> {
     assert_refused(&s, &token, "signed with a key the issuer does not publish", "key_unknown").await
 }
 
-/// The attacker signs with their own key and points `jku`, `x5u` and an embedded `jwk`
-/// at it: kubegate uses the issuer's JWKS only.
+/// Attack: the attacker signs with their own key and names that very key in the token:
+/// embedded as `jwk`, as an `x5c` certificate chain, and published at `jku` (a JWKS) and
+/// `x5u` (a certificate) on an HTTPS server whose certificate the CA that authz-server
+/// trusts for the issuer signed. A verifier that honoured any of them would accept the
+/// token: kubegate refuses it, and never even connects to the attacker's server.
 #[tokio::test(flavor = "multi_thread")]
 async fn jku_x5u_and_embedded_jwk_pointing_at_attacker_keys() -> anyhow::Result<()> {
     let s = stack().await?;
-    let attacker = json!({"kid": "attacker", "jku": "https://attacker.example/jwks.json",
-        "x5u": "https://attacker.example/cert.pem", "jwk": {"kty": "RSA", "kid": "attacker", "n": "AQAB", "e": "AQAB"}});
-    let token = s.sign_raw(&header(attacker.clone()), &claims(&s, json!({})), Some(SigningKey::Foreign))?;
+    let key = s.attacker_key("attacker")?;
+    let jwks = json!({"keys": [key.jwk]}).to_string().into_bytes();
+    let files = HashMap::from([
+        ("/jwks.json".to_string(), ("application/json", jwks)),
+        ("/cert.pem".to_string(), ("application/x-pem-file", key.certificate_pem.clone().into_bytes())),
+    ]);
+    let server = AttackerServer::start(&s.pki.leaf("attacker-server")?, files).await?;
+    let attacker = json!({"kid": "attacker", "jku": format!("{}/jwks.json", server.url),
+        "x5u": format!("{}/cert.pem", server.url), "jwk": key.jwk, "x5c": [key.certificate_base64]});
+    let signed = |header_fields: &Value| {
+        s.sign_raw(
+            &header(header_fields.clone()),
+            &claims(&s, json!({})),
+            Some(SigningKey::Private(key.private_pem.clone())),
+        )
+    };
+    let token = signed(&attacker)?;
+    ensure_honouring_the_headers_would_accept(&s, &server, &key, &token).await?;
+    let (connections, requests) = (server.connections(), server.requests().len());
+
     assert_refused(&s, &token, "signed with a key the issuer does not publish", "key_unknown").await?;
     // Under the issuer's own kid, the attacker's signature simply does not verify.
     let mut as_issuer = attacker;
     as_issuer["kid"] = ISSUER_KEY.into();
-    let token = s.sign_raw(&header(as_issuer), &claims(&s, json!({})), Some(SigningKey::Foreign))?;
-    assert_refused(&s, &token, "signature is invalid", "signature_invalid").await
+    assert_refused(&s, &signed(&as_issuer)?, "signature is invalid", "signature_invalid").await?;
+    assert_eq!(
+        (server.connections() - connections, server.requests().get(requests..).unwrap_or_default()),
+        (0, &[][..]),
+        "authz-server fetched from the attacker's jku/x5u server"
+    );
+    Ok(())
+}
+
+/// The attack is real: the embedded key verifies the token, and the attacker's server
+/// serves that key over TLS that the issuer's CA bundle accepts (this test's own
+/// fetches, counted before the gateway sees the token).
+async fn ensure_honouring_the_headers_would_accept(
+    s: &GatewayStack,
+    server: &AttackerServer,
+    key: &AttackerKey,
+    token: &str,
+) -> anyhow::Result<()> {
+    use jsonwebtoken::{decode, jwk::Jwk, Algorithm, DecodingKey, Validation};
+    let jwk: Jwk = serde_json::from_value(key.jwk.clone())?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&["kubegate"]);
+    decode::<Value>(token, &DecodingKey::from_jwk(&jwk)?, &validation)?;
+    let client = kubegate_tests::tls::https_client(&s.ca_cert)?.build()?;
+    let served: Value =
+        client.get(format!("{}/jwks.json", server.url)).send().await?.error_for_status()?.json().await?;
+    anyhow::ensure!(served["keys"][0] == key.jwk, "jku serves the signer's key: {served}");
+    let pem = client.get(format!("{}/cert.pem", server.url)).send().await?.error_for_status()?.text().await?;
+    anyhow::ensure!(pem == key.certificate_pem, "x5u serves the signer's certificate");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]

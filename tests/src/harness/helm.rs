@@ -246,6 +246,13 @@ impl KubeletVolume {
                 std::os::unix::fs::symlink(Path::new("..data").join(file), &link)?;
             }
         }
+        // A file the update no longer has goes, as kubelet removes its symlink.
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..") && !files.contains_key(&name) {
+                std::fs::remove_file(self.dir.join(&name))?;
+            }
+        }
         if let Some(previous) = previous {
             std::fs::remove_dir_all(self.dir.join(previous))?;
         }
@@ -587,6 +594,9 @@ mod tests {
         let first = std::fs::read_link(volume.dir.join("..data"))?;
         volume.update(&BTreeMap::from([("token".to_string(), b"two".to_vec())]))?;
         assert_eq!(std::fs::read(&token)?, b"two");
+        volume.update(&BTreeMap::from([("other".to_string(), b"3".to_vec())]))?;
+        assert!(std::fs::symlink_metadata(&token).is_err(), "a file no longer in the volume is removed");
+        volume.update(&BTreeMap::from([("token".to_string(), b"two".to_vec())]))?;
         assert_ne!(std::fs::read_link(volume.dir.join("..data"))?, first);
         assert!(!volume.dir.join(first).exists(), "the previous generation is removed");
         Ok(())
