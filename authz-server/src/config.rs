@@ -894,6 +894,26 @@ mod tests {
         assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
     }
 
+    /// docs/configuration.md's example of three clusters (in-cluster, token, client
+    /// certificate) is a configuration that loads, as documented.
+    #[test]
+    fn the_documented_three_cluster_example_loads() {
+        let doc = include_str!("../../docs/configuration.md");
+        let example = doc
+            .split("```yaml\n")
+            .find(|block| block.starts_with("clusters:\n- name: dev"))
+            .and_then(|block| block.split("```").next())
+            .unwrap_or_default();
+        let text = format!("issuers:\n- url: https://idp\n  audiences: [k]\n{example}");
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = c.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["dev", "prod", "legacy"]);
+        let upstreams: Vec<_> = c.clusters.iter().filter_map(|c| c.upstream.as_ref()).collect();
+        assert_eq!(upstreams.len(), 3);
+        assert!(upstreams[0].in_cluster && upstreams[1].token_file().is_some());
+        assert!(upstreams[2].client_cert_file.is_some() && upstreams[2].token_file().is_none());
+    }
+
     #[test]
     fn hosts_are_normalised_as_they_are_compared() {
         assert_eq!(normal_host("Prod.Example.COM:8443").as_deref(), Some("prod.example.com"));

@@ -59,6 +59,12 @@ pub fn apply(rendered: &str, cut: Cut, port: u16, admin_port: u16) -> Result<Str
     if cut.removes.contains(&CREDENTIAL_INJECTOR) {
         remove_upstream_filter(&mut doc, CREDENTIAL_INJECTOR)?;
     }
+    // Without the inject stage no request carries the decided cluster, so the cluster
+    // routes match without it (the first then takes every request) instead of the
+    // refusing last route answering.
+    if cut.removes.contains(&INJECT) {
+        route_without_a_decision(&mut doc)?;
+    }
     *doc.get_mut("admin")
         .and_then(|a| a.get_mut("address"))
         .and_then(|a| a.get_mut("socket_address"))
@@ -102,6 +108,44 @@ pub fn apply(rendered: &str, cut: Cut, port: u16, admin_port: u16) -> Result<Str
     Ok(serde_yaml::to_string(&doc)?)
 }
 
+/// Drops the `x-kubegate-cluster` header match from every route that has one (at least one).
+fn route_without_a_decision(doc: &mut serde_yaml::Value) -> Result<(), CutError> {
+    let mut freed = 0;
+    let listeners =
+        doc.get_mut("static_resources").and_then(|r| r.get_mut("listeners")).and_then(|l| l.as_sequence_mut());
+    for listener in listeners.into_iter().flatten() {
+        let chains = listener.get_mut("filter_chains").and_then(|c| c.as_sequence_mut());
+        for filter in chains
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get_mut("filters"))
+            .filter_map(|f| f.as_sequence_mut())
+            .flatten()
+        {
+            let hosts = filter
+                .get_mut("typed_config")
+                .and_then(|c| c.get_mut("route_config"))
+                .and_then(|r| r.get_mut("virtual_hosts"))
+                .and_then(|v| v.as_sequence_mut());
+            for route in hosts
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.get_mut("routes"))
+                .filter_map(|r| r.as_sequence_mut())
+                .flatten()
+            {
+                if let Some(matcher) = route.get_mut("match").and_then(|m| m.as_mapping_mut()) {
+                    freed += usize::from(matcher.remove("headers").is_some());
+                }
+            }
+        }
+    }
+    if freed == 0 {
+        return Err(CutError::Missing("a route matching the decided cluster"));
+    }
+    Ok(())
+}
+
 /// Removes upstream HTTP filter `name` from every cluster that has it (at least one).
 fn remove_upstream_filter(doc: &mut serde_yaml::Value, name: &'static str) -> Result<(), CutError> {
     let clusters = doc
@@ -140,6 +184,11 @@ static_resources:
     filter_chains:
     - filters:
       - typed_config:
+          route_config:
+            virtual_hosts:
+            - routes:
+              - match: { prefix: /, headers: [{ name: x-kubegate-cluster, string_match: { exact: default } }] }
+              - match: { prefix: / }
           http_filters:
           - name: kubegate.strip
             typed_config: { config: { vm_config: { vm_id: kubegate.strip } } }
@@ -197,6 +246,9 @@ static_resources:
                 .map(|stage| if cut.one_vm { "kubegate" } else { stage })
                 .collect();
             assert_eq!(vm_ids, expected, "{}", cut.name);
+            let first_route = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]["match"];
+            assert_eq!(first_route.get("headers").is_none(), cut.removes.contains(&INJECT), "{}", cut.name);
             assert_eq!(doc["admin"]["address"]["socket_address"]["port_value"].as_u64(), Some(11));
             assert_eq!(
                 doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"].as_u64(),

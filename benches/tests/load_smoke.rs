@@ -40,6 +40,19 @@ fn the_rewrite_variant_runs_beside_kubegate() {
     assert_eq!(stdout.matches("| kubegate, `:path` rewritten |").count(), 2, "Rust generator and h2load:\n{stdout}");
 }
 
+/// The routing-by-cluster variant (a second gateway of two clusters, requests naming
+/// theirs by `/clusters/<name>`) answers 2xx beside one-cluster kubegate.
+#[test]
+fn the_cluster_routing_variant_runs_beside_kubegate() {
+    let args = ["--requests", "200", "--rounds", "1", "--users", "1", "--loads", "2", "--no-check-ceiling"];
+    let stdout = run_load_bench(&[&args[..], &["--variants", "kubegate,kubegate-clusters"]].concat());
+    assert_eq!(
+        stdout.matches("| kubegate, 2 clusters, /clusters/<name> |").count(),
+        2,
+        "Rust generator and h2load:\n{stdout}"
+    );
+}
+
 /// The same for `--breakdown` (with `--pin`): every cut of the gateway's filter chain
 /// starts in its own Envoy and answers 2xx, and the table has a row for each.
 #[test]

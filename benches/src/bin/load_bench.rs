@@ -62,6 +62,10 @@ const PATH: &str = "/api/v1/namespaces/default/pods";
 /// The same request with one letter percent-encoded: authz-server decodes it and the
 /// filter rewrites `:path` to [`PATH`] (kubectl's own requests need no rewrite).
 const ENCODED_PATH: &str = "/api/v1/namespaces/def%61ult/pods";
+/// The same request to a gateway of two clusters, naming its cluster by path prefix:
+/// authz-server picks the cluster and strips the prefix, the filter rewrites `:path` and
+/// sets the route, Envoy routes by the decided cluster.
+const CLUSTER_PATH: &str = "/clusters/default/api/v1/namespaces/default/pods";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Variant {
@@ -74,6 +78,10 @@ enum Variant {
     /// kubegate on [`ENCODED_PATH`]: what the `:path` rewrite costs (not in the default set).
     #[value(name = "kubegate-rewritten")]
     KubegateRewritten,
+    /// A second kubegate, configured with two clusters, on [`CLUSTER_PATH`]: what routing
+    /// by cluster costs against one cluster (not in the default set).
+    #[value(name = "kubegate-clusters")]
+    KubegateClusters,
 }
 
 impl Variant {
@@ -86,24 +94,28 @@ impl Variant {
             Variant::Kubegate => "kubegate",
             Variant::JwtAuthn => "jwt_authn",
             Variant::KubegateRewritten => "kubegate, `:path` rewritten",
+            Variant::KubegateClusters => "kubegate, 2 clusters, /clusters/<name>",
         }
     }
 
     fn is_kubegate(self) -> bool {
-        matches!(self, Variant::Kubegate | Variant::KubegateRewritten)
+        matches!(self, Variant::Kubegate | Variant::KubegateRewritten | Variant::KubegateClusters)
     }
 
     fn path(self) -> &'static str {
-        if self == Variant::KubegateRewritten {
-            ENCODED_PATH
-        } else {
-            PATH
+        match self {
+            Variant::KubegateRewritten => ENCODED_PATH,
+            Variant::KubegateClusters => CLUSTER_PATH,
+            _ => PATH,
         }
     }
 }
 
 struct Targets {
     stack: GatewayStack,
+    /// With `kubegate-clusters`: a gateway of two clusters on the same upstream, trusting
+    /// `stack`'s issuer (so the same tokens serve both).
+    clusters: Option<GatewayStack>,
     plain: (ChildProcess, String),
     jwt: (ChildProcess, String),
     wasm: (ChildProcess, String),
@@ -156,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
         process::pin(std::process::id(), cpus - 1)?;
     }
     let users: Vec<usize> = args.users.split(',').map(|u| u.trim().parse()).collect::<Result<_, _>>()?;
-    let targets = start_targets().await?;
+    let targets = start_targets(selection.variants.contains(&Variant::KubegateClusters)).await?;
     if args.pin {
         for variant in Variant::ALL {
             process::pin(front(&targets, variant).0.pid().unwrap_or(0), 0)?;
@@ -323,9 +335,10 @@ async fn measure(
     tokens: Arc<Vec<String>>,
 ) -> anyhow::Result<Measurement> {
     let (envoy, address) = front(targets, variant);
-    let pids = [envoy.pid(), targets.stack.authz.pid(), targets.upstream.pid()].map(|p| p.unwrap_or(0));
+    let stack = stack_of(targets, variant);
+    let pids = [envoy.pid(), stack.authz.pid(), targets.upstream.pid()].map(|p| p.unwrap_or(0));
     let before = pids.map(process::cpu_seconds);
-    let result = load::run(&address, &targets.stack.ca_cert, variant.path(), tokens, shape).await?;
+    let result = load::run(&address, &stack.ca_cert, variant.path(), tokens, shape).await?;
     let after = pids.map(process::cpu_seconds);
     let authz = if variant.is_kubegate() { after[1] - before[1] } else { 0.0 };
     anyhow::ensure!(
@@ -344,8 +357,9 @@ fn front(targets: &Targets, variant: Variant) -> (&ChildProcess, String) {
         Variant::Plain => (&targets.plain.0, targets.plain.1.clone()),
         Variant::JwtAuthn => (&targets.jwt.0, targets.jwt.1.clone()),
         Variant::WasmOnly => (&targets.wasm.0, targets.wasm.1.clone()),
-        Variant::Kubegate | Variant::KubegateRewritten => {
-            (&targets.stack.envoy, targets.stack.gateway_url.trim_start_matches("https://").to_owned())
+        Variant::Kubegate | Variant::KubegateRewritten | Variant::KubegateClusters => {
+            let stack = stack_of(targets, variant);
+            (&stack.envoy, stack.gateway_url.trim_start_matches("https://").to_owned())
         }
     }
 }
@@ -366,7 +380,7 @@ async fn print_h2load_table(
         for &(shape_index, _, shape) in &selection.shapes {
             for variant in selection.rotated(round + shape_index) {
                 let (envoy, address) = front(targets, variant);
-                let authz_pid = targets.stack.authz.pid().unwrap_or(0);
+                let authz_pid = stack_of(targets, variant).authz.pid().unwrap_or(0);
                 let shape = LoadShape { requests, ..shape };
                 let (result, envoy_cpu, authz_cpu) =
                     h2load_with_cpu(variant.name(), variant.path(), envoy, &address, authz_pid, token, shape).await?;
@@ -421,7 +435,7 @@ fn token(issuer: &str, key: &EncodingKey, user: usize) -> anyhow::Result<String>
     Ok(encode(&header, &claims, key)?)
 }
 
-async fn start_targets() -> anyhow::Result<Targets> {
+async fn start_targets(with_clusters: bool) -> anyhow::Result<Targets> {
     let tools = Tools::locate()?;
     let dir = tempfile::Builder::new().prefix("kubegate-load-").tempdir()?;
     let upstream_pki = LocalPki::create(&dir.path().join("upstream-pki"))?;
@@ -447,11 +461,15 @@ async fn start_targets() -> anyhow::Result<Targets> {
         credential: UpstreamCredential::Token("load-bench-gateway-token".into()),
     };
     let stack = GatewayStack::start(StackOptions {
-        upstream: Upstream::Cluster(upstream_spec),
+        upstream: Upstream::Cluster(upstream_spec.clone()),
         dir: Some(dir.path().join("kubegate")),
         ..StackOptions::default()
     })
     .await?;
+    let clusters = match with_clusters {
+        true => Some(start_two_cluster_gateway(&stack, upstream_spec, dir.path()).await?),
+        false => None,
+    };
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, fetch_jwks(&stack).await?)?;
     let plain = start_front(&tools, dir.path(), &stack, &upstream_pki, upstream_port, "plain", String::new()).await?;
@@ -465,7 +483,38 @@ async fn start_targets() -> anyhow::Result<Targets> {
         &BTreeMap::from([("WASM_FILTER", path(&tools.wasm_filter))]),
     )?;
     let wasm = start_front(&tools, dir.path(), &stack, &upstream_pki, upstream_port, "wasm-only", wasm_filter).await?;
-    Ok(Targets { stack, plain, jwt, wasm, upstream, dir })
+    Ok(Targets { stack, clusters, plain, jwt, wasm, upstream, dir })
+}
+
+/// A gateway whose authz-server has two clusters (`default`, which Envoy routes to the
+/// upstream, and `second`), trusting `first`'s issuer as well as its own.
+async fn start_two_cluster_gateway(
+    first: &GatewayStack,
+    upstream: ClusterUpstream,
+    dir: &Path,
+) -> anyhow::Result<GatewayStack> {
+    let shared = "  allowSharedUsernames: true\n  allowSharedGroups: true\n";
+    let issuer_settings = format!(
+        "{shared}- url: {}\n  audiences: [kubegate]\n  caFile: {}\n{shared}",
+        first.issuer,
+        first.ca_cert.display()
+    );
+    GatewayStack::start(StackOptions {
+        upstream: Upstream::Cluster(upstream),
+        dir: Some(dir.join("kubegate-clusters")),
+        authz_settings: "clusters:\n- name: default\n- name: second\n".into(),
+        issuer_settings,
+        ..StackOptions::default()
+    })
+    .await
+}
+
+/// The gateway stack a kubegate variant runs on.
+fn stack_of(targets: &Targets, variant: Variant) -> &GatewayStack {
+    match (variant, &targets.clusters) {
+        (Variant::KubegateClusters, Some(clusters)) => clusters,
+        _ => &targets.stack,
+    }
 }
 
 fn path(p: &Path) -> String {
