@@ -7,7 +7,8 @@
 //! the gateway over a CA that matches, the gateway's token is one that rotates, and the
 //! gateway may impersonate everything a decision can carry (SelfSubjectAccessReviews
 //! asked as the gateway, as kube-apiserver's impersonation filter will ask its
-//! authorizer).
+//! authorizer), and every privilege level roles or policies can grant there is bound by
+//! some RoleBinding or ClusterRoleBinding (the discovery work should reuse this check).
 
 use crate::config::{ClusterConfig, Config, IdentityMode, UpstreamConfig};
 use crate::oidc::JwksCache;
@@ -15,6 +16,7 @@ use crate::rules::Rules;
 use crate::upstream_health::{check_once, send, UpstreamError};
 use base64::Engine;
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// How a check came out.
@@ -54,29 +56,37 @@ fn finding(health: Health, check: impl Into<String>, detail: impl Into<String>) 
 
 /// Every check, in report order.
 pub async fn examine(config: &Config) -> Vec<Finding> {
-    let mut findings = vec![policies(config)];
+    let (loaded, rules) = policies(config);
+    let mut findings = vec![loaded];
     for issuer in &config.issuers {
         findings.push(issuer_keys(issuer).await);
     }
+    let policy_levels = rules.map(|r| r.policy.levels_policies_may_add()).unwrap_or_default();
     for cluster in &config.clusters {
-        findings.extend(cluster_checks(cluster).await);
+        let mut levels: BTreeSet<String> = config
+            .roles
+            .iter()
+            .filter(|role| role.applies_to(&cluster.name))
+            .flat_map(|role| role.privilege_levels.iter().cloned())
+            .collect();
+        levels.extend(policy_levels.iter().cloned());
+        findings.extend(cluster_checks(cluster, &levels).await);
     }
     findings
 }
 
-fn policies(config: &Config) -> Finding {
+fn policies(config: &Config) -> (Finding, Option<Rules>) {
     match Rules::from_config(config) {
-        Ok(rules) => finding(
-            Health::Green,
-            "configuration",
-            format!(
+        Ok(rules) => {
+            let detail = format!(
                 "{} cluster(s), {} role(s), {} policy(ies) load",
                 config.clusters.len(),
                 config.roles.len(),
                 rules.policy.len()
-            ),
-        ),
-        Err(e) => finding(Health::Red, "configuration", format!("{e}; fix it before the gateway reloads it")),
+            );
+            (finding(Health::Green, "configuration", detail), Some(rules))
+        }
+        Err(e) => (finding(Health::Red, "configuration", format!("{e}; fix it before the gateway reloads it")), None),
     }
 }
 
@@ -96,7 +106,7 @@ async fn issuer_keys(issuer: &crate::config::IssuerConfig) -> Finding {
     }
 }
 
-async fn cluster_checks(cluster: &ClusterConfig) -> Vec<Finding> {
+async fn cluster_checks(cluster: &ClusterConfig, levels: &BTreeSet<String>) -> Vec<Finding> {
     let name = &cluster.name;
     let Some(upstream) = &cluster.upstream else {
         let detail = "no `upstream` configured, so nothing about this cluster can be checked from here";
@@ -117,7 +127,52 @@ async fn cluster_checks(cluster: &ClusterConfig) -> Vec<Finding> {
     for (what, resource) in impersonated(cluster) {
         findings.push(may_impersonate(name, upstream, what, resource).await);
     }
+    findings.extend(levels_bound(name, upstream, levels).await);
     findings
+}
+
+/// A privilege level is a Kubernetes group: one no RoleBinding or ClusterRoleBinding
+/// names grants nothing today, and whatever a binding made later grants (yellow: it
+/// works, but the level is not what its name promises).
+async fn levels_bound(cluster: &str, upstream: &UpstreamConfig, levels: &BTreeSet<String>) -> Vec<Finding> {
+    if levels.is_empty() {
+        return Vec::new();
+    }
+    let all = format!("cluster {cluster}: privilege levels");
+    let mut bound: BTreeMap<String, String> = BTreeMap::new();
+    for (resource, kind) in [("clusterrolebindings", "ClusterRoleBinding"), ("rolebindings", "RoleBinding")] {
+        let path = format!("/apis/rbac.authorization.k8s.io/v1/{resource}");
+        let items = match send(upstream, reqwest::Method::GET, &path, None).await {
+            Ok((200, list)) => list["items"].as_array().cloned().unwrap_or_default(),
+            Ok((status, _)) => {
+                let detail = format!("cannot list {resource} ({status}), so bindings cannot be checked: grant the gateway `list` on rolebindings and clusterrolebindings");
+                return vec![finding(Health::Yellow, all, detail)];
+            }
+            Err(e) => return vec![finding(Health::Red, all, advice(&e))],
+        };
+        for binding in &items {
+            let name = binding["metadata"]["name"].as_str().unwrap_or_default();
+            let at = match binding["metadata"]["namespace"].as_str() {
+                Some(ns) => format!("{kind} {ns}/{name}"),
+                None => format!("{kind} {name}"),
+            };
+            for subject in binding["subjects"].as_array().into_iter().flatten().filter(|s| s["kind"] == "Group") {
+                let group = subject["name"].as_str().unwrap_or_default().to_owned();
+                bound.entry(group).or_insert_with(|| at.clone());
+            }
+        }
+    }
+    let unbound = "no RoleBinding or ClusterRoleBinding names this group: it grants nothing now, and whatever a later binding gives";
+    levels
+        .iter()
+        .map(|level| {
+            let check = format!("cluster {cluster}: level {level}");
+            match bound.get(level) {
+                Some(at) => finding(Health::Green, check, format!("bound by {at}")),
+                None => finding(Health::Yellow, check, unbound),
+            }
+        })
+        .collect()
 }
 
 fn advice(error: &UpstreamError) -> String {

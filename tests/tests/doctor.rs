@@ -1,26 +1,37 @@
 //! `kubegate doctor` against the stand-in, with authz-server's configuration as an
 //! operator has it: all green on a healthy gateway, and each thing that breaks users
 //! (a missing impersonation grant, a CA that does not match, the IdP down) turns red
-//! with what to do.
+//! with what to do; a privilege level nothing binds is a warning.
 
 use kubegate_tests::harness::{engineering_reads_pods, gateway_impersonates, GatewayStack, StackOptions, GATEWAY_USER};
 use kubegate_tests::tls::LocalPki;
 
-/// The gateway may read the namespace the health check reads, as the chart grants.
+/// The gateway may read the namespace the health check reads, and list the bindings
+/// doctor checks the levels against, as the chart grants.
 fn options(impersonates: &[&str]) -> StackOptions {
-    let health: kubegate_tests::apiserver::rbac::Rule =
-        serde_yaml::from_str(&format!("users: [\"{GATEWAY_USER}\"]\nverbs: [get]\nresources: [namespaces]\n"))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let rule = |yaml: String| -> kubegate_tests::apiserver::rbac::Rule {
+        serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let health = rule(format!("users: [\"{GATEWAY_USER}\"]\nverbs: [get]\nresources: [namespaces]\n"));
+    let bindings = rule(format!(
+        "users: [\"{GATEWAY_USER}\"]\nverbs: [list]\napiGroups: [rbac.authorization.k8s.io]\nresources: [rolebindings, clusterrolebindings]\n"
+    ));
     StackOptions {
-        rbac: vec![engineering_reads_pods(), health],
+        rbac: vec![engineering_reads_pods(), health, bindings],
         impersonators: vec![gateway_impersonates(impersonates)],
         ..StackOptions::default()
     }
 }
 
-/// authz-server's configuration for this stack's cluster, its `upstream` trusting `ca`.
+/// authz-server's configuration for this stack's cluster, its `upstream` trusting `ca`,
+/// with a role granting `engineering` (which the stand-in's RBAC binds) and `auditors`
+/// (which nothing binds).
 fn config(stack: &GatewayStack, ca: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    stack.operator_config("doctor.yaml", ca, "")
+    let path = stack.operator_config("doctor.yaml", ca, "")?;
+    let roles =
+        "roles:\n- name: engineering\n  members: {groups: [engineering]}\n  privilegeLevels: [engineering, auditors]\n";
+    std::fs::write(&path, format!("{}{roles}", std::fs::read_to_string(&path)?))?;
+    Ok(path)
 }
 
 /// (exit code, report lines).
@@ -49,6 +60,20 @@ async fn a_healthy_gateway_is_all_green() -> anyhow::Result<()> {
     }
     // The stand-in's gateway token is an opaque string, like a long-lived Secret's.
     assert!(line(&report, "gateway token").starts_with("warn"), "{report}");
+    let engineering = line(&report, "level engineering:");
+    assert!(engineering.starts_with("ok") && engineering.contains("bound by ClusterRoleBinding"), "{report}");
+    Ok(())
+}
+
+/// A privilege level no binding names grants nothing, and whatever a later binding
+/// gives: doctor warns (yellow, not red: requests still work).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_privilege_level_nothing_binds_is_a_warning() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(options(kubegate_tests::harness::GATEWAY_IMPERSONATES)).await?;
+    let (code, report) = doctor(&stack, &config(&stack, &stack.ca_cert)?).await?;
+    assert_eq!(code, Some(0), "a warning is not a failure: {report}");
+    let auditors = line(&report, "level auditors:");
+    assert!(auditors.starts_with("warn") && auditors.contains("grants nothing now"), "{report}");
     Ok(())
 }
 

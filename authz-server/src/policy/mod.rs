@@ -94,6 +94,16 @@ impl PolicyEngine {
         self.policies.policies().count() - 2
     }
 
+    /// Every level a `fetchPrivileges` policy can add (its `@k8s_impersonate_groups`),
+    /// whatever its conditions: what `doctor` checks the cluster binds.
+    pub fn levels_policies_may_add(&self) -> BTreeSet<String> {
+        self.policies
+            .policies()
+            .filter_map(|p| p.annotation(LEVELS_ANNOTATION))
+            .flat_map(|list| list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned))
+            .collect()
+    }
+
     /// True when no file policy is loaded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

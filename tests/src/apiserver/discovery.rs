@@ -24,7 +24,8 @@ fn group(name: &str) -> Value {
 
 pub fn api_groups() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1",
-           "groups": [group("apps"), group("authentication.k8s.io"), group("authorization.k8s.io")]})
+           "groups": [group("apps"), group("authentication.k8s.io"), group("authorization.k8s.io"),
+                      group("rbac.authorization.k8s.io")]})
 }
 
 fn resource(name: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]) -> Value {
@@ -66,6 +67,12 @@ pub fn resources(group_version: &str) -> Option<Value> {
         "authorization.k8s.io/v1" => {
             list(vec![resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &["create"], &[])])
         }
+        "rbac.authorization.k8s.io/v1" => list(vec![
+            resource("clusterroles", "ClusterRole", false, &["list"], &[]),
+            resource("clusterrolebindings", "ClusterRoleBinding", false, &["list"], &[]),
+            resource("roles", "Role", true, &["list"], &[]),
+            resource("rolebindings", "RoleBinding", true, &["list"], &[]),
+        ]),
         _ => return None,
     })
 }

@@ -11,6 +11,7 @@
 //!   (SelfSubjectReview) and `auth can-i` (SelfSubjectAccessReview) ([`routes`]);
 //! * get and list of namespaces, configmaps, services, events and deployments from
 //!   fixtures ([`fixtures`]), authorised like everything else;
+//! * its RBAC table as Roles, ClusterRoles and their bindings ([`rbac_objects`]);
 //! * exec, attach and port-forward over websocket and SPDY/3.1 ([`streaming`]);
 //! * one audit line per request ([`audit`]), which tests read.
 //!
@@ -24,6 +25,7 @@ pub mod fixtures;
 pub mod identity;
 mod protobuf;
 pub mod rbac;
+mod rbac_objects;
 pub mod request_info;
 mod routes;
 pub mod streaming;

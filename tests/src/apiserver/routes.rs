@@ -5,7 +5,7 @@ use super::cluster::{pod_list, pod_table, PodEvent};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{self, authorization_checks, Query, ReadRequest, Refusal, RequestInfo};
 use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
-use super::{discovery, fixtures, protobuf, rbac, StandIn};
+use super::{discovery, fixtures, protobuf, rbac, rbac_objects, StandIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -177,6 +177,12 @@ async fn serve(
                 ("", "pods", Some("log"), "get") => pod_logs(s, namespace.as_deref(), name.as_deref(), query, user),
                 ("authentication.k8s.io", "selfsubjectreviews", None, "create") => whoami(user),
                 ("authorization.k8s.io", "selfsubjectaccessreviews", None, "create") => can_i(s, body, user).await,
+                ("rbac.authorization.k8s.io", resource, None, "list") if name.is_none() => {
+                    match rbac_objects::list(&s.rules, resource, namespace.as_deref()) {
+                        Some(list) => json_response(list),
+                        None => status(404, "the server could not find the requested resource"),
+                    }
+                }
                 (group, resource, None, verb @ ("get" | "list")) => match fixtures::resource(group, resource) {
                     Some(fixture) => serve_fixture(s, headers, fixture, verb, namespace.as_deref(), name.as_deref()),
                     None => status(404, "the server could not find the requested resource"),

@@ -447,7 +447,11 @@ impl GatewayStack {
     /// and makes the stand-in accept only the new one.
     pub fn rotate_gateway_token(&self) -> anyhow::Result<String> {
         let token = format!("gateway-sa-token-{}", random_suffix());
-        std::fs::write(&self.accepted_tokens_file, &token)?;
+        // Replaced, never truncated in place: the stand-in re-reads this list on every
+        // request, and an empty moment would refuse a request that should pass.
+        let incoming = self.accepted_tokens_file.with_extension("incoming");
+        std::fs::write(&incoming, &token)?;
+        std::fs::rename(&incoming, &self.accepted_tokens_file)?;
         write_token_atomically(&self.gateway_token_dir, &token)?;
         Ok(token)
     }
