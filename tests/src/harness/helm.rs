@@ -11,10 +11,10 @@
 //! certificate name `kubernetes.default.svc`, as the pod sees its API server.
 
 use super::{
-    free_port, provider_args, rule_json, start_oidc_provider, wait_for_http, wait_for_https, with_log,
-    ChildProcess, GatewayStack, StackOptions, StackPorts, Tools, GATEWAY_CLIENT_ID, ISSUER_KEY,
+    free_port, provider_args, rule_json, start_oidc_provider, wait_for_http, wait_for_https, with_log, ChildProcess,
+    GatewayStack, StackOptions, StackPorts, Tools, GATEWAY_CLIENT_ID, ISSUER_KEY,
 };
-use crate::apiserver::rbac::Impersonator;
+use crate::apiserver::rbac::{Impersonator, Rule};
 use crate::tls::LocalPki;
 use serde::Deserialize as _;
 use serde_yaml::Value;
@@ -188,6 +188,31 @@ impl Rendered {
         Ok(serde_yaml::from_str(text)?)
     }
 
+    /// The chart's other RBAC rules (what the gateway may do as itself: the health
+    /// check's read, discovery), as the stand-in's rules for `user`. The stand-in has no
+    /// `resourceNames`: each rule is granted for every name.
+    pub fn own_rules(&self, user: &str) -> anyhow::Result<Vec<Rule>> {
+        let mut rules = Vec::new();
+        for role in self.of_kind("ClusterRole") {
+            for rule in role["rules"].as_sequence().into_iter().flatten() {
+                let verbs: Vec<String> = serde_yaml::from_value(rule["verbs"].clone())?;
+                if verbs.iter().any(|v| v == "impersonate") {
+                    continue;
+                }
+                rules.push(Rule {
+                    users: vec![user.to_owned()],
+                    groups: vec![],
+                    verbs,
+                    api_groups: serde_yaml::from_value(rule["apiGroups"].clone())?,
+                    resources: serde_yaml::from_value(rule["resources"].clone())?,
+                    namespaces: vec![],
+                    non_resource_urls: vec![],
+                });
+            }
+        }
+        Ok(rules)
+    }
+
     /// What the impersonation rules of the chart's ClusterRoles and Roles grant, as the
     /// stand-in's `resources` (`users`, `groups`, `uids`, `userextras/<key>`,
     /// `serviceaccounts`).
@@ -287,7 +312,8 @@ pub fn relocation_values(root: &Path) -> serde_json::Value {
 /// The values that also move the pod's ports to `ports`.
 fn pod_values(root: &Path, ports: &PodPorts) -> serde_json::Value {
     let mut values = relocation_values(root);
-    values["envoy"] = serde_json::json!({"port": ports.gateway, "readinessPort": ports.envoy_ready, "adminPort": ports.envoy_admin});
+    values["envoy"] =
+        serde_json::json!({"port": ports.gateway, "readinessPort": ports.envoy_ready, "adminPort": ports.envoy_admin});
     values["authz"] =
         serde_json::json!({"port": ports.authz, "metricsPort": ports.authz_metrics, "healthPort": ports.authz_health});
     values
@@ -327,9 +353,10 @@ pub struct PodIdentityStack {
     pub service_account: KubeletVolume,
     /// The user the service-account token authenticates as: the chart's service account.
     pub gateway_user: String,
-    /// The policies ConfigMap's volume: [`KubeletVolume::update`] is what kubelet does
-    /// when the ConfigMap changes.
+    /// The policies ConfigMap's volume and authz-server's configuration ConfigMap's:
+    /// [`KubeletVolume::update`] is what kubelet does when a ConfigMap changes.
     pub policies: KubeletVolume,
+    pub authz_config: KubeletVolume,
     token: std::sync::Mutex<String>,
     accepted_tokens: std::sync::Mutex<Vec<String>>,
     ca_pem: Vec<u8>,
@@ -351,8 +378,15 @@ impl PodIdentityStack {
         let issuer = format!("https://127.0.0.1:{oidc_port}");
         let oidc_state = dir.join("oidc-state");
         let oidc_leaf = pki.leaf("oidc-provider")?;
-        let oidc =
-            start_oidc_provider(&tools, &oidc_leaf, &dir, oidc_port, &oidc_state, &provider_args(&options), &[ISSUER_KEY])?;
+        let oidc = start_oidc_provider(
+            &tools,
+            &oidc_leaf,
+            &dir,
+            oidc_port,
+            &oidc_state,
+            &provider_args(&options),
+            &[ISSUER_KEY],
+        )?;
         let discovery = format!("{issuer}/.well-known/openid-configuration");
         with_log(&oidc, wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await)?;
 
@@ -387,6 +421,8 @@ impl PodIdentityStack {
             groups: vec![],
             resources: rendered.impersonated_resources(),
         };
+        let mut options = options;
+        options.rbac.extend(rendered.own_rules(&gateway_user)?);
         let stand_in = start_stand_in_as_kubernetes_default(
             &tools,
             &pki,
@@ -413,13 +449,15 @@ impl PodIdentityStack {
         )?;
         let envoy_files = rendered.config_map(&format!("{RELEASE}-envoy"))?;
         KubeletVolume::create(&path("envoyConfig"), &text_files(&envoy_files))?;
-        KubeletVolume::create(&path("authzConfig"), &text_files(&rendered.config_map(&format!("{RELEASE}-authz"))?))?;
-        let policies =
-            KubeletVolume::create(&path("policies"), &text_files(&rendered.config_map(&format!("{RELEASE}-policies"))?))?;
-        KubeletVolume::create(
-            &path("issuerCAs").join("0"),
-            &BTreeMap::from([("ca.crt".to_string(), ca_pem.clone())]),
+        let authz_config = KubeletVolume::create(
+            &path("authzConfig"),
+            &text_files(&rendered.config_map(&format!("{RELEASE}-authz"))?),
         )?;
+        let policies = KubeletVolume::create(
+            &path("policies"),
+            &text_files(&rendered.config_map(&format!("{RELEASE}-policies"))?),
+        )?;
+        KubeletVolume::create(&path("issuerCAs").join("0"), &BTreeMap::from([("ca.crt".to_string(), ca_pem.clone())]))?;
         let serving = pki.leaf("gateway")?;
         KubeletVolume::create(
             &path("tls"),
@@ -486,6 +524,7 @@ impl PodIdentityStack {
             service_account,
             gateway_user,
             policies,
+            authz_config,
             token: std::sync::Mutex::new(token.clone()),
             accepted_tokens: std::sync::Mutex::new(vec![token]),
             ca_pem,
@@ -505,7 +544,7 @@ impl PodIdentityStack {
         {
             let mut accepted = self.accepted_tokens.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
             accepted.push(token.clone());
-            std::fs::write(&self.stack.accepted_tokens_file, accepted.join("\n") + "\n")?;
+            replace_file(&self.stack.accepted_tokens_file, &(accepted.join("\n") + "\n"))?;
         }
         self.service_account.update(&BTreeMap::from([
             ("token".to_string(), token.clone().into_bytes()),
@@ -521,9 +560,18 @@ impl PodIdentityStack {
         let current = self.current_token();
         let mut accepted = self.accepted_tokens.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         accepted.retain(|t| *t == current);
-        std::fs::write(&self.stack.accepted_tokens_file, format!("{current}\n"))?;
+        replace_file(&self.stack.accepted_tokens_file, &format!("{current}\n"))?;
         Ok(())
     }
+}
+
+/// Writes `path` by renaming a complete file over it: the stand-in reads its accepted
+/// tokens on every request, and must never see a half-written (or empty) list.
+fn replace_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// Starts the Deployment's container `name` as a local process: `program` (the image's

@@ -1,0 +1,84 @@
+{{/*
+authz-server's configuration file (docs/configuration.md), from values: the listen
+addresses the pod's layout needs, the issuers (a `caFrom` becomes the file its
+Secret or ConfigMap is mounted as), the clusters without the chart's own keys (how
+Envoy reaches each is Envoy's side), roles and the policy directory.
+*/}}
+{{- define "kubegate.authzConfig" -}}
+{{- $p := .Values.paths -}}
+{{- $a := .Values.authz -}}
+{{- if eq .Values.mode "mesh" }}
+# Mesh mode: your Envoys call authz-server over the network, with mutual TLS.
+listen: 0.0.0.0:{{ $a.port }}
+grpcTls:
+  certFile: {{ $p.grpcTls }}/tls.crt
+  keyFile: {{ $p.grpcTls }}/tls.key
+  clientCaFile: {{ $p.grpcTls }}/ca.crt
+{{- else }}
+# Beside Envoy on loopback: the ext_authz channel never leaves the pod.
+listen: 127.0.0.1:{{ $a.port }}
+{{- end }}
+metricsListen: 0.0.0.0:{{ $a.metricsPort }}
+healthListen: 0.0.0.0:{{ $a.healthPort }}
+{{- with $a.settings }}
+{{ toYaml . }}
+{{- end }}
+policyFiles: [{{ $p.policies }}]
+clusters:
+{{- range .Values.clusters }}
+- name: {{ .name }}
+  {{- with .hosts }}
+  hosts: {{ toJson . }}
+  {{- end }}
+  {{- with .tags }}
+  tags: {{ toJson . }}
+  {{- end }}
+  identityMode: {{ default "impersonate" .identityMode }}
+  {{- if hasKey . "includeIdpGroups" }}
+  includeIdpGroups: {{ .includeIdpGroups }}
+  {{- end }}
+  {{- if hasKey . "includeRoleNames" }}
+  includeRoleNames: {{ .includeRoleNames }}
+  {{- end }}
+  {{- if eq (default "impersonate" .identityMode) "leasedWithLevels" }}
+  gatewayUser: {{ include "kubegate.gatewayUser" (dict "root" $ "cluster" .) | quote }}
+  {{- end }}
+  {{- if eq $.Values.mode "gateway" }}
+  # authz-server's own way to this API server, with the credential Envoy uses: for the
+  # upstream health check (kubegate_upstream_up) and `kubegate doctor`.
+  upstream:
+    {{- if .inCluster }}
+    inCluster: true
+    {{- with .apiServer }}
+    {{- if .address }}
+    server: https://{{ .address }}:{{ default 443 .port }}
+    {{- end }}
+    {{- end }}
+    caFile: {{ $p.serviceAccount }}/ca.crt
+    tokenFile: {{ $p.serviceAccount }}/token
+    {{- else }}
+    server: {{ .server }}
+    caFile: {{ $p.clusterCredentials }}/{{ .name }}/ca.crt
+    {{- if eq (default "token" .credential) "clientCertificate" }}
+    clientCertFile: {{ $p.clusterCredentials }}/{{ .name }}/tls.crt
+    clientKeyFile: {{ $p.clusterCredentials }}/{{ .name }}/tls.key
+    {{- else }}
+    tokenFile: {{ $p.clusterCredentials }}/{{ .name }}/token
+    {{- end }}
+    {{- end }}
+    healthCheck:
+      namespace: {{ $.Values.healthCheck.namespace }}
+  {{- end }}
+{{- end }}
+{{- with .Values.roles }}
+roles:
+{{ toYaml . }}
+{{- end }}
+issuers:
+{{- range $i, $issuer := .Values.issuers }}
+- {{ omit $issuer "caFrom" | toYaml | indent 2 | trim }}
+  {{- with $issuer.caFrom }}
+  caFile: {{ printf "%s/%d/%s" $p.issuerCAs $i (default "ca.crt" .key) }}
+  {{- end }}
+{{- end }}
+{{- end -}}
