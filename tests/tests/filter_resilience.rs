@@ -491,3 +491,19 @@ async fn the_shipped_filter_carries_no_panic_trigger() -> anyhow::Result<()> {
     assert!(!contains(&shipped), "the shipped filter must not carry the panic trigger");
     Ok(())
 }
+
+/// Routing by decision relies on Envoy re-picking the route when the inject stage sets
+/// `x-kubegate-cluster`; since Envoy 1.33 it does that only for filters of proxy-wasm ABI
+/// 0.2.1 or older. A dependency bump that changed the declared ABI would make every
+/// request fall to the refusing route (the early header mutation keeps it from being
+/// another cluster's): this says so before Envoy does.
+#[test]
+fn the_filter_declares_proxy_abi_0_2_1() -> anyhow::Result<()> {
+    let wasm = std::fs::read(&Tools::locate()?.wasm_filter)?;
+    let exports = |name: &[u8]| wasm.windows(name.len()).any(|w| w == name);
+    anyhow::ensure!(exports(b"proxy_abi_version_0_2_1"), "the filter no longer declares proxy ABI 0.2.1");
+    for newer in [&b"proxy_abi_version_0_2_2"[..], b"proxy_abi_version_0_3"] {
+        anyhow::ensure!(!exports(newer), "the filter declares a newer proxy ABI ({})", String::from_utf8_lossy(newer));
+    }
+    Ok(())
+}

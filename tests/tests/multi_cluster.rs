@@ -414,11 +414,10 @@ async fn a_connection_for_one_cluster_cannot_carry_a_request_for_another() -> an
 }
 
 /// Attack: the client names the upstream itself, sending `x-kubegate-cluster: prod` on
-/// a request for dev. Envoy picks a route when the request arrives (that would be
-/// prod's), but the filter strips the client's header and sets the decided one, and
-/// Envoy picks the route again after each wasm header change: the request reaches dev
-/// only, with dev's credential. (Were the route not picked again, it would run on prod
-/// with prod's token.)
+/// a request for dev. Envoy's early header mutation removes it before any route is
+/// picked (so the first pick is the refusing route, never prod's), the filter strips
+/// any copy and sets the decided one, and Envoy picks the route again after the wasm
+/// header change: the request reaches dev only, with dev's credential.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_naming_the_cluster_header_cannot_choose_the_upstream() -> anyhow::Result<()> {
     let stack = GatewayStack::start(two_clusters()).await?;

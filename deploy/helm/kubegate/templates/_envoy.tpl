@@ -44,6 +44,16 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: kubegate
+          # Before any route is chosen, a client's x-kubegate-cluster is gone: the first
+          # route choice (made before any filter runs) can only be the refusing route,
+          # so routing rests on the decision alone, even if a later Envoy stopped
+          # re-picking the route when the filter sets the header.
+          early_header_mutation_extensions:
+          - name: envoy.http.early_header_mutation.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation
+              mutations:
+              - remove: x-kubegate-cluster
           codec_type: AUTO
           use_remote_address: true
           preserve_external_request_id: false
