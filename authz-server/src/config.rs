@@ -156,6 +156,13 @@ impl UpstreamConfig {
         if url.scheme() != "https" {
             return Err(format!("{at}.server: must be https, got {server}"));
         }
+        // Envoy's route reaches the server's host and port only: a path here would be
+        // where authz-server looks, not where requests go.
+        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err(format!(
+                "{at}.server: {server} has a path or query; give the API server's scheme, host and port only"
+            ));
+        }
         if self.client_cert_file.is_some() != self.client_key_file.is_some() {
             return Err(format!("{at}: clientCertFile and clientKeyFile go together"));
         }
@@ -884,6 +891,10 @@ mod tests {
             ("clusters: [{name: a, tags: {'': x}}]\n", "tags"),
             ("clusters: [{name: a, upstream: {}}]\n", "upstream.server: required unless inCluster"),
             ("clusters: [{name: a, upstream: {server: 'http://k'}}]\n", "must be https"),
+            (
+                "clusters: [{name: a, upstream: {server: 'https://rancher.example.com/k8s/clusters/c-1'}}]\n",
+                "has a path",
+            ),
             ("clusters: [{name: a, upstream: {inCluster: true, clientCertFile: c}}]\n", "go together"),
             ("clusters: [{name: a, upstream: {inCluster: true, healthCheck: {intervalSeconds: 0}}}]\n", "at least 1"),
         ] {

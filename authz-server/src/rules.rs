@@ -38,6 +38,11 @@ pub enum RulesError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A change that cannot be applied to a running gateway.
+    #[error(
+        "{0}: that takes a restart of the gateway (Envoy's routes follow the cluster names), so it is not applied"
+    )]
+    RestartNeeded(String),
 }
 
 impl Rules {
@@ -79,6 +84,28 @@ impl SharedRules {
     }
 }
 
+/// Which cluster a name means is fixed at start: Envoy's route for a name, its upstream
+/// and its credential do not reload, so a reload that renamed clusters, pointed a name
+/// at another API server or changed how identities reach it would decide for one
+/// cluster what Envoy sends to another. Such a change needs a restart (of Envoy too).
+fn same_clusters(running: &Config, new: &Config) -> Result<(), RulesError> {
+    let identity = |c: &Config| -> Vec<(String, String, String, Option<String>)> {
+        c.clusters
+            .iter()
+            .map(|k| {
+                let mode = format!("{:?}", k.identity_mode);
+                (k.name.clone(), mode, k.gateway_user.clone(), k.upstream.as_ref().and_then(|u| u.server()))
+            })
+            .collect()
+    };
+    if identity(running) != identity(new) {
+        return Err(RulesError::RestartNeeded(
+            "the clusters' names, identity modes, gateway users or upstream servers changed".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A digest of the configuration file and every policy file it names.
 fn fingerprint(config_path: &Path) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -106,6 +133,7 @@ pub fn spawn_reloader(config_path: PathBuf, running: Config, rules: SharedRules,
             seen = now;
             match Config::load(&config_path)
                 .map_err(RulesError::from)
+                .and_then(|c| same_clusters(&running, &c).map(|()| c))
                 .and_then(|c| Rules::from_config(&c).map(|r| (c, r)))
             {
                 Ok((config, new_rules)) => {
@@ -127,4 +155,33 @@ pub fn spawn_reloader(config_path: PathBuf, running: Config, rules: SharedRules,
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(clusters: &str) -> Config {
+        let text = format!("issuers:\n- url: https://idp\n  audiences: [k]\n{clusters}");
+        Config::parse(&text, Path::new("authz.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Attack (through a configuration change): a name reused for another API server, or
+    /// a cluster renamed, while Envoy still routes that name to the old server with its
+    /// credential: decisions for one cluster would run on another. Refused until restart.
+    #[test]
+    fn a_reload_may_not_change_what_a_cluster_name_means() {
+        let running = config("clusters:\n- name: dev\n  upstream: {server: 'https://dev.example.com'}\n- name: prod\n");
+        for changed in [
+            "clusters:\n- name: dev\n  upstream: {server: 'https://staging.example.com'}\n- name: prod\n",
+            "clusters:\n- name: staging\n  upstream: {server: 'https://dev.example.com'}\n- name: prod\n",
+            "clusters:\n- name: dev\n  upstream: {server: 'https://dev.example.com'}\n- name: prod\n  identityMode: leased\n",
+            "clusters:\n- name: dev\n  upstream: {server: 'https://dev.example.com'}\n",
+        ] {
+            let refused = same_clusters(&running, &config(changed)).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains("takes a restart"), "{changed}: {refused}");
+        }
+        let retagged = "clusters:\n- name: dev\n  tags: {env: dev}\n  upstream: {server: 'https://dev.example.com'}\n- name: prod\n  includeIdpGroups: true\n";
+        assert!(same_clusters(&running, &config(retagged)).is_ok(), "tags and group settings reload");
+    }
 }

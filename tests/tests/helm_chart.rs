@@ -770,6 +770,12 @@ fn bad_values_are_refused_naming_the_field() {
         ("clusters: []\n", "/clusters"),
         ("clusters: [{name: prod, server: https://prod.example.com}]\n", "credentialsSecret"),
         ("clusters: [{name: prod, credentialsSecret: s}]\n", "server"),
+        // Envoy's route reaches host and port only; a path would send prod's requests to
+        // whatever the proxy serves at its root.
+        (
+            "clusters: [{name: dev, inCluster: true}, {name: prod, server: https://rancher.example.com/k8s/clusters/c-1, credentialsSecret: s}]\n",
+            "/clusters/1/server",
+        ),
         ("clusters: [{name: dev, inCluster: true, server: https://x.example.com}]\n", "/clusters/0"),
         ("clusters: [{name: dev, inCluster: true, identityMode: impersonating}]\n", "/clusters/0/identityMode"),
         (
