@@ -2,11 +2,12 @@
 //! request, and why, without a token or a running gateway. For operators debugging
 //! roles and policies.
 
+use crate::cluster_selection::{refuse_prefix_in_path, ClusterSelector, PATH_PREFIX};
 use crate::config::Config;
 use crate::oidc::Identity;
 use crate::policy::{PolicyEngine, PolicyError, RequestMeta, Verdict};
 use crate::privilege::{PrivilegeResolver, Refused};
-use crate::request_info::{self, RequestInfo};
+use crate::request_info::{self, KubeRequest, RequestInfo};
 use std::fmt::Write;
 
 /// Why a check could not run.
@@ -40,15 +41,19 @@ pub fn explain(
     cluster: Option<&str>,
 ) -> Result<Explanation, ExplainError> {
     let (method, target) = request.trim().split_once(' ').ok_or_else(|| ExplainError::Request(request.to_owned()))?;
-    let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
-    let info = request_info::parse(method, path, query)?;
-    let cluster = pick_cluster(config, cluster)?;
+    let target = target.trim();
+    // Read as the gateway reads it: the cluster prefix, then kube-apiserver's reading.
+    let (cluster, target) = pick_cluster(config, cluster, target)?;
+    let read = KubeRequest::read(method, &target)?;
+    refuse_prefix_in_path(&read.target.path).map_err(|e| ExplainError::Cluster(e.to_string()))?;
+    let info = read.info.clone();
     let policy = PolicyEngine::load(&config.policy_paths()?)?;
     let resolver = PrivilegeResolver::new(config.roles.clone(), cluster.clone());
     let identity = Identity { username: user.to_owned(), groups: groups.to_vec(), uid: None, expires_at: u64::MAX };
     let time =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let meta = RequestMeta { source_ip: source_ip.to_owned(), time, path: path.to_owned(), query: query.to_owned() };
+    let (path, query) = (read.target.path.clone(), read.target.query.canonical());
+    let meta = RequestMeta { source_ip: source_ip.to_owned(), time, path, query };
     let principal = resolver.principal(&identity);
 
     let mut report = String::new();
@@ -75,7 +80,14 @@ pub fn explain(
     if !privileges.granted_by.is_empty() {
         let _ = writeln!(report, "            added by {}", privileges.granted_by.join(", "));
     }
-    match policy.authorize_request(resolver.cluster(), &principal, &info, &privileges.levels, &meta) {
+    // A PUT may create its object (create-on-update): asked as `create` too, as the gateway does.
+    let as_create = (method == "PUT").then(|| info.as_create()).flatten();
+    let verdict = std::iter::once(&info)
+        .chain(as_create.as_ref())
+        .map(|info| policy.authorize_request(resolver.cluster(), &principal, info, &privileges.levels, &meta))
+        .find(|v| matches!(v, Verdict::Deny { .. }))
+        .unwrap_or(Verdict::Allow);
+    match verdict {
         Verdict::Allow => {
             let identity = match resolver.impersonation(&identity, &privileges, "policy-check") {
                 Some(i) => format!("as {} with groups {}", i.user, list(i.groups.iter())),
@@ -94,16 +106,36 @@ pub fn explain(
     }
 }
 
-/// The cluster asked about: the one named, or the only one there is.
-fn pick_cluster<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a crate::config::ClusterConfig, ExplainError> {
+/// The cluster asked about and the target without its prefix: the one `/clusters/<name>`
+/// names (which must agree with `--cluster`), the one `--cluster` names, or the only one.
+fn pick_cluster<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+    target: &str,
+) -> Result<(&'a crate::config::ClusterConfig, String), ExplainError> {
     let names = || config.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-    match (name, config.clusters.as_slice()) {
+    let unreadable = |e: crate::cluster_selection::SelectionError| ExplainError::Cluster(e.to_string());
+    if target.starts_with(PATH_PREFIX) {
+        let selection = ClusterSelector::new(&config.clusters).select("", "", target).map_err(unreadable)?;
+        let cluster = config.clusters.get(selection.index).ok_or_else(|| ExplainError::Cluster(names()))?;
+        if name.is_some_and(|n| n != cluster.name) {
+            return Err(ExplainError::Cluster(format!(
+                "--cluster {} and the path prefix disagree",
+                name.unwrap_or_default()
+            )));
+        }
+        return Ok((cluster, selection.target));
+    }
+    let cluster = match (name, config.clusters.as_slice()) {
         (Some(name), _) => config.cluster(name).ok_or_else(|| {
             ExplainError::Cluster(format!("--cluster {name}: no such cluster (configured: {})", names()))
-        }),
-        (None, [only]) => Ok(only),
-        (None, _) => Err(ExplainError::Cluster(format!("name the cluster with --cluster (one of: {})", names()))),
-    }
+        })?,
+        (None, [only]) => only,
+        (None, _) => {
+            return Err(ExplainError::Cluster(format!("name the cluster with --cluster (one of: {})", names())))
+        }
+    };
+    Ok((cluster, target.to_owned()))
 }
 
 fn list<'a>(items: impl Iterator<Item = &'a String>) -> String {
@@ -135,6 +167,34 @@ fn describe(info: &RequestInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `policy check` reads a request as the gateway does: the cluster from its prefix,
+    /// the path decoded (`kube%2Dsystem` is kube-system), a doubled prefix refused.
+    #[test]
+    fn checks_a_request_as_the_gateway_reads_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.path().join("guard.cedar"),
+            "@error(\"no deletes in kube-system on prod\")\nforbid (principal, action == k8s::Action::\"delete\", resource in k8s::Cluster::\"prod\")\nwhen { resource is k8s::Resource && resource.namespace == \"kube-system\" };\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("authz.yaml");
+        std::fs::write(&path, "policyFiles: [guard.cedar]\nclusters: [{name: dev}, {name: prod}]\nissuers:\n- url: https://idp\n  audiences: [k]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let check = |request: &str, cluster: Option<&str>| {
+            explain(&config, "alice@example.com", &[], request, "127.0.0.1", cluster)
+        };
+        let prod = check("DELETE /clusters/prod/api/v1/namespaces/kube%2Dsystem/pods/dns", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!prod.allowed && prod.report.contains("cluster:    prod"), "{}", prod.report);
+        let dev = check("DELETE /clusters/dev/api/v1/namespaces/kube-system/pods/dns", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(dev.allowed, "{}", dev.report);
+        assert!(check("GET /clusters/dev/clusters/prod/api", None).is_err());
+        assert!(check("GET /clusters/dev/api", Some("prod")).is_err(), "prefix and --cluster disagree");
+        assert!(check("GET /api", None).is_err(), "two clusters, none named");
+    }
 
     #[test]
     fn explains_an_allow_and_a_deny() {
