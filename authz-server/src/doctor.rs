@@ -12,11 +12,12 @@
 
 use crate::config::{ClusterConfig, Config, IdentityMode, UpstreamConfig};
 use crate::oidc::JwksCache;
+use crate::rbac_model::GroupBindings;
 use crate::rules::Rules;
 use crate::upstream_health::{check_once, send, UpstreamError};
 use base64::Engine;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// How a check came out.
@@ -139,37 +140,37 @@ async fn levels_bound(cluster: &str, upstream: &UpstreamConfig, levels: &BTreeSe
         return Vec::new();
     }
     let all = format!("cluster {cluster}: privilege levels");
-    let mut bound: BTreeMap<String, String> = BTreeMap::new();
-    for (resource, kind) in [("clusterrolebindings", "ClusterRoleBinding"), ("rolebindings", "RoleBinding")] {
+    let mut lists = Vec::new();
+    for resource in ["clusterrolebindings", "rolebindings"] {
         let path = format!("/apis/rbac.authorization.k8s.io/v1/{resource}");
-        let items = match send(upstream, reqwest::Method::GET, &path, None).await {
-            Ok((200, list)) => list["items"].as_array().cloned().unwrap_or_default(),
+        match send(upstream, reqwest::Method::GET, &path, None).await {
+            Ok((200, list)) => lists.push(list),
             Ok((status, _)) => {
-                let detail = format!("cannot list {resource} ({status}), so bindings cannot be checked: grant the gateway `list` on rolebindings and clusterrolebindings");
+                let detail = format!("cannot list {resource} ({status}), so bindings cannot be checked: grant the gateway `list` on rolebindings and clusterrolebindings (the chart's rbac.discovery)");
                 return vec![finding(Health::Yellow, all, detail)];
             }
             Err(e) => return vec![finding(Health::Red, all, advice(&e))],
-        };
-        for binding in &items {
-            let name = binding["metadata"]["name"].as_str().unwrap_or_default();
-            let at = match binding["metadata"]["namespace"].as_str() {
-                Some(ns) => format!("{kind} {ns}/{name}"),
-                None => format!("{kind} {name}"),
-            };
-            for subject in binding["subjects"].as_array().into_iter().flatten().filter(|s| s["kind"] == "Group") {
-                let group = subject["name"].as_str().unwrap_or_default().to_owned();
-                bound.entry(group).or_insert_with(|| at.clone());
-            }
         }
     }
+    let [cluster_role_bindings, role_bindings]: [Value; 2] = match lists.try_into() {
+        Ok(pair) => pair,
+        Err(_) => return vec![finding(Health::Red, all, "the binding lists could not be read")],
+    };
+    let bindings = match GroupBindings::from_lists(cluster_role_bindings, role_bindings) {
+        Ok(bindings) => bindings,
+        Err(e) => return vec![finding(Health::Red, all, e.to_string())],
+    };
     let unbound = "no RoleBinding or ClusterRoleBinding names this group: it grants nothing now, and whatever a later binding gives";
     levels
         .iter()
         .map(|level| {
             let check = format!("cluster {cluster}: level {level}");
-            match bound.get(level) {
-                Some(at) => finding(Health::Green, check, format!("bound by {at}")),
-                None => finding(Health::Yellow, check, unbound),
+            match bindings.of(level) {
+                [first, rest @ ..] => {
+                    let more = if rest.is_empty() { String::new() } else { format!(" and {} more", rest.len()) };
+                    finding(Health::Green, check, format!("bound by {}{more}", first.describe()))
+                }
+                [] => finding(Health::Yellow, check, unbound),
             }
         })
         .collect()

@@ -9,7 +9,7 @@
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
 //! `kubegate whoami`; [`metrics`] counts what happened; [`probes`] answers kubelet;
 //! [`upstream_health`] checks that each cluster answers the gateway, [`doctor`] everything
-//! an operator should check; [`server`] puts the
+//! an operator should check, with [`rbac_model`] reading the cluster's bindings; [`server`] puts the
 //! gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
@@ -27,6 +27,7 @@ pub mod oidc;
 pub mod policy;
 pub mod privilege;
 pub mod probes;
+pub mod rbac_model;
 pub mod request_info;
 pub mod rules;
 pub mod server;
