@@ -55,10 +55,14 @@ fn finding(health: Health, check: impl Into<String>, detail: impl Into<String>) 
     Finding { health, check: check.into(), detail: detail.into() }
 }
 
-/// Every check, in report order.
-pub async fn examine(config: &Config) -> Vec<Finding> {
+/// Every check, in report order; with `envoy_admin` (Envoy's admin address, on
+/// loopback in the gateway's pod), also Envoy's routes against the clusters.
+pub async fn examine(config: &Config, envoy_admin: Option<&str>) -> Vec<Finding> {
     let (loaded, rules) = policies(config);
     let mut findings = vec![loaded];
+    if let Some(admin) = envoy_admin {
+        findings.push(envoy_routes_check(config, admin).await);
+    }
     for issuer in &config.issuers {
         findings.push(issuer_keys(issuer).await);
     }
@@ -74,6 +78,34 @@ pub async fn examine(config: &Config) -> Vec<Finding> {
         findings.extend(cluster_checks(cluster, &levels).await);
     }
     findings
+}
+
+/// Envoy's running routes: each cluster's name to an upstream of its own, with a token
+/// of its own, nothing routed without a decision, a client's copy of the cluster header
+/// removed before routing.
+async fn envoy_routes_check(config: &Config, admin: &str) -> Finding {
+    let check = "Envoy routes";
+    let url = format!("{}/config_dump", admin.trim_end_matches('/'));
+    let dump: Value = match reqwest::get(&url).await {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(e) => return finding(Health::Red, check, format!("{url}: {}", crate::error_text::causes(&e))),
+    };
+    let bootstrap = dump["configs"].as_array().into_iter().flatten().find(|c| c.get("bootstrap").is_some());
+    let Some(resources) = bootstrap.map(|c| &c["bootstrap"]["static_resources"]) else {
+        return finding(Health::Red, check, format!("{url} has no bootstrap configuration"));
+    };
+    let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    match crate::envoy_routes::check(resources, &names).as_slice() {
+        [] => finding(
+            Health::Green,
+            check,
+            format!("each of {} routes to an upstream and a token of its own", names.join(", ")),
+        ),
+        problems => {
+            let all: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
+            finding(Health::Red, check, all.join("; "))
+        }
+    }
 }
 
 fn policies(config: &Config) -> (Finding, Option<Rules>) {

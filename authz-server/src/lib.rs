@@ -9,7 +9,8 @@
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
 //! `kubegate whoami`; [`metrics`] counts what happened; [`probes`] answers kubelet;
 //! [`upstream_health`] checks that each cluster answers the gateway, [`doctor`] everything
-//! an operator should check, with [`rbac_model`] reading the cluster's bindings; [`server`] puts the
+//! an operator should check, with [`rbac_model`] reading the cluster's bindings and
+//! [`envoy_routes`] Envoy's routes; [`server`] puts the
 //! gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod cluster_selection;
 pub mod config;
 pub mod decision_cache;
 pub mod doctor;
+pub mod envoy_routes;
 pub mod error_text;
 pub mod explain;
 pub mod grpc_tls;

@@ -97,6 +97,10 @@ struct DoctorArgs {
     /// `KUBEGATE_AUTHZ_CONFIG`, as authz-server reads it).
     #[arg(long, env = "KUBEGATE_AUTHZ_CONFIG")]
     config: PathBuf,
+    /// Envoy's admin address (in the gateway's pod `http://127.0.0.1:9901`): also check
+    /// that Envoy routes each cluster to an upstream and a token of its own.
+    #[arg(long)]
+    envoy_admin: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -162,7 +166,7 @@ async fn exec_credential(settings: &LoginSettings) -> anyhow::Result<()> {
 async fn doctor(args: &DoctorArgs) -> anyhow::Result<()> {
     use kubegate_authz_server::doctor::{examine, Health};
     let config = kubegate_authz_server::config::Config::load(&args.config)?;
-    let findings = examine(&config).await;
+    let findings = examine(&config, args.envoy_admin.as_deref()).await;
     for finding in &findings {
         println!("{finding}");
     }

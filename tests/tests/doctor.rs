@@ -108,3 +108,37 @@ async fn a_wrong_ca_and_an_unreachable_issuer_are_red_with_what_to_do() -> anyho
     assert!(line(&report, "cluster kubernetes: API server").starts_with("ok"), "{report}");
     Ok(())
 }
+
+/// With `--envoy-admin`, doctor reads Envoy's running routes: the gateway's own are
+/// sound; a configuration naming a cluster Envoy has no route for is red (its requests
+/// would all be refused).
+#[tokio::test(flavor = "multi_thread")]
+async fn envoys_routes_are_checked_against_the_clusters() -> anyhow::Result<()> {
+    let stack = GatewayStack::start(options(kubegate_tests::harness::GATEWAY_IMPERSONATES)).await?;
+    let run = |config: std::path::PathBuf| {
+        let admin = stack.envoy_admin_url.clone();
+        let kubegate = stack.tools.kubegate.clone();
+        async move {
+            let out = tokio::process::Command::new(kubegate)
+                .args(["doctor", "--envoy-admin", &admin, "--config"])
+                .arg(config)
+                .output()
+                .await?;
+            anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    // The stack's cluster is authz-server's default name, `default`.
+    let matching = config(&stack, &stack.ca_cert)?;
+    let text = std::fs::read_to_string(&matching)?.replace("name: kubernetes", "name: default");
+    std::fs::write(&matching, text)?;
+    let report = run(matching.clone()).await?;
+    let routes = line(&report, "Envoy routes:");
+    assert!(routes.starts_with("ok") && routes.contains("each of default routes"), "{report}");
+
+    let renamed = std::fs::read_to_string(&matching)?.replace("name: default", "name: elsewhere");
+    std::fs::write(&matching, renamed)?;
+    let report = run(matching).await?;
+    let routes = line(&report, "Envoy routes:");
+    assert!(routes.starts_with("FAIL") && routes.contains("x-kubegate-cluster: elsewhere"), "{report}");
+    Ok(())
+}
