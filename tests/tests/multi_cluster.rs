@@ -21,7 +21,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[path = "support/streams.rs"]
 mod streams;
 
-use streams::{digest, echo_through, engineering_streams, random_bytes, read_until, start_port_forward, BOTH};
+use streams::{
+    digest, echo_through, engineering_streams, ensure_records_streamed_over, random_bytes, read_until,
+    start_port_forward, BOTH,
+};
 
 const DEV_HOST: &str = "dev.kubegate.test";
 const PROD_HOST: &str = "prod.kubegate.test";
@@ -114,26 +117,7 @@ fn streamed_over(
     transport: StreamTransport,
     what: &str,
 ) -> anyhow::Result<()> {
-    let prefix = match transport {
-        StreamTransport::WebSocket => "websocket ",
-        StreamTransport::Spdy => "SPDY/3.1 ",
-    };
-    let streams: Vec<_> = stack
-        .cluster(name)?
-        .audit()
-        .into_iter()
-        .skip(before)
-        .filter(|r| ["/exec", "/attach", "/portforward"].iter().any(|s| r.path.ends_with(s)))
-        .map(|r| (r.status, r.upgrade))
-        .collect();
-    anyhow::ensure!(
-        !streams.is_empty()
-            && streams
-                .iter()
-                .all(|(status, upgrade)| *status == 101 && upgrade.as_deref().is_some_and(|u| u.starts_with(prefix))),
-        "{what} on {name}: expected only {transport:?} upgrades, the stand-in recorded {streams:?}"
-    );
-    Ok(())
+    ensure_records_streamed_over(&stack.cluster(name)?.audit(), before, transport, &format!("{what} on {name}"))
 }
 
 /// get, exec (both transports) and port-forward (both transports) on each cluster,

@@ -2,33 +2,12 @@
 
 use kubegate_tests::harness::{GatewayStack, StackOptions, ALICE};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::ChildStdout;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Reads lines until one contains `needle`, failing after `timeout`.
-async fn read_until(
-    lines: &mut Lines<BufReader<ChildStdout>>,
-    needle: &str,
-    timeout: Duration,
-) -> anyhow::Result<String> {
-    let mut seen = String::new();
-    let found = tokio::time::timeout(timeout, async {
-        while let Some(line) = lines.next_line().await? {
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains(needle) {
-                return Ok::<_, anyhow::Error>(());
-            }
-        }
-        anyhow::bail!("stream ended")
-    })
-    .await;
-    match found {
-        Ok(Ok(())) => Ok(seen),
-        Ok(Err(e)) => anyhow::bail!("{e} before {needle:?}; output so far:\n{seen}"),
-        Err(_) => anyhow::bail!("no {needle:?} within {timeout:?}; output so far:\n{seen}"),
-    }
-}
+#[path = "support/streams.rs"]
+mod streams;
+
+use streams::read_until;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_pods_lists_through_the_gateway() -> anyhow::Result<()> {

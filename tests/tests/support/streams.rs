@@ -3,6 +3,7 @@
 //! stand-in's audit that the transport asked for is the one used.
 #![allow(dead_code)]
 
+use kubegate_tests::apiserver::audit::AuditRecord;
 use kubegate_tests::apiserver::rbac::Rule;
 use kubegate_tests::harness::{engineering_reads_pods, GatewayStack, StackOptions, StreamTransport};
 use rand::RngCore;
@@ -44,11 +45,20 @@ pub fn ensure_streamed_over(
     transport: StreamTransport,
     what: &str,
 ) -> anyhow::Result<()> {
+    ensure_records_streamed_over(&stack.audit(), before, transport, what)
+}
+
+/// [`ensure_streamed_over`] for the records of any stand-in (one cluster of several).
+pub fn ensure_records_streamed_over(
+    records: &[AuditRecord],
+    before: usize,
+    transport: StreamTransport,
+    what: &str,
+) -> anyhow::Result<()> {
     let prefix = match transport {
         StreamTransport::WebSocket => "websocket ",
         StreamTransport::Spdy => "SPDY/3.1 ",
     };
-    let records = stack.audit();
     let streams: Vec<_> = records
         .get(before..)
         .unwrap_or_default()
