@@ -5,12 +5,16 @@
 //! exec-credential's token comes from (cache, refresh, login); [`oidc_client`] speaks
 //! OpenID Connect; [`token_cache`] keeps tokens between runs; [`exec_credential`] is
 //! kubectl's side of the protocol; [`kubeconfig`] edits the kubeconfig; [`whoami`] asks
-//! the gateway who you are.
+//! the gateway who you are; [`access`] asks for, approves and follows temporary access;
+//! both call the gateway through kubectl with [`gateway_api`].
 //!
 //! stdout belongs to the exec-credential protocol; everything meant for a person goes to
 //! stderr.
 
+mod access;
+mod access_print;
 mod exec_credential;
+mod gateway_api;
 mod kubeconfig;
 mod login;
 mod loopback;
@@ -34,7 +38,7 @@ use token_source::TokenSource;
     name = "kubegate",
     version,
     about = "Log in to Kubernetes through the kubegate gateway",
-    after_help = "Getting started:\n  kubegate kubeconfig add --server https://kubegate.example.com --issuer https://login.example.com\n  kubectl get pods        # logs you in on first use\n  kubegate whoami         # who the gateway says you are, and your privilege levels"
+    after_help = "Getting started:\n  kubegate kubeconfig add --server https://kubegate.example.com --issuer https://login.example.com\n  kubectl get pods        # logs you in on first use\n  kubegate whoami         # who the gateway says you are, and your privilege levels\n  kubegate access request --level oncall --reason INC-123 --wait   # a privilege level for a while"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,6 +56,9 @@ enum Command {
     Logout(LogoutArgs),
     /// Show who the gateway says you are: user, groups, privilege levels, token expiry.
     Whoami(WhoamiArgs),
+    /// Ask for privilege levels for a while (`access request`), see what you may ask for
+    /// (`catalog`), and approve, deny or revoke requests.
+    Access(access::AccessArgs),
     /// Set up kubectl to use a kubegate gateway.
     #[command(subcommand)]
     Kubeconfig(KubeconfigCommand),
@@ -128,6 +135,7 @@ async fn main() {
         Command::ExecCredential(settings) => exec_credential(&settings).await,
         Command::Logout(args) => logout(&args).await,
         Command::Whoami(args) => whoami(&args),
+        Command::Access(args) => access(&args),
         Command::Kubeconfig(KubeconfigCommand::Add(args)) => setup::add(&args),
         Command::Doctor(args) => doctor(&args).await,
         Command::Completions { shell } => {
@@ -186,6 +194,17 @@ fn whoami(args: &WhoamiArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     print!("{}", whoami::describe(&kubectl.whoami()?));
+    Ok(())
+}
+
+/// Exits here with `request --wait`'s own codes (1 denied, 2 still pending).
+fn access(args: &access::AccessArgs) -> anyhow::Result<()> {
+    let exit = access::run(args)?;
+    if exit != access::Exit::Done {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(exit.code());
+    }
     Ok(())
 }
 

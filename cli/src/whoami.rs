@@ -2,9 +2,9 @@
 //! the answer uses exactly the kubeconfig context, credential and `as-groups` kubectl
 //! would, and prints it for a person.
 
+use crate::gateway_api::{Gateway, KubeContext};
 use serde::Deserialize;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 /// The path authz-server answers.
@@ -83,7 +83,8 @@ impl Kubectl<'_> {
     }
 
     /// `kubectl get --raw PATH` as this context, narrowed as asked; `what` names the
-    /// question in errors.
+    /// question in errors. PATH is per cluster: it goes under the server URL's path
+    /// (`/clusters/prod/kubegate/v1/whoami`).
     fn get_raw(&self, path: &str, what: &str) -> anyhow::Result<String> {
         let narrowing = match self.as_groups {
             [] => Vec::new(),
@@ -94,48 +95,9 @@ impl Kubectl<'_> {
                 args
             }
         };
-        // `kubectl get --raw` drops the server URL's path: a context on
-        // `https://gateway/clusters/prod` must name its prefix itself.
-        let raw = format!("{}{path}", self.server_path()?);
-        let (mut command, kubectl) = self.kubectl();
-        command.args(&narrowing);
-        let output = command
-            .args(["get", "--raw", &raw])
-            .stdin(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| anyhow::anyhow!("running {kubectl}: {e}"))?;
-        anyhow::ensure!(output.status.success(), "kubectl could not ask the gateway {what} (see above)");
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// kubectl with this kubeconfig and context, and its name for messages.
-    fn kubectl(&self) -> (std::process::Command, String) {
-        let kubectl = std::env::var_os("KUBEGATE_KUBECTL").unwrap_or_else(|| "kubectl".into());
-        let mut command = std::process::Command::new(&kubectl);
-        if let Some(path) = self.kubeconfig {
-            command.arg("--kubeconfig").arg(path);
-        }
-        if let Some(context) = self.context {
-            command.args(["--context", context]);
-        }
-        (command, kubectl.to_string_lossy().into_owned())
-    }
-
-    /// The path of the context's server URL (`/clusters/prod`), without a trailing `/`;
-    /// empty for a server URL without one.
-    fn server_path(&self) -> anyhow::Result<String> {
-        let (mut command, kubectl) = self.kubectl();
-        let output = command
-            .args(["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| anyhow::anyhow!("running {kubectl}: {e}"))?;
-        anyhow::ensure!(output.status.success(), "kubectl could not read this context's server (see above)");
-        let server = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        let url = url::Url::parse(&server).map_err(|e| anyhow::anyhow!("this context's server {server:?}: {e}"))?;
-        Ok(url.path().trim_end_matches('/').to_owned())
+        let gateway = Gateway::open(KubeContext { kubeconfig: self.kubeconfig, context: self.context })?;
+        let raw = format!("{}{path}", gateway.server().path());
+        gateway.get_raw(&raw, &narrowing, what)
     }
 
     pub fn whoami(&self) -> anyhow::Result<WhoAmI> {

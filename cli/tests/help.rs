@@ -12,7 +12,7 @@ fn kubegate(args: &[&str]) -> (bool, String) {
 fn help_lists_every_command_and_how_to_start() {
     let (ok, help) = kubegate(&["--help"]);
     assert!(ok);
-    for command in ["login", "exec-credential", "logout", "whoami", "kubeconfig", "completions"] {
+    for command in ["login", "exec-credential", "logout", "whoami", "access", "kubeconfig", "completions"] {
         assert!(help.contains(&format!("  {command} ")), "{command} missing from:\n{help}");
     }
     assert!(help.contains("Getting started:") && help.contains("kubegate kubeconfig add --server"), "{help}");
