@@ -255,3 +255,42 @@ pub(super) fn request(
     let context = context(pairs)?;
     finish(schema, user, action, resource, context, entities)
 }
+
+/// The `approve` question: the approver (or, for an automatic approval, the requester)
+/// with their groups and roles, the cluster the levels are requested on, and the
+/// request and the time in the context.
+pub(super) fn approval(
+    schema: &Schema,
+    question: &super::ApprovalQuestion<'_>,
+    now: super::approval::UtcTime,
+) -> Result<(Request, Entities), String> {
+    let (user, cluster, entities) = principal_entities(question.principal, question.cluster)?;
+    let action = action(super::approval::ACTION)?;
+    let request = RestrictedExpression::new_record([
+        ("requester".to_string(), string(question.requester)),
+        ("levels".to_string(), RestrictedExpression::new_set(question.levels.iter().map(|l| string(l)))),
+        ("durationSeconds".to_string(), RestrictedExpression::new_long(question.duration_seconds)),
+        ("reason".to_string(), string(question.reason)),
+        ("workflow".to_string(), string(question.workflow)),
+    ])
+    .map_err(|e| e.to_string())?;
+    let now_record = RestrictedExpression::new_record([
+        ("epoch".to_string(), RestrictedExpression::new_long(now.epoch)),
+        ("hour".to_string(), RestrictedExpression::new_long(now.hour)),
+        ("minute".to_string(), RestrictedExpression::new_long(now.minute)),
+        ("weekday".to_string(), RestrictedExpression::new_long(now.weekday)),
+    ])
+    .map_err(|e| e.to_string())?;
+    let context = context(vec![
+        ("request", request),
+        ("automatic", RestrictedExpression::new_bool(question.automatic)),
+        ("selfApproval", RestrictedExpression::new_bool(question.principal.user == question.requester)),
+        ("now", now_record),
+        // The two attributes every other action's context has, so that an unscoped
+        // policy reading them (`forbid (principal, action, resource) unless
+        // { context.sourceIp.isInRange(...) }`) still validates, and covers approvals.
+        ("sourceIp", ip(question.source_ip)),
+        ("time", RestrictedExpression::new_long(now.epoch)),
+    ])?;
+    finish(schema, user, action, cluster, context, entities)
+}

@@ -1,5 +1,5 @@
 //! Cedar policy: loading and validating policy files against kubegate's schema
-//! (`authz-server/policy/kubegate.cedarschema`), and answering the three questions
+//! (`authz-server/policy/kubegate.cedarschema`), and answering the four questions
 //! kubegate asks of them:
 //!
 //! * [`PolicyEngine::fetch_privileges`]: which privilege levels do `permit` policies on
@@ -7,14 +7,20 @@
 //! * [`PolicyEngine::check_impersonation`]: does a `forbid` on `impersonate` veto the
 //!   resolved levels (`context.k8s.groups`)?
 //! * [`PolicyEngine::authorize_request`]: does a `forbid` refuse this Kubernetes request?
+//! * [`PolicyEngine::approval`]: does a `permit` on `approve` approve this access
+//!   request (by this approver, or automatically), with no `forbid` against it?
 //!
 //! kubegate adds two built-in `permit` policies (every request, every impersonation),
 //! so policies only need to say what to forbid; Kubernetes RBAC still decides what the
-//! impersonated identity may do. A policy that fails to evaluate counts as a refusal.
+//! impersonated identity may do. There is none for `approve`: approving grants
+//! privilege, so it needs a policy that says so. A policy that fails to evaluate counts
+//! as a refusal.
 
+mod approval;
 mod entities;
 mod source;
 
+pub use approval::ApprovalQuestion;
 pub use entities::{ClusterFacts, Principal, RequestMeta};
 pub use source::PolicyError;
 
@@ -38,6 +44,8 @@ permit (principal, action == k8s::Action::"impersonate", resource);
 const LEVELS_ANNOTATION: &str = "k8s_impersonate_groups";
 /// The annotation whose text is the message a refused user sees.
 const ERROR_ANNOTATION: &str = "error";
+/// A refusal's message when no policy permits (and no forbid decided).
+const NOT_PERMITTED: &str = "no kubegate policy permits this request";
 
 /// What policy said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +152,7 @@ impl PolicyEngine {
         meta: &RequestMeta,
     ) -> Verdict {
         match entities::impersonation(&self.schema, cluster, principal, levels, meta) {
-            Ok((request, entities)) => self.verdict("impersonate", &request, &entities),
+            Ok((request, entities)) => self.verdict("impersonate", &request, &entities, NOT_PERMITTED),
             Err(reason) => deny_unevaluable(reason),
         }
     }
@@ -159,7 +167,7 @@ impl PolicyEngine {
         meta: &RequestMeta,
     ) -> Verdict {
         match entities::request(&self.schema, cluster, principal, info, levels, meta) {
-            Ok((request, entities)) => self.verdict(entities::request_action(info), &request, &entities),
+            Ok((request, entities)) => self.verdict(entities::request_action(info), &request, &entities, NOT_PERMITTED),
             Err(reason) => deny_unevaluable(reason),
         }
     }
@@ -168,7 +176,15 @@ impl PolicyEngine {
         self.by_action.get(action).unwrap_or(&self.policies)
     }
 
-    fn verdict(&self, action: &str, request: &cedar_policy::Request, entities: &cedar_policy::Entities) -> Verdict {
+    /// Cedar's decision as a [`Verdict`]; `not_permitted` is the message when nothing
+    /// permits and no forbid decided.
+    fn verdict(
+        &self,
+        action: &str,
+        request: &cedar_policy::Request,
+        entities: &cedar_policy::Entities,
+        not_permitted: &str,
+    ) -> Verdict {
         let response = self.authorizer.is_authorized(request, self.for_action(action), entities);
         let diagnostics = response.diagnostics();
         // Cedar skips a policy that fails to evaluate; a skipped forbid must not open the door.
@@ -193,7 +209,7 @@ impl PolicyEngine {
             .map(str::to_owned)
             .unwrap_or_else(|| match forbids.first() {
                 Some(id) => format!("refused by kubegate policy {}", self.describe(id)),
-                None => "no kubegate policy permits this request".to_owned(),
+                None => not_permitted.to_owned(),
             });
         Verdict::Deny { message, policies: forbids.iter().map(|id| self.describe(id)).collect() }
     }
@@ -206,15 +222,26 @@ impl PolicyEngine {
 
 /// Splits the set by the actions each policy's scope can match (`action`,
 /// `action == A`, `action in [A, B]`, `action in k8s::Action::"request"`).
+///
+/// One exception to Cedar's reading: a `permit` with an unscoped `action` is left out
+/// of `approve`. Before `approve` existed such a permit changed nothing (kubegate
+/// permits requests and impersonation anyway), so files have them; counting it would
+/// turn `permit (principal, action, resource);` into "everyone approves everything,
+/// their own requests included, automatically". A permit that approves must name
+/// `k8s::Action::"approve"` in its scope. Unscoped forbids do apply to `approve`.
 fn partition_by_action(policies: &PolicySet) -> std::collections::HashMap<&'static str, PolicySet> {
     use cedar_policy::ActionConstraint;
     let all: Vec<&'static str> =
-        entities::REQUEST_ACTIONS.iter().copied().chain(["fetchPrivileges", "impersonate"]).collect();
+        entities::REQUEST_ACTIONS.iter().copied().chain(["fetchPrivileges", "impersonate", approval::ACTION]).collect();
     let mut sets: std::collections::HashMap<&'static str, PolicySet> =
         all.iter().map(|a| (*a, PolicySet::new())).collect();
     for policy in policies.policies() {
         let named: Vec<String> = match policy.action_constraint() {
-            ActionConstraint::Any => all.iter().map(|a| a.to_string()).collect(),
+            ActionConstraint::Any => all
+                .iter()
+                .filter(|a| !(**a == approval::ACTION && policy.effect() == Effect::Permit))
+                .map(|a| a.to_string())
+                .collect(),
             ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_string()],
             ActionConstraint::In(uids) => uids.iter().map(|u| u.id().unescaped().to_string()).collect(),
         };
@@ -242,5 +269,7 @@ fn deny_unevaluable(reason: String) -> Verdict {
     }
 }
 
+#[cfg(test)]
+mod approval_tests;
 #[cfg(test)]
 mod tests;
