@@ -1,8 +1,8 @@
 //! The discovery documents kubectl reads before it does anything (legacy, non-aggregated
 //! form; kubectl falls back to it when the response is plain `application/json`).
 
-use super::fixtures;
 use super::request_info::KubeVersion;
+use super::{fixtures, resource_definitions};
 use serde_json::{json, Value};
 
 pub fn version(version: KubeVersion) -> Value {
@@ -22,10 +22,21 @@ fn group(name: &str) -> Value {
     json!({"name": name, "versions": [gv], "preferredVersion": gv})
 }
 
+/// A group served by the object store, at its version.
+fn stored_group(name: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
+    json!({"name": name, "versions": [gv], "preferredVersion": gv})
+}
+
 pub fn api_groups() -> Value {
-    json!({"kind": "APIGroupList", "apiVersion": "v1",
-           "groups": [group("apps"), group("authentication.k8s.io"), group("authorization.k8s.io"),
-                      group("rbac.authorization.k8s.io")]})
+    let mut groups = vec![
+        group("apps"),
+        group("authentication.k8s.io"),
+        group("authorization.k8s.io"),
+        group("rbac.authorization.k8s.io"),
+    ];
+    groups.extend(resource_definitions::group_versions().into_iter().map(|(g, v)| stored_group(g, v)));
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 fn resource(name: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&str]) -> Value {
@@ -73,6 +84,16 @@ pub fn resources(group_version: &str) -> Option<Value> {
             resource("roles", "Role", true, &["list"], &[]),
             resource("rolebindings", "RoleBinding", true, &["list"], &[]),
         ]),
-        _ => return None,
+        other => {
+            let served: Vec<Value> = resource_definitions::SERVED
+                .iter()
+                .filter(|d| d.api_version() == other)
+                .flat_map(|d| d.discovery_entries())
+                .collect();
+            if served.is_empty() {
+                return None;
+            }
+            list(served)
+        }
     })
 }

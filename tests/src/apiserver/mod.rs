@@ -13,21 +13,35 @@
 //!   fixtures ([`fixtures`]), authorised like everything else;
 //! * its RBAC table as Roles, ClusterRoles and their bindings ([`rbac_objects`]);
 //! * exec, attach and port-forward over websocket and SPDY/3.1 ([`streaming`]);
+//! * kubegate's own custom resource, `AccessRequest`, from a generic in-memory object
+//!   store ([`object_store`]) with a custom resource's REST semantics
+//!   ([`custom_resources`], [`object_watch`]);
 //! * one audit line per request ([`audit`]), which tests read.
 //!
-//! A loopback control port lets tests change cluster state (add a pod) without going
-//! through the gateway.
+//! A loopback control port lets tests change cluster state (add a pod, read or write a
+//! stored object: [`object_control`]) without going through the gateway.
 
+pub mod api_errors;
 pub mod audit;
 mod cluster;
+pub mod crd_schema;
+mod custom_resources;
 mod discovery;
 pub mod fixtures;
 pub mod identity;
+pub mod list_options;
+mod object_control;
+pub mod object_meta;
+pub mod object_store;
+mod object_watch;
+pub mod patches;
 mod protobuf;
 pub mod rbac;
 mod rbac_objects;
 pub mod request_info;
+pub mod resource_definitions;
 mod routes;
+pub mod selectors;
 pub mod streaming;
 
 use crate::tls;
@@ -70,6 +84,11 @@ pub struct StandInConfig {
     /// reports and how it authorises (from 1.35 a websocket exec also needs `create`).
     #[serde(default)]
     pub kubernetes_version: request_info::KubeVersion,
+    /// How often a watch of a stored resource that asked for bookmarks gets one, in
+    /// seconds (5 unless told; kube-apiserver sends one about every minute, which would
+    /// make tests slow).
+    #[serde(default)]
+    pub watch_bookmark_seconds: Option<u64>,
 }
 
 pub(crate) struct StandIn {
@@ -81,10 +100,24 @@ pub(crate) struct StandIn {
     files: streaming::container::PodFiles,
     /// When the stand-in started (seconds since the epoch): the fixtures' creation time.
     started: u64,
+    /// The stored objects (custom resources).
+    objects: object_store::ObjectStore,
 }
 
 /// Serves until the process ends.
 pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
+    let control = tokio::net::TcpListener::bind(config.control_listen).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    serve_on(config, listener, control).await
+}
+
+/// [`serve`] on listeners already bound (a test's in-process stand-in binds port 0);
+/// `listen` and `control_listen` of the configuration are not used.
+pub async fn serve_on(
+    config: StandInConfig,
+    listener: tokio::net::TcpListener,
+    control: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     let mut rules = rbac::bootstrap_rules();
     rules.extend(config.rbac.iter().cloned());
     rules.extend(config.impersonators.iter().flat_map(rbac::Impersonator::rules));
@@ -95,16 +128,23 @@ pub async fn serve(config: StandInConfig) -> anyhow::Result<()> {
     }
     let audit = audit::AuditLog::open(&config.audit_file)?;
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let state = Arc::new(StandIn { config: config.clone(), rules, audit, cluster, files: Default::default(), started });
+    let objects = object_store::ObjectStore::new();
+    let state = Arc::new(StandIn {
+        config: config.clone(),
+        rules,
+        audit,
+        cluster,
+        files: Default::default(),
+        started,
+        objects,
+    });
 
-    let control = tokio::net::TcpListener::bind(config.control_listen).await?;
     let state_for_control = state.clone();
     tokio::spawn(async move { axum::serve(control, routes::control(state_for_control)).await });
 
     let acceptor = tls::acceptor(&config.tls_cert, &config.tls_key, config.client_ca_file.as_deref())?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let app = routes::api(state);
-    tracing::info!(addr = %config.listen, "kube-apiserver stand-in listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), "kube-apiserver stand-in listening");
     loop {
         let (tcp, _) = listener.accept().await?;
         let (acceptor, app) = (acceptor.clone(), app.clone());

@@ -2,10 +2,11 @@
 
 use super::audit::{AuditRecord, RequestInfoRecord};
 use super::cluster::{pod_list, pod_table, PodEvent};
+use super::custom_resources::{self, ObjectRequest};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{self, authorization_checks, Query, ReadRequest, Refusal, RequestInfo};
 use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
-use super::{discovery, fixtures, protobuf, rbac, rbac_objects, StandIn};
+use super::{discovery, fixtures, object_control, protobuf, rbac, rbac_objects, StandIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -25,7 +26,11 @@ pub(crate) fn api(state: Arc<StandIn>) -> Router {
 }
 
 pub(crate) fn control(state: Arc<StandIn>) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).route("/pods", post(add_pod)).with_state(state)
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", post(add_pod))
+        .merge(object_control::routes())
+        .with_state(state)
 }
 
 #[derive(serde::Deserialize)]
@@ -117,7 +122,7 @@ async fn authenticated(
     }
     match stream_kind(info) {
         Some(kind) => upgrade(s, parts, read, kind, auth.user, record),
-        None => serve(s, &parts.headers, &read.query, body, &auth.user, info).await,
+        None => serve(s, &parts.headers, read, body, &auth.user).await,
     }
 }
 
@@ -159,17 +164,25 @@ fn upgrade(
     streaming::accept(parts, transport, session)
 }
 
-async fn serve(
-    s: &StandIn,
-    headers: &HeaderMap,
-    query: &Query,
-    body: Body,
-    user: &UserInfo,
-    info: &RequestInfo,
-) -> Response {
-    match info {
+async fn serve(s: &StandIn, headers: &HeaderMap, read: &ReadRequest, body: Body, user: &UserInfo) -> Response {
+    let query = &read.query;
+    match &read.info {
         RequestInfo::NonResource { path, .. } => non_resource(s, path),
         RequestInfo::Resource { verb, group, namespace, resource, subresource, name } => {
+            // Custom resources first: the object store serves them whatever the verb.
+            if let Some(definition) = custom_resources::definition_for(&read.path, group, resource) {
+                let request = ObjectRequest {
+                    definition,
+                    verb,
+                    namespace: namespace.as_deref(),
+                    name: name.as_deref(),
+                    subresource: subresource.as_deref(),
+                    query,
+                    headers,
+                    bookmark_interval: Duration::from_secs(s.config.watch_bookmark_seconds.unwrap_or(5).max(1)),
+                };
+                return custom_resources::serve(&s.objects, request, body).await;
+            }
             match (group.as_str(), resource.as_str(), subresource.as_deref(), verb.as_str()) {
                 ("", "pods", None, "list") => list_pods(s, headers, namespace.as_deref(), name.as_deref()),
                 ("", "pods", None, "watch") => watch_pods(s, headers, query, namespace.clone(), name.clone()),

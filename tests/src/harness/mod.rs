@@ -22,6 +22,7 @@ mod login;
 mod operator;
 
 mod process;
+pub mod stand_in_objects;
 mod tokens;
 pub mod tools;
 mod upstream;
