@@ -4,13 +4,14 @@
 //! refused ones carry a Kubernetes `Status` body that kubectl prints. Either way one
 //! audit event is logged, with reason codes and never the token.
 
+use crate::access::grants::{Grant, GrantIndex};
 use crate::cluster_selection::{refuse_prefix_in_path, SelectionError};
 use crate::decision_cache::{DecisionCache, DecisionKey};
 use crate::metrics::Metrics;
 use crate::oidc::{Identity, TokenError, TokenValidator};
 use crate::policy::{RequestMeta, Verdict};
 use crate::privilege::{Narrowing, PrivilegeResolver, Privileges, Refused};
-use crate::request_info::{KubeRequest, RequestInfoError, StreamRequest};
+use crate::request_info::{KubeRequest, RequestInfo, RequestInfoError, StreamRequest};
 use crate::rules::{Rules, SharedRules};
 use crate::whoami::{ClusterList, WhoAmI, CLUSTERS_PATH, WHOAMI_PATH};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
@@ -190,6 +191,8 @@ pub struct Gatekeeper {
     validator: Arc<TokenValidator>,
     rules: SharedRules,
     decisions: Outcomes,
+    /// Approved access grants, when access requests are configured.
+    grants: Option<Arc<GrantIndex>>,
 }
 
 /// An allowed request: who, with which levels, and what the filter should enforce.
@@ -201,7 +204,21 @@ pub struct Allowed {
 
 impl Gatekeeper {
     pub fn new(validator: Arc<TokenValidator>, rules: SharedRules, decisions: Outcomes) -> Self {
-        Self { validator, rules, decisions }
+        Self { validator, rules, decisions, grants: None }
+    }
+
+    /// Adds the levels of users' active access grants.
+    pub fn with_grants(mut self, grants: Arc<GrantIndex>) -> Self {
+        self.grants = Some(grants);
+        self
+    }
+
+    /// `user`'s grants active on `cluster` now, of those their workflow (as configured
+    /// now) would still grant: removing or narrowing a workflow ends its grants.
+    fn active_grants(&self, rules: &Rules, cluster: &str, user: &str) -> Vec<Arc<Grant>> {
+        let now = crate::access::store::now();
+        let active = self.grants.as_ref().map(|g| g.active(cluster, user, now)).unwrap_or_default();
+        active.into_iter().filter(|g| rules.workflows.still_grants(g)).collect()
     }
 
     /// How many decisions are cached.
@@ -233,8 +250,9 @@ impl Gatekeeper {
         let selection = rules.selector.select(request.sni, request.authority, request.path)?;
         let cluster = rules.cluster(selection.index).ok_or(SelectionError::NoneNamed)?;
         *cluster_name = Some(cluster.cluster().name.clone());
+        let grants = self.active_grants(&rules, cluster.cluster_name(), &identity.username);
         if request.asks(&selection.target, WHOAMI_PATH) {
-            return whoami(&rules, cluster, &identity, request, &selection.target).map(Answer::WhoAmI);
+            return whoami(&rules, cluster, &identity, request, &selection.target, &grants).map(Answer::WhoAmI);
         }
         // Only the filter sets this header (it strips any client copy first).
         let requested = request.header(CLIENT_IMPERSONATION_HEADER);
@@ -247,11 +265,18 @@ impl Gatekeeper {
             target: &selection.target,
             source_ip: request.source_ip,
             may_create: request.may_create(),
+            grants: &grants,
         };
         let outcome = match self.decisions.get(&key) {
             Some(outcome) => outcome,
             None => {
-                let question = Question { rules: &rules, cluster, identity: &identity, target: &selection.target };
+                let question = Question {
+                    rules: &rules,
+                    cluster,
+                    identity: &identity,
+                    target: &selection.target,
+                    grants: &grants,
+                };
                 let outcome = Arc::new(evaluate(&question, request, requested));
                 self.decisions.insert(&key, outcome.clone());
                 outcome
@@ -264,7 +289,7 @@ impl Gatekeeper {
             mode: cluster.mode(),
             impersonate: cluster.impersonation(&identity, &decided.privileges, request.id),
             target: decided.target.clone(),
-            grants: Vec::new(),
+            grants: decided.privileges.grants.clone(),
         };
         Ok(Answer::Forward(Allowed { identity, decided, decision }))
     }
@@ -287,6 +312,8 @@ struct Question<'a> {
     identity: &'a Identity,
     /// The request target without the cluster prefix.
     target: &'a str,
+    /// The user's active access grants on the cluster.
+    grants: &'a [Arc<Grant>],
 }
 
 /// Reading, privilege resolution and policy for one request (what the decision cache
@@ -296,13 +323,14 @@ fn evaluate(
     request: &GatewayRequest<'_>,
     requested: Option<&str>,
 ) -> Result<Decided, Refusal> {
-    let Question { rules, cluster, identity, target } = question;
+    let Question { rules, cluster, identity, target, grants } = question;
     let narrowing = narrowing(requested)?;
     let read = KubeRequest::read(request.method, target)?;
     refuse_prefix_in_path(&read.target.path)?;
+    refuse_writes_to_kubegate(&read.info, cluster.mode())?;
     let meta = request.meta(target, Some(&read));
     let principal = cluster.principal(identity);
-    let privileges = cluster.resolve(&principal, &rules.policy, &meta, narrowing.as_ref())?;
+    let privileges = cluster.resolve(&principal, &rules.policy, &meta, narrowing.as_ref(), grants)?;
     // A request the API server may turn into a create is asked as one too.
     let as_create = request.may_create().then(|| read.info.as_create()).flatten();
     for info in std::iter::once(&read.info).chain(as_create.as_ref()) {
@@ -314,6 +342,26 @@ fn evaluate(
     Ok(Decided { target: read.canonical_target(), stream: read.stream, privileges })
 }
 
+/// kubegate's own resources (`AccessRequest`s) change only through kubegate's API,
+/// which records who did what and signs it: a write through the gateway is refused
+/// whatever RBAC would say. So is a read where the API server would see the gateway's
+/// own identity (`leased`, `leasedWithLevels`), whose RBAC reads every request.
+fn refuse_writes_to_kubegate(info: &RequestInfo, mode: kubegate_decision::IdentityMode) -> Result<(), Refusal> {
+    let read = |verb: &str| matches!(verb, "get" | "list" | "watch");
+    let as_the_person = mode == kubegate_decision::IdentityMode::Impersonate;
+    match info {
+        RequestInfo::Resource(r)
+            if r.api_group == crate::access::object::GROUP && !(read(&r.verb) && as_the_person) =>
+        {
+            Err(Refusal::Forbidden(format!(
+                "kubegate's own {} change only through `kubegate access` (request, approve, deny, revoke), not through the gateway",
+                if r.resource.is_empty() { "resources" } else { r.resource.as_str() }
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `whoami` on one cluster: the caller's identity and privilege levels there (narrowed
 /// as the client asked), with no request policy: it asks about nothing but the caller,
 /// and a refused `--as-group` or a vetoed level is still refused.
@@ -323,12 +371,16 @@ fn whoami(
     identity: &Identity,
     request: &GatewayRequest<'_>,
     target: &str,
+    grants: &[Arc<Grant>],
 ) -> Result<WhoAmI, Refusal> {
     let narrowing = narrowing(request.header(CLIENT_IMPERSONATION_HEADER))?;
     let principal = cluster.principal(identity);
-    let privileges = cluster.resolve(&principal, &rules.policy, &request.meta(target, None), narrowing.as_ref())?;
+    let meta = request.meta(target, None);
+    let privileges = cluster.resolve(&principal, &rules.policy, &meta, narrowing.as_ref(), grants)?;
     let impersonation = cluster.impersonation(identity, &privileges, request.id);
-    Ok(WhoAmI::new(&cluster.cluster().name, identity, &privileges, impersonation))
+    // The grants the answer's levels come from (not those a narrowing left out).
+    let carried: Vec<Arc<Grant>> = grants.iter().filter(|g| privileges.grants.contains(&g.id)).cloned().collect();
+    Ok(WhoAmI::new(&cluster.cluster().name, identity, &privileges, impersonation).with_grants(&carried))
 }
 
 /// The clusters on which the caller would hold at least one privilege level: those
@@ -338,7 +390,7 @@ fn reachable_clusters(rules: &Rules, identity: &Identity, request: &GatewayReque
     let meta = request.meta(request.path, None);
     let reachable = rules.clusters.iter().filter(|cluster| {
         let principal = cluster.principal(identity);
-        cluster.resolve(&principal, &rules.policy, &meta, None).is_ok_and(|p| !p.levels.is_empty())
+        cluster.resolve(&principal, &rules.policy, &meta, None, &[]).is_ok_and(|p| !p.levels.is_empty())
     });
     ClusterList::new(rules.clusters.len() > 1, reachable.map(PrivilegeResolver::cluster))
 }

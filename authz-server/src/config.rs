@@ -1,6 +1,7 @@
 //! authz-server's configuration file (YAML). Unknown fields are errors, and every error
 //! names the file and, where serde can tell, the line and column.
 
+use crate::access::workflow::{AccessRequestsConfig, Workflow, WorkflowConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,6 +53,18 @@ pub struct Config {
     /// Cedar policy files, or directories of `*.cedar` files, relative to this file.
     #[serde(default)]
     pub policy_files: Vec<PathBuf>,
+    /// The HTTP API for access requests (`/kubegate/v1/access/`), which Envoy routes
+    /// here; on loopback, beside Envoy. Off when unset.
+    #[serde(default)]
+    pub api_listen: Option<SocketAddr>,
+    /// Where access requests are stored and how approvals are signed; needed by
+    /// `workflows`.
+    #[serde(default)]
+    pub access_requests: Option<AccessRequestsConfig>,
+    /// Access-request workflows: who may request which privilege levels, and who
+    /// approves (docs/access-requests.md).
+    #[serde(default)]
+    pub workflows: Vec<WorkflowConfig>,
 }
 
 /// Mutual TLS for the ext_authz listener: this server's certificate, and the CA whose
@@ -474,6 +487,9 @@ impl Config {
         for upstream in config.clusters.iter_mut().filter_map(|c| c.upstream.as_mut()) {
             upstream.resolve_paths(base);
         }
+        if let Some(access) = config.access_requests.as_mut() {
+            access.signing_key_file = base.join(&access.signing_key_file);
+        }
         Ok(config)
     }
 
@@ -602,6 +618,7 @@ impl Config {
             }
         }
         self.validate_clusters()?;
+        self.validate_access_requests()?;
         for (i, issuer) in self.issuers.iter().enumerate() {
             let overlapping = self.issuers[..i]
                 .iter()
@@ -614,6 +631,48 @@ impl Config {
             }
         }
         self.validate_issuer_namespaces()
+    }
+
+    /// The workflows, checked and with their durations read.
+    pub fn workflows(&self) -> Result<Vec<Workflow>, String> {
+        let clusters: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut names = std::collections::BTreeSet::new();
+        let mut workflows = Vec::new();
+        for (i, config) in self.workflows.iter().enumerate() {
+            if !names.insert(config.name.as_str()) {
+                return Err(format!("workflows[{i}].name: {:?} is used by an earlier workflow", config.name));
+            }
+            workflows.push(Workflow::new(config.clone(), &format!("workflows[{i}]"), &clusters)?);
+        }
+        Ok(workflows)
+    }
+
+    fn validate_access_requests(&self) -> Result<(), String> {
+        self.workflows()?;
+        if let Some(addr) = self.api_listen.filter(|a| !a.ip().is_loopback()) {
+            return Err(format!(
+                "apiListen: {addr} is not a loopback address: the API carries users' tokens in plain HTTP, so it listens beside Envoy on 127.0.0.1"
+            ));
+        }
+        let Some(access) = &self.access_requests else {
+            if !self.workflows.is_empty() {
+                return Err("workflows: need accessRequests (where requests are stored, and the signing key)".into());
+            }
+            return Ok(());
+        };
+        let cluster = self
+            .cluster(&access.cluster)
+            .ok_or_else(|| format!("accessRequests.cluster: {:?} is not one of the clusters", access.cluster))?;
+        if cluster.upstream.is_none() {
+            return Err(format!(
+                "accessRequests.cluster: cluster {:?} has no upstream: authz-server stores access requests through it",
+                access.cluster
+            ));
+        }
+        if !is_dns_label(&access.namespace) {
+            return Err(format!("accessRequests.namespace: {:?} is not a namespace name", access.namespace));
+        }
+        Ok(())
     }
 
     /// Cluster names are DNS labels and unique, host names belong to one cluster, and
@@ -743,6 +802,33 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/kubegate/authz.yaml"))
+    }
+
+    /// Access requests: a broken workflow or store is refused with its field, at load
+    /// (and so at reload, where the last good rules keep serving).
+    #[test]
+    fn access_requests_are_checked_at_load() {
+        let base = "issuers:\n- url: https://idp.example.com\n  audiences: [kubegate]\n";
+        let upstream = "cluster: {name: dev, upstream: {server: \"https://10.0.0.1:6443\"}}\n";
+        let store = "accessRequests: {cluster: dev, signingKeyFile: key}\n";
+        let refused = |extra: &str| parse(&format!("{base}{extra}")).err().map(|e| e.to_string()).unwrap_or_default();
+        let ok = parse(&format!(
+            "{base}{upstream}{store}apiListen: 127.0.0.1:9003\nworkflows:\n- name: oncall\n  levels: [oncall]\n"
+        ));
+        let ok = ok.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.workflows().map(|w| w.len()), Ok(1));
+        assert_eq!(ok.access_requests.map(|a| a.namespace), Some("kubegate".to_string()));
+        assert!(refused("workflows:\n- name: a\n").contains("workflows: need accessRequests"));
+        assert!(refused(&format!("{upstream}{store}workflows:\n- name: a\n- name: a\n")).contains("workflows[1].name"));
+        assert!(refused(&format!("{upstream}{store}workflows:\n- name: a\n  clusters: [prod]\n"))
+            .contains("workflows[0].clusters"));
+        assert!(refused("cluster: {name: dev}\naccessRequests: {cluster: dev, signingKeyFile: k}\n")
+            .contains("has no upstream"));
+        assert!(refused(&format!("{upstream}accessRequests: {{cluster: prod, signingKeyFile: k}}\n"))
+            .contains("not one of the clusters"));
+        assert!(refused("apiListen: 0.0.0.0:9003\n").contains("apiListen: 0.0.0.0:9003 is not a loopback address"));
+        assert!(refused(&format!("{upstream}{store}workflows:\n- name: a\n  approver: {{}}\n"))
+            .contains("unknown field `approver`"));
     }
 
     #[test]

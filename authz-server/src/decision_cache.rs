@@ -8,6 +8,7 @@
 //! decided for; the token of the request that hits it has just been validated. Bounded:
 //! when full, expired entries go first, then an arbitrary tenth.
 
+use crate::access::grants::Grant;
 use crate::oidc::Identity;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -39,6 +40,9 @@ pub struct DecisionKey<'a> {
     /// The request may create its object (a `PUT`, or a server-side apply `PATCH`),
     /// which is checked as `create` too: it depends on the `Content-Type`.
     pub may_create: bool,
+    /// The user's access grants active on the cluster now: an approval, an expiry or a
+    /// revocation changes them, so no cached decision outlives a grant.
+    pub grants: &'a [Arc<Grant>],
 }
 
 impl DecisionKey<'_> {
@@ -62,6 +66,11 @@ impl DecisionKey<'_> {
         field(self.target.as_bytes());
         field(self.source_ip.as_bytes());
         field(&[u8::from(self.may_create)]);
+        field(&(self.grants.len() as u64).to_le_bytes());
+        for grant in self.grants {
+            field(grant.id.as_bytes());
+            field(&grant.expires_at.to_le_bytes());
+        }
         h.finalize().into()
     }
 }
@@ -135,6 +144,7 @@ mod tests {
             target,
             source_ip: "10.0.0.1",
             may_create: false,
+            grants: &[],
         }
     }
 
@@ -153,6 +163,34 @@ mod tests {
         assert!(cache.get(&narrowed).is_none(), "so is a narrowing request");
         let apply = DecisionKey { may_create: true, ..key(&alice, 1, "/api") };
         assert!(cache.get(&apply).is_none(), "and a request that may create its object");
+    }
+
+    /// Attack: a cached allow outliving the grant it was decided under (revoked, or
+    /// expired, or one replaced by a shorter one).
+    #[test]
+    fn a_change_in_the_users_grants_is_another_key() {
+        let cache = DecisionCache::new(100, Duration::from_secs(60));
+        let alice = identity(u64::MAX);
+        let grant = |id: &str, expires_at| {
+            Arc::new(Grant {
+                id: id.into(),
+                cluster: "prod".into(),
+                user: "alice".into(),
+                workflow: "oncall".into(),
+                levels: ["oncall".to_string()].into(),
+                not_before: 0,
+                expires_at,
+                expiry_recorded: false,
+            })
+        };
+        let granted = [grant("ar-1", 100)];
+        cache.insert(&DecisionKey { grants: &granted, ..key(&alice, 1, "/api") }, Arc::new("allowed"));
+        assert!(cache.get(&DecisionKey { grants: &granted, ..key(&alice, 1, "/api") }).is_some());
+        assert!(cache.get(&key(&alice, 1, "/api")).is_none(), "the grant ended");
+        let shorter = [grant("ar-1", 50)];
+        assert!(cache.get(&DecisionKey { grants: &shorter, ..key(&alice, 1, "/api") }).is_none());
+        let another = [grant("ar-2", 100)];
+        assert!(cache.get(&DecisionKey { grants: &another, ..key(&alice, 1, "/api") }).is_none());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub fn check(static_resources: &Value, clusters: &[&str]) -> Vec<Problem> {
                         }
                     }
                 }
+                // kubegate's own API: no decision, and no credential to misuse.
+                (None, Some(upstream)) if is_kubegate_api(route, static_resources, upstream) => {}
                 (None, Some(upstream)) => problems.push(Problem(format!(
                     "a route to {upstream} does not match {CLUSTER_HEADER}: requests reach it without a decision naming it"
                 ))),
@@ -89,6 +91,39 @@ fn removes_client_copy(manager: &Value) -> bool {
     manager["early_header_mutation_extensions"].as_array().into_iter().flatten().any(|extension| {
         extension["typed_config"]["mutations"].as_array().into_iter().flatten().any(|m| m["remove"] == CLUSTER_HEADER)
     })
+}
+
+/// Whether `route` is one to kubegate's own API, the one kind that needs no decision
+/// (authz-server authenticates each call itself): a `/kubegate/` prefix, to an Envoy
+/// cluster on loopback (authz-server beside Envoy) that sends no credential of Envoy's
+/// own: no upstream HTTP filter (where the credential injector lives), no client
+/// certificate. Anything else needs a decision.
+fn is_kubegate_api(route: &Value, static_resources: &Value, name: &str) -> bool {
+    let Some(cluster) = static_resources["clusters"].as_array().into_iter().flatten().find(|c| c["name"] == name)
+    else {
+        return false;
+    };
+    let ours = route["match"]["prefix"].as_str().is_some_and(|p| p.starts_with("/kubegate/"));
+    let endpoints: Vec<&Value> = cluster["load_assignment"]["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["lb_endpoints"].as_array().into_iter().flatten())
+        .map(|e| &e["endpoint"]["address"]["socket_address"]["address"])
+        .collect();
+    let on_loopback = !endpoints.is_empty()
+        && endpoints.iter().all(|a| a.as_str().is_some_and(|a| matches!(a, "127.0.0.1" | "::1" | "localhost")));
+    if !ours || !on_loopback || cluster["transport_socket_matches"].is_array() {
+        return false;
+    }
+    let filters = &cluster["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"];
+    let certificates = &cluster["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"];
+    filters.as_array().is_none_or(Vec::is_empty)
+        && certificates.as_array().is_none_or(Vec::is_empty)
+        && cluster["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificate_sds_secret_configs"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
 }
 
 /// Two routed Envoy clusters whose credential injectors read one token file would send
@@ -165,5 +200,39 @@ mod tests {
         {
             assert!(problems.iter().any(|p| p.contains(expected)), "{expected}: {problems:?}");
         }
+    }
+
+    /// kubegate's API route needs no decision: its Envoy cluster sends no credential.
+    /// The same route to a cluster that does (or to one that does not exist) is a
+    /// problem: the attack is a catch-all route to the API server with the gateway's
+    /// token and no decision.
+    #[test]
+    fn an_undecided_route_is_sound_only_to_a_cluster_without_credential() {
+        let api = "            - match: {prefix: /kubegate/v1/access/}\n              route: {cluster: kubegate_api}\n";
+        let routes = format!("{api}{}{}{REFUSE}", route("a", "kube_a"), route("b", "kube_b"));
+        let mut doc = config(&routes, "/b/sds.yaml", true);
+        assert!(
+            check(&doc, &["a", "b"]).iter().any(|p| p.0.contains("kubegate_api does not match")),
+            "no such cluster"
+        );
+        let endpoint = |address: &str| serde_json::json!({"endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": address, "port_value": 9004}}}}]}]});
+        if let Some(clusters) = doc["clusters"].as_array_mut() {
+            clusters.push(serde_json::json!({"name": "kubegate_api", "load_assignment": endpoint("10.0.0.9")}));
+        }
+        let elsewhere = check(&doc, &["a", "b"]);
+        assert!(
+            elsewhere.iter().any(|p| p.0.contains("kubegate_api does not match")),
+            "not on loopback: {elsewhere:?}"
+        );
+        doc["clusters"][2]["load_assignment"] = endpoint("127.0.0.1");
+        assert_eq!(check(&doc, &["a", "b"]), []);
+        let to_kube = format!(
+            "{}{}{}{REFUSE}",
+            api.replace("kubegate_api", "kube_a"),
+            route("a", "kube_a"),
+            route("b", "kube_b")
+        );
+        let problems = check(&config(&to_kube, "/b/sds.yaml", true), &["a", "b"]);
+        assert!(problems.iter().any(|p| p.0.contains("kube_a does not match")), "{problems:?}");
     }
 }

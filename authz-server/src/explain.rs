@@ -63,7 +63,7 @@ pub fn explain(
     let _ = writeln!(report, "roles:      {}", list(principal.roles.iter()));
     let _ = writeln!(report, "cluster:    {}", cluster.name);
     let _ = writeln!(report, "policies:   {} loaded", policy.len());
-    let privileges = match resolver.resolve(&principal, &policy, &meta, None) {
+    let privileges = match resolver.resolve(&principal, &policy, &meta, None, &[]) {
         Ok(privileges) => privileges,
         Err(refused) => {
             let why = match refused {

@@ -10,11 +10,13 @@
 //! `kubegate whoami`; [`metrics`] counts what happened; [`probes`] answers kubelet;
 //! [`upstream_health`] checks that each cluster answers the gateway, [`doctor`] everything
 //! an operator should check, with [`rbac_model`] reading the cluster's bindings and
-//! [`envoy_routes`] Envoy's routes; [`server`] puts the
+//! [`envoy_routes`] Envoy's routes; [`access`] is just-in-time access (workflows,
+//! requests, signed grants, their API); [`server`] puts the
 //! gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod check;
 pub mod cluster_selection;
 pub mod config;

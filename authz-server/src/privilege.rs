@@ -2,11 +2,13 @@
 //! standing roles in configuration and `fetchPrivileges` policies, then checked as a
 //! whole with `impersonate` (where a `forbid` can veto them).
 
+use crate::access::grants::Grant;
 use crate::config::{is_reserved_name, name_problem, role_group_name, ClusterConfig, IdentityMode, RoleConfig};
 use crate::oidc::Identity;
 use crate::policy::{ClusterFacts, PolicyEngine, Principal, RequestMeta, Verdict};
 use kubegate_decision::{IdentityMode as DecisionMode, Impersonation, RequestedImpersonation};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 /// What resolution found for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub struct Privileges {
     /// The client narrowed to `levels` (`kubectl --as-group`): then the API server sees
     /// those levels and nothing else, not the IdP groups or role names a cluster may add.
     pub narrowed: bool,
+    /// The access grants whose levels the request carries (after narrowing), by id.
+    pub grants: Vec<String>,
 }
 
 /// Why no privilege levels could be granted.
@@ -122,14 +126,16 @@ impl PrivilegeResolver {
         Principal { user: identity.username.clone(), groups: identity.groups.clone(), roles }
     }
 
-    /// The user's privilege levels (narrowed to `narrow_to` when the client asked, if
-    /// that is a narrowing of what they hold), or why none can be granted.
+    /// The user's privilege levels from their roles, `grants` (their active access
+    /// grants on this cluster) and policies (narrowed to `narrow_to` when the client
+    /// asked, if that is a narrowing of what they hold), or why none can be granted.
     pub fn resolve(
         &self,
         principal: &Principal,
         policy: &PolicyEngine,
         meta: &RequestMeta,
         narrow_to: Option<&Narrowing>,
+        grants: &[Arc<Grant>],
     ) -> Result<Privileges, Refused> {
         let mut levels: BTreeSet<String> = self
             .roles
@@ -137,6 +143,10 @@ impl PrivilegeResolver {
             .filter(|r| principal.roles.contains(&r.config.name))
             .flat_map(|r| r.config.privilege_levels.iter().cloned())
             .collect();
+        // Signed levels were checked against the workflow when approved; the reserved
+        // and unkeepable names are refused here too, as for policies.
+        let usable = |l: &&String| !is_reserved_name(l) && name_problem(l).is_none();
+        levels.extend(grants.iter().flat_map(|g| g.levels.iter().filter(usable).cloned()));
         let (added, granted_by) = policy.fetch_privileges(&self.facts, principal, meta);
         // A policy may not grant `system:` groups, nor names a hop would trim into one.
         levels.extend(added.into_iter().filter(|l| !is_reserved_name(l) && name_problem(l).is_none()));
@@ -148,8 +158,15 @@ impl PrivilegeResolver {
             }
             None => false,
         };
+        // A grant travels with a request that carries one of its levels (or, for a grant
+        // of no levels, with every request).
+        let grants = grants
+            .iter()
+            .filter(|g| g.levels.is_empty() || g.levels.iter().any(|l| levels.contains(l)))
+            .map(|g| g.id.clone())
+            .collect();
         match policy.check_impersonation(&self.facts, principal, &levels, meta) {
-            Verdict::Allow => Ok(Privileges { roles: principal.roles.clone(), levels, granted_by, narrowed }),
+            Verdict::Allow => Ok(Privileges { roles: principal.roles.clone(), levels, granted_by, narrowed, grants }),
             Verdict::Deny { message, .. } => Err(Refused::Vetoed(message)),
         }
     }
@@ -182,7 +199,11 @@ impl PrivilegeResolver {
         if self.cluster.include_role_names && !privileges.narrowed {
             groups.extend(privileges.roles.iter().map(|r| role_group_name(r)));
         }
-        let extra = BTreeMap::from([(kubegate_decision::REQUEST_ID_EXTRA.to_string(), vec![request_id.to_string()])]);
+        let mut extra =
+            BTreeMap::from([(kubegate_decision::REQUEST_ID_EXTRA.to_string(), vec![request_id.to_string()])]);
+        if !privileges.grants.is_empty() {
+            extra.insert(kubegate_decision::GRANT_ID_EXTRA.to_string(), privileges.grants.clone());
+        }
         match self.cluster.identity_mode {
             IdentityMode::Impersonate => Some(Impersonation {
                 user: identity.username.clone(),
@@ -236,7 +257,7 @@ mod tests {
         let (r, p) = resolver("");
         let principal = r.principal(&alice());
         assert_eq!(principal.roles, ["Platform Team"]);
-        let privileges = r.resolve(&principal, &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+        let privileges = r.resolve(&principal, &p, &meta(), None, &[]).unwrap_or_else(|v| panic!("{v:?}"));
         assert_eq!(privileges.levels, ["engineering", "viewers"].map(String::from).into());
         assert_eq!(privileges.granted_by, ["p.cedar:1"]);
         let imp = r.impersonation(&alice(), &privileges, "r1").unwrap_or_else(|| panic!("impersonates"));
@@ -258,9 +279,9 @@ mod tests {
     fn narrowing_to_held_levels_is_honoured() {
         let (r, p) = resolver("");
         let principal = r.principal(&alice());
-        let narrowed = r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &["viewers"])));
+        let narrowed = r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &["viewers"])), &[]);
         assert_eq!(narrowed.map(|p| p.levels), Ok(["viewers".to_string()].into()));
-        let all = r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &[])));
+        let all = r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &[])), &[]);
         assert_eq!(all.map(|p| p.levels.len()), Ok(2), "--as self alone keeps every level");
     }
 
@@ -270,26 +291,31 @@ mod tests {
     fn widening_or_another_user_is_refused() {
         let (r, p) = resolver("");
         let principal = r.principal(&alice());
-        let widened =
-            r.resolve(&principal, &p, &meta(), Some(&asked(&["alice@example.com"], &["viewers", "cluster-admins"])));
+        let widened = r.resolve(
+            &principal,
+            &p,
+            &meta(),
+            Some(&asked(&["alice@example.com"], &["viewers", "cluster-admins"])),
+            &[],
+        );
         assert!(
             matches!(widened, Err(Refused::NotANarrowing(m)) if m.contains("asked for cluster-admins; you hold engineering, viewers"))
         );
-        let other = r.resolve(&principal, &p, &meta(), Some(&asked(&["bob@example.com"], &[])));
+        let other = r.resolve(&principal, &p, &meta(), Some(&asked(&["bob@example.com"], &[])), &[]);
         assert!(matches!(other, Err(Refused::NotANarrowing(m)) if m.contains("may only name yourself")));
-        let no_user = r.resolve(&principal, &p, &meta(), Some(&asked(&[], &["viewers"])));
+        let no_user = r.resolve(&principal, &p, &meta(), Some(&asked(&[], &["viewers"])), &[]);
         assert!(no_user.is_err());
     }
 
     #[test]
     fn identity_modes_and_extra_groups() {
         let (r, p) = resolver("cluster: {identityMode: leasedWithLevels, includeRoleNames: true, includeIdpGroups: true, gatewayUser: gw}\n");
-        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None, &[]).unwrap_or_else(|v| panic!("{v:?}"));
         let imp = r.impersonation(&alice(), &privileges, "r1").unwrap_or_else(|| panic!("impersonates"));
         assert_eq!(imp.user, "gw");
         assert_eq!(imp.groups, ["engineering", "platform-team", "viewers"]);
         let (r, p) = resolver("cluster: {identityMode: leased}\n");
-        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None, &[]).unwrap_or_else(|v| panic!("{v:?}"));
         assert_eq!(r.impersonation(&alice(), &privileges, "r1"), None);
         assert_eq!(r.mode(), DecisionMode::Leased);
     }
@@ -301,7 +327,8 @@ mod tests {
     fn every_extra_key_impersonated_is_one_the_rbac_grants() {
         for mode in ["impersonate", "leasedWithLevels"] {
             let (r, p) = resolver(&format!("cluster: {{identityMode: {mode}}}\n"));
-            let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+            let privileges =
+                r.resolve(&r.principal(&alice()), &p, &meta(), None, &[]).unwrap_or_else(|v| panic!("{v:?}"));
             let imp = r.impersonation(&alice(), &privileges, "r1").unwrap_or_else(|| panic!("impersonates"));
             assert!(!imp.extra.is_empty());
             for key in imp.extra.keys() {
@@ -318,11 +345,11 @@ mod tests {
         let (r, p) = resolver("cluster: {includeRoleNames: true, includeIdpGroups: true}\n");
         let principal = r.principal(&alice());
         let narrowing = asked(&["alice@example.com"], &["viewers"]);
-        let narrowed = r.resolve(&principal, &p, &meta(), Some(&narrowing)).unwrap_or_else(|v| panic!("{v:?}"));
+        let narrowed = r.resolve(&principal, &p, &meta(), Some(&narrowing), &[]).unwrap_or_else(|v| panic!("{v:?}"));
         let imp = r.impersonation(&alice(), &narrowed, "r1").unwrap_or_else(|| panic!("impersonates"));
         assert_eq!(imp.groups, ["viewers"]);
         // Without narrowing the cluster's extra groups are there: the control.
-        let all = r.resolve(&principal, &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+        let all = r.resolve(&principal, &p, &meta(), None, &[]).unwrap_or_else(|v| panic!("{v:?}"));
         let imp = r.impersonation(&alice(), &all, "r1").unwrap_or_else(|| panic!("impersonates"));
         assert_eq!(imp.groups, ["engineering", "platform-team", "viewers"]);
     }
@@ -342,7 +369,7 @@ mod tests {
             .map(|(i, level)| (format!("p{i}.cedar"), permit(level)))
             .collect::<Vec<_>>();
         let p = PolicyEngine::from_sources(&sources).unwrap_or_else(|e| panic!("{e}"));
-        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None).unwrap_or_else(|v| panic!("{v:?}"));
+        let privileges = r.resolve(&r.principal(&alice()), &p, &meta(), None, &[]).unwrap_or_else(|v| panic!("{v:?}"));
         assert_eq!(privileges.levels, ["engineering", "viewers"].map(String::from).into());
     }
 
@@ -361,12 +388,12 @@ mod tests {
             })
         };
         for narrowing in [with(&["someone-else"], &[]), with(&[], &["impersonate-extra-scopes"])] {
-            let refused = r.resolve(&principal, &p, &meta(), Some(&narrowing));
+            let refused = r.resolve(&principal, &p, &meta(), Some(&narrowing), &[]);
             assert!(
                 matches!(&refused, Err(Refused::NotANarrowing(m)) if m.contains("--as-uid and --as-user-extra are not accepted")),
                 "{refused:?}"
             );
         }
-        assert!(r.resolve(&principal, &p, &meta(), Some(&with(&[], &[]))).is_ok(), "the control");
+        assert!(r.resolve(&principal, &p, &meta(), Some(&with(&[], &[])), &[]).is_ok(), "the control");
     }
 }

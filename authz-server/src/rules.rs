@@ -7,6 +7,7 @@
 //! Issuers and listen addresses are not reloaded: changing them needs a restart (a
 //! change is logged as such).
 
+use crate::access::workflow::Workflows;
 use crate::cluster_selection::ClusterSelector;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub struct Rules {
     pub clusters: Vec<PrivilegeResolver>,
     /// Which cluster a request is for.
     pub selector: ClusterSelector,
+    /// Access-request workflows.
+    pub workflows: Workflows,
     /// Distinguishes these rules from every earlier set (set when they are installed).
     pub generation: u64,
 }
@@ -53,7 +56,12 @@ impl Rules {
             .iter()
             .map(|cluster| PrivilegeResolver::new(config.roles.clone(), cluster.clone()))
             .collect();
-        Ok(Self { policy, clusters, selector: ClusterSelector::new(&config.clusters), generation: 0 })
+        let workflows =
+            Workflows::new(config.workflows().map_err(|reason| ConfigError::Invalid {
+                path: std::path::PathBuf::from("(configuration)"),
+                reason,
+            })?);
+        Ok(Self { policy, clusters, selector: ClusterSelector::new(&config.clusters), workflows, generation: 0 })
     }
 
     /// The rules of the cluster at `index` (from [`ClusterSelector::select`]).

@@ -24,6 +24,10 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("ext_authz TLS: {0}")]
     Tls(#[from] crate::grpc_tls::GrpcTlsError),
+    #[error("access requests: {0}")]
+    SigningKey(#[from] crate::access::signing::SigningKeyError),
+    #[error(transparent)]
+    AccessStore(#[from] crate::access::store::StoreError),
 }
 
 /// Serves until `shutdown` resolves; with `config_path`, reloads roles and policies when
@@ -69,7 +73,11 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
-    let check = CheckService::new(Gatekeeper::new(validator, rules, decisions), metrics);
+    let mut gatekeeper = Gatekeeper::new(validator.clone(), rules.clone(), decisions);
+    if let Some(store) = start_access_requests(&config, &validator, &rules).await? {
+        gatekeeper = gatekeeper.with_grants(store.grants().clone());
+    }
+    let check = CheckService::new(gatekeeper, metrics);
     let router =
         tonic::transport::Server::builder().add_service(health_service).add_service(AuthorizationServer::new(check));
     match &config.grpc_tls {
@@ -85,6 +93,40 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// With `accessRequests`: the store of access requests, watched into the grant index,
+/// its expiry sweep, and (with `apiListen`) the HTTP API.
+async fn start_access_requests(
+    config: &Config,
+    validator: &Arc<TokenValidator>,
+    rules: &SharedRules,
+) -> Result<Option<crate::access::store::AccessStore>, ServeError> {
+    use crate::access::{api, grants::GrantIndex, signing::SigningKey, store::AccessStore, store::StoreError};
+    let Some(access) = &config.access_requests else { return Ok(None) };
+    let key = SigningKey::load(&access.signing_key_file)?;
+    let upstream = config
+        .cluster(&access.cluster)
+        .and_then(|c| c.upstream.as_ref())
+        .ok_or_else(|| StoreError::Config(format!("cluster {:?} has no upstream", access.cluster)))?;
+    let store = AccessStore::connect(upstream, &access.namespace, Arc::new(GrantIndex::new(key)))?;
+    store.spawn_watch();
+    let notifier = crate::access::notify::Notifier::new(rules.clone());
+    store.spawn_expiry_sweep(notifier.clone());
+    if let Some(addr) = config.api_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+        tracing::info!(%addr, "access-request API listening");
+        let state = api::AccessApi {
+            validator: validator.clone(),
+            rules: rules.clone(),
+            store: store.clone(),
+            namespace: access.namespace.clone(),
+            notifier,
+        };
+        tokio::spawn(api::serve(listener, state));
+    }
+    Ok(Some(store))
 }
 
 /// Privilege levels that standing roles grant are Kubernetes groups: if the cluster has

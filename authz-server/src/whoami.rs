@@ -93,6 +93,19 @@ pub struct WhoAmI {
     pub kubernetes: Option<KubernetesIdentity>,
     /// When the presented token expires (RFC 3339, UTC).
     pub token_expires_at: String,
+    /// The caller's access grants active on this cluster, and when each ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantSummary>,
+}
+
+/// An active access grant, as whoami shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantSummary {
+    pub id: String,
+    pub levels: Vec<String>,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
 }
 
 /// The impersonated identity, without the per-request extras.
@@ -123,7 +136,21 @@ impl WhoAmI {
             granted_by: privileges.granted_by.iter().map(|label| policy_id(label)).collect(),
             kubernetes: impersonation.map(|i| KubernetesIdentity { user: i.user, groups: i.groups }),
             token_expires_at: humantime::format_rfc3339_seconds(expiry).to_string(),
+            grants: Vec::new(),
         }
+    }
+
+    /// With the caller's active grants.
+    pub fn with_grants(mut self, grants: &[std::sync::Arc<crate::access::grants::Grant>]) -> Self {
+        self.grants = grants
+            .iter()
+            .map(|g| GrantSummary {
+                id: g.id.clone(),
+                levels: g.levels.iter().cloned().collect(),
+                expires_at: crate::access::object::rfc3339(g.expires_at),
+            })
+            .collect();
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -176,6 +203,7 @@ mod tests {
             levels: BTreeSet::from(["engineering".to_string()]),
             granted_by: vec![],
             narrowed: false,
+            grants: vec![],
         };
         let impersonation = Impersonation {
             user: "alice@example.com".into(),
@@ -208,6 +236,7 @@ mod tests {
                 "/etc/kubegate/policies/odd:name.cedar:3 (with (parens): 7)".into(),
             ],
             narrowed: false,
+            grants: vec![],
         };
         let whoami = WhoAmI::new("default", &identity, &privileges, None);
         let [named, unnamed, odd] = whoami.granted_by.as_slice() else { panic!("{:?}", whoami.granted_by) };

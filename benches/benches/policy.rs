@@ -37,7 +37,7 @@ fn config(members: usize) -> Config {
 fn decide(resolver: &PrivilegeResolver, engine: &PolicyEngine, identity: &Identity, meta: &RequestMeta) -> bool {
     let principal = resolver.principal(identity);
     let info = parse("GET", "/api/v1/namespaces/default/pods", "").unwrap_or_else(|e| panic!("{e}"));
-    let Ok(privileges) = resolver.resolve(&principal, engine, meta, None) else { return false };
+    let Ok(privileges) = resolver.resolve(&principal, engine, meta, None, &[]) else { return false };
     engine.authorize_request(resolver.cluster(), &principal, &info, &privileges.levels, meta) == Verdict::Allow
 }
 
@@ -145,7 +145,13 @@ fn whole_decision(c: &mut Criterion) {
             PolicyEngine::from_sources(&[("bench.cedar".into(), policies(1_000))]).unwrap_or_else(|e| panic!("{e}"));
         let clusters = vec![PrivilegeResolver::new(config.roles.clone(), config.clusters[0].clone())];
         let selector = kubegate_authz_server::cluster_selection::ClusterSelector::new(&config.clusters);
-        let rules = SharedRules::new(Rules { policy: engine, clusters, selector, generation: 0 });
+        let rules = SharedRules::new(Rules {
+            policy: engine,
+            clusters,
+            selector,
+            workflows: Default::default(),
+            generation: 0,
+        });
         let gatekeeper = Gatekeeper::new(validator, rules, DecisionCache::new(size, Duration::from_secs(60)));
         assert!(rt.block_on(gatekeeper.answer(&request)).is_ok());
         group.bench_function(name, |b| b.iter(|| rt.block_on(gatekeeper.answer(black_box(&request))).is_ok()));

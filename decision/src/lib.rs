@@ -36,10 +36,14 @@ pub const CONTRACT_VERSION: u32 = 2;
 /// audit entry can be matched to kubegate's own audit event.
 pub const REQUEST_ID_EXTRA: &str = "kubegate.dev/request-id";
 
+/// The `Impersonate-Extra-*` key that carries the ids of the access grants whose
+/// privilege levels a request uses, so the API server's audit log names them.
+pub const GRANT_ID_EXTRA: &str = "kubegate.dev/grant-id";
+
 /// Every `Impersonate-Extra-*` key a decision may carry: the gateway's RBAC must grant
 /// `impersonate` on `userextras/<key>` for exactly these (the Helm chart's ClusterRole
 /// and `kubegate doctor` are derived from this list).
-pub const EXTRA_KEYS: &[&str] = &[REQUEST_ID_EXTRA];
+pub const EXTRA_KEYS: &[&str] = &[REQUEST_ID_EXTRA, GRANT_ID_EXTRA];
 
 /// What authz-server decided about one allowed request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

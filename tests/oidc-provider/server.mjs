@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
 const ACCOUNTS = {
   'alice@example.com': { password: 'alice-demo', groups: ['engineering'], sub: 'b3f1a8c2-alice' },
   'bob@example.com': { password: 'bob-demo', groups: [], sub: 'c9d2e7f4-bob' },
+  'carol@example.com': { password: 'carol-demo', groups: ['leads'], sub: 'd4e8f1a9-carol' },
 };
 
 function signingKey(stateDir, name) {
@@ -156,7 +157,7 @@ ${message ? `<p style="color:#b00">${escape(message)}</p>` : ''}
 <label>Password <input name="password" type="password"></label>
 <button type="submit">Sign in</button>
 </form>
-<p>Demo users: alice@example.com / alice-demo, bob@example.com / bob-demo</p>
+<p>Demo users: alice@example.com / alice-demo, bob@example.com / bob-demo, carol@example.com / carol-demo</p>
 </body></html>`;
 }
 

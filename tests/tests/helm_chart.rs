@@ -4,7 +4,10 @@
 //! --mode validate` and is the template's (`envoy/kubegate.yaml`), the rendered
 //! authz-server configuration passes `kubegate-authz-server check`, RBAC is what the
 //! identity modes need (the extras keys taken from the decision contract's code), and
-//! bad values are refused naming the field.
+//! bad values are refused naming the field. With access requests on: the AccessRequest
+//! CRD is a structural schema that takes the documented object, authz-server gets its
+//! Role, signing key and settings, and Envoy routes kubegate's own paths around the
+//! filters (checked in a running Envoy too).
 
 use kubegate_tests::envoy_config::{self, AddedCluster};
 use kubegate_tests::harness::helm::{relocation_values, text_files, Chart, KubeletVolume, Rendered, RELEASE};
@@ -15,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The values sets the chart ships, each one a kind of install.
-const VALUES_SETS: [&str; 4] = ["pod-identity", "remote-cluster", "ha", "mesh"];
+const VALUES_SETS: [&str; 5] = ["pod-identity", "remote-cluster", "ha", "mesh", "access-requests"];
 /// The oldest and newest Kubernetes kubegate supports (docs/architecture.md).
 const KUBERNETES: [&str; 2] = ["1.27.0", "1.37.0"];
 
@@ -210,6 +213,7 @@ fn materialise(rendered: &Rendered, root: &Path, tools: &Tools) -> anyhow::Resul
     volume(path("serviceAccount"), &[("token", b"token"), ("ca.crt", &ca), ("namespace", b"kubegate")])?;
     volume(path("tls"), &[("tls.crt", &cert), ("tls.key", &key)])?;
     volume(path("grpcTls"), &[("tls.crt", &cert), ("tls.key", &key), ("ca.crt", &ca)])?;
+    volume(path("accessRequests"), &[("signing-key", b"a-test-signing-key-of-more-than-32-bytes")])?;
     for (i, _) in rendered.objects.iter().enumerate().take(4) {
         volume(path("issuerCAs").join(i.to_string()), &[("ca.crt", &ca)])?;
     }
@@ -256,7 +260,7 @@ fn envoy_validate(tools: &Tools, config: &Path) -> std::process::Output {
 #[test]
 fn the_rendered_envoy_config_passes_envoy_validate() -> anyhow::Result<()> {
     let (chart, tools) = (chart(), Tools::locate()?);
-    for set in ["pod-identity", "remote-cluster", "ha"] {
+    for set in ["pod-identity", "remote-cluster", "ha", "access-requests"] {
         let (root, rendered) = render_relocated(&chart, &tools, set, "{}\n");
         let config = PathBuf::from(relocation_values(root.path())["paths"]["envoyConfig"].as_str().unwrap_or_default())
             .join("envoy.yaml");
@@ -304,7 +308,9 @@ fn the_rendered_authz_config_passes_authz_server_check() -> anyhow::Result<()> {
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    for set in VALUES_SETS {
+    // The access-request settings are checked by
+    // `the_rendered_access_request_config_passes_authz_server_check`.
+    for set in VALUES_SETS.into_iter().filter(|set| *set != "access-requests") {
         let (root, _) = render_relocated(&chart, &tools, set, "{}\n");
         let out = check(root.path());
         assert!(
@@ -399,6 +405,7 @@ fn rbac_follows_the_identity_mode_of_the_cluster_kubegate_runs_in() {
         all.into_iter().map(|((g, r), names)| (format!("{g}/{r}"), names)).collect::<BTreeMap<_, _>>()
     };
     let extra = "authentication.k8s.io/userextras/kubegate.dev/request-id".to_string();
+    let grant = "authentication.k8s.io/userextras/kubegate.dev/grant-id".to_string();
     let none: Vec<String> = vec![];
     assert_eq!(
         grants("{}\n"),
@@ -407,6 +414,7 @@ fn rbac_follows_the_identity_mode_of_the_cluster_kubegate_runs_in() {
             ("/groups".to_string(), none.clone()),
             ("authentication.k8s.io/uids".to_string(), none.clone()),
             (extra.clone(), none.clone()),
+            (grant.clone(), none.clone()),
         ])
     );
     assert_eq!(
@@ -414,6 +422,7 @@ fn rbac_follows_the_identity_mode_of_the_cluster_kubegate_runs_in() {
         BTreeMap::from([
             ("/groups".to_string(), vec!["engineering".to_string(), "viewers".to_string()]),
             (extra.clone(), none.clone()),
+            (grant.clone(), none.clone()),
             ("/serviceaccounts in kubegate".to_string(), vec![RELEASE.to_string()]),
         ]),
         "leasedWithLevels impersonates the chart's own service account, in its namespace"
@@ -423,7 +432,8 @@ fn rbac_follows_the_identity_mode_of_the_cluster_kubegate_runs_in() {
         BTreeMap::from([
             ("/groups".to_string(), none.clone()),
             ("/users".to_string(), vec!["kubegate-gateway".to_string()]),
-            (extra, none),
+            (extra, none.clone()),
+            (grant, none),
         ])
     );
     assert_eq!(grants("clusters: [{name: default, inCluster: true, identityMode: leased}]\n"), BTreeMap::new());
@@ -497,11 +507,13 @@ fn every_rbac_rule_is_commented_with_the_feature_that_needs_it() -> anyhow::Resu
 /// template rendered with the same values and extended the way the harness extends it
 /// (`add_cluster`, `use_upstream_client_certificate`), certificates aside (the chart
 /// reads them through SDS so that a renewed Secret is picked up). What the chart adds:
-/// the readiness listener and the admin cluster it routes to.
+/// the readiness listener and the admin cluster it routes to, and with access requests
+/// the web console's route beside the template's route to authz-server's API. Without
+/// access requests, the chart has neither that route nor `kubegate_api`.
 #[test]
 fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result<()> {
     let chart = chart();
-    let rendered = render(&chart, "remote-cluster");
+    let rendered = render_with(&chart, "remote-cluster", "accessRequests: {enabled: true}\n");
     let mut ours = rendered.envoy_config()?;
     let sds = rendered.config_map(&format!("{RELEASE}-envoy"))?;
     inline_sds_certificates(&mut ours, &sds)?;
@@ -527,6 +539,8 @@ fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result
         ("UPSTREAM_SAN_TYPE", "DNS".to_string()),
         ("UPSTREAM_SAN", "kubernetes.default.svc".to_string()),
         ("CLUSTER_NAME", "dev".to_string()),
+        ("API_ADDRESS", "127.0.0.1".to_string()),
+        ("API_PORT", "9004".to_string()),
     ]);
     let mut template = envoy_config::render(envoy_config::GATEWAY_TEMPLATE, &values)?;
     let remote = |name: &str, address: &str, port: u16, san_type: &str| AddedCluster {
@@ -554,6 +568,20 @@ fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result
         legacy["transport_socket"]["typed_config"].as_mapping_mut().map(|m| m.remove("sni"));
     }
 
+    // The web console's route is the chart's own (the same as the API's but its prefix).
+    let routes = gateway_routes_mut;
+    let (api, console) = {
+        let ours_routes = routes(&mut ours).ok_or_else(|| anyhow::anyhow!("no routes"))?;
+        let console = ours_routes.iter().position(|r| r["name"].as_str() == Some("kubegate-console"));
+        let console = ours_routes.remove(console.ok_or_else(|| anyhow::anyhow!("no console route"))?);
+        (ours_routes[0].clone(), console)
+    };
+    let mut console_as_api = console.clone();
+    console_as_api["name"] = api["name"].clone();
+    console_as_api["match"]["prefix"] = api["match"]["prefix"].clone();
+    assert_eq!(console_as_api, api, "the console's route is the API's");
+    assert_eq!(console["match"]["prefix"].as_str(), Some("/kubegate/console/"));
+
     assert_eq!(ours["node"], template["node"]);
     assert_eq!(ours["admin"], template["admin"]);
     let listener = |doc: &Value, name: &str| -> Value {
@@ -580,11 +608,34 @@ fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result
     };
     assert_eq!(names(&ours, "listeners"), ["kubegate", "readiness"]);
     let ours_clusters = names(&ours, "clusters");
-    assert_eq!(ours_clusters, ["kubegate_authz", "envoy_admin", "kube_dev", "kube_prod", "kube_legacy"]);
+    assert_eq!(
+        ours_clusters,
+        ["kubegate_authz", "envoy_admin", "kubegate_api", "kube_dev", "kube_prod", "kube_legacy"]
+    );
     for name in names(&template, "clusters") {
         assert_eq!(envoy_cluster(&ours, &name), envoy_cluster(&template, &name), "Envoy cluster {name} differs");
     }
+
+    // Without access requests: the template without its route and cluster of the API.
+    let mut off = render(&chart, "remote-cluster").envoy_config()?;
+    inline_sds_certificates(&mut off, &sds)?;
+    let mut template_off = template.clone();
+    if let Some(routes) = routes(&mut template_off) {
+        routes.retain(|r| r["route"]["cluster"].as_str() != Some("kubegate_api"));
+    }
+    if let Some(clusters) = template_off["static_resources"]["clusters"].as_sequence_mut() {
+        clusters.retain(|c| c["name"].as_str() != Some("kubegate_api"));
+    }
+    assert_eq!(listener(&off, "kubegate"), listener(&template_off, "kubegate"));
+    assert_eq!(names(&off, "clusters"), ["kubegate_authz", "envoy_admin", "kube_dev", "kube_prod", "kube_legacy"]);
     Ok(())
+}
+
+/// The gateway listener's routes, to edit.
+fn gateway_routes_mut(doc: &mut Value) -> Option<&mut Vec<Value>> {
+    doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        ["virtual_hosts"][0]["routes"]
+        .as_sequence_mut()
 }
 
 /// Replaces the chart's SDS certificate references with the files the SDS files name,
@@ -745,6 +796,11 @@ fn the_mesh_values_set_installs_authz_server_alone() -> anyhow::Result<()> {
     let authz: Value = serde_yaml::from_str(&rendered.config_map(&format!("{RELEASE}-authz"))?["authz.yaml"])?;
     assert_eq!(authz["listen"].as_str(), Some("0.0.0.0:9001"));
     assert_eq!(authz["grpcTls"]["clientCaFile"].as_str(), Some("/etc/kubegate/grpc-tls/ca.crt"));
+    let clusters = authz["clusters"].as_sequence().cloned().unwrap_or_default();
+    assert!(
+        !clusters.is_empty() && clusters.iter().all(|c| c.get("upstream").is_none()),
+        "no upstream of ours: {clusters:?}"
+    );
     let service = rendered.object("Service", RELEASE)?;
     assert_eq!(service["spec"]["ports"][0]["name"].as_str(), Some("grpc"));
     assert_eq!(service["spec"]["ports"][0]["appProtocol"].as_str(), Some("grpc"));
@@ -928,4 +984,974 @@ fn existing_config_maps_and_issuer_cas_are_mounted_where_the_configuration_reads
         service["spec"]["ports"].as_sequence().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(ports, ["https"]);
     Ok(())
+}
+
+// Access requests (docs/access-requests.md): the AccessRequest CRD, authz-server's rights
+// on it, the signing key, the authz-server settings and Envoy's routes to its API.
+
+const ACCESS_VALUES: &str = "access-requests";
+/// Access requests on, over the mesh set: refused (`access_requests_are_refused_in_mesh_mode`).
+const MESH_ACCESS: &str = "accessRequests:\n  enabled: true\n  workflows: [{name: oncall, levels: [oncall], approvers: {groups: [sre]}, approvalsRequired: 1, defaultDuration: 1h, maxDuration: 4h}]\n";
+
+fn authz_config(rendered: &Rendered) -> Value {
+    let data = rendered.config_map(&format!("{RELEASE}-authz")).unwrap_or_else(|e| panic!("{e}"));
+    serde_yaml::from_str(data.get("authz.yaml").map(String::as_str).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("authz.yaml: {e}"))
+}
+
+/// `set` with `extra` values on top.
+fn render_with(chart: &Chart, set: &str, extra: &str) -> Rendered {
+    let (_dir, file) = values_file(extra);
+    chart.template(&[&chart.ci_values(set), &file]).unwrap_or_else(|e| panic!("{set} + {extra}: {e}"))
+}
+
+/// `helm template --include-crds`: the chart's `crds/` as well as its templates.
+fn render_with_crds(chart: &Chart, values: &[&Path]) -> anyhow::Result<Rendered> {
+    let dir = chart.dir.display().to_string();
+    let mut args = vec!["template".to_string(), RELEASE.into(), dir, "--namespace".into(), "kubegate".into()];
+    args.push("--include-crds".into());
+    for file in values {
+        args.extend(["--values".into(), file.display().to_string()]);
+    }
+    let out = chart.helm(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    anyhow::ensure!(out.status.success(), "helm template --include-crds: {}", String::from_utf8_lossy(&out.stderr));
+    rendered_from(String::from_utf8(out.stdout)?)
+}
+
+fn rendered_from(text: String) -> anyhow::Result<Rendered> {
+    use serde::Deserialize as _;
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document)?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(Rendered { text, objects })
+}
+
+fn gateway_routes(envoy: &Value) -> Vec<Value> {
+    let listener = envoy["static_resources"]["listeners"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"].as_str() == Some("kubegate"))
+        .cloned()
+        .unwrap_or_default();
+    let manager = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+    manager["route_config"]["virtual_hosts"][0]["routes"].as_sequence().cloned().unwrap_or_default()
+}
+
+fn gateway_http_filters(envoy: &Value) -> Vec<Value> {
+    let listener = &envoy["static_resources"]["listeners"][0];
+    assert_eq!(listener["name"].as_str(), Some("kubegate"));
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn names_of(items: &[Value]) -> Vec<String> {
+    items.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect()
+}
+
+fn has_envoy_cluster(envoy: &Value, name: &str) -> bool {
+    envoy["static_resources"]["clusters"].as_sequence().into_iter().flatten().any(|c| c["name"].as_str() == Some(name))
+}
+
+/// Off by default: no Role, Secret, mount, authz-server setting, Envoy route or
+/// cluster of access requests in any other values set. The CRD is in `crds/`, which
+/// helm installs with every release and never templates.
+#[test]
+fn access_requests_are_off_by_default() -> anyhow::Result<()> {
+    let chart = chart();
+    for set in VALUES_SETS.into_iter().filter(|set| *set != ACCESS_VALUES) {
+        let rendered = render(&chart, set);
+        assert!(!rendered.text.contains("kubegate.dev/v1alpha1") && !rendered.text.contains("accessrequests"), "{set}");
+        assert!(rendered
+            .of_kind("Role")
+            .iter()
+            .all(|r| !r["metadata"]["name"].as_str().unwrap_or_default().contains("access")));
+        assert!(rendered.of_kind("Secret").is_empty(), "{set}: a Secret rendered");
+        let authz = authz_config(&rendered);
+        for key in ["apiListen", "accessRequests", "workflows"] {
+            assert!(authz.get(key).is_none(), "{set}: authz.yaml has {key}");
+        }
+        let volumes = names_of(rendered.pod_spec()?["volumes"].as_sequence().map(Vec::as_slice).unwrap_or_default());
+        assert!(!volumes.iter().any(|v| v == "access-signing-key"), "{set}: {volumes:?}");
+        let ports =
+            names_of(rendered.container("authz-server")?["ports"].as_sequence().map(Vec::as_slice).unwrap_or_default());
+        assert!(!ports.iter().any(|p| p == "api"), "{set}: {ports:?}");
+        if set != "mesh" {
+            let envoy = rendered.envoy_config()?;
+            assert!(!has_envoy_cluster(&envoy, "kubegate_api"), "{set}");
+            let routes = gateway_routes(&envoy);
+            assert!(routes.iter().all(|r| r["match"]["prefix"].as_str() == Some("/")), "{set}: {routes:?}");
+        } else {
+            let service = rendered.object("Service", RELEASE)?;
+            assert_eq!(
+                names_of(service["spec"]["ports"].as_sequence().map(Vec::as_slice).unwrap_or_default()),
+                ["grpc"]
+            );
+        }
+    }
+    // Only helm's --include-crds (or `helm install`) brings the CRD, whatever the values.
+    let with_crds = render_with_crds(&chart, &[&chart.ci_values("pod-identity")])?;
+    assert_eq!(with_crds.of_kind("CustomResourceDefinition").len(), 1);
+    assert!(render(&chart, "pod-identity").of_kind("CustomResourceDefinition").is_empty());
+    Ok(())
+}
+
+/// Kubernetes' rules for a structural schema (apiextensions, "Specifying a structural
+/// schema"), as far as this CRD can break them: every node has a `type` (no
+/// x-kubernetes-int-or-string or preserve-unknown-fields here), an array has `items`,
+/// `required` names declared properties, an enum's values are of the node's type, and
+/// none of what a structural schema forbids appears. `metadata` may be a bare object.
+fn structural_errors(schema: &Value, path: &str, errors: &mut Vec<String>) {
+    const FORBIDDEN: [&str; 8] =
+        ["$ref", "$schema", "definitions", "dependencies", "additionalItems", "patternProperties", "id", "uniqueItems"];
+    let Some(node) = schema.as_mapping() else {
+        errors.push(format!("{path}: not a schema object"));
+        return;
+    };
+    for key in FORBIDDEN {
+        if node.contains_key(key) {
+            errors.push(format!("{path}: {key} is not allowed in a structural schema"));
+        }
+    }
+    let kind = schema["type"].as_str().unwrap_or_default();
+    if !["object", "array", "string", "integer", "number", "boolean"].contains(&kind) {
+        errors.push(format!("{path}: no type"));
+    }
+    for value in schema["enum"].as_sequence().into_iter().flatten() {
+        let typed = match kind {
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "boolean" => value.is_bool(),
+            _ => false,
+        };
+        if !typed {
+            errors.push(format!("{path}: enum value {value:?} is not a {kind}"));
+        }
+    }
+    match kind {
+        "object" => {
+            let properties = schema["properties"].as_mapping();
+            if properties.is_some() && node.contains_key("additionalProperties") {
+                errors.push(format!("{path}: properties and additionalProperties together"));
+            }
+            for name in strings(&schema["required"]) {
+                if !properties.is_some_and(|p| p.contains_key(name.as_str())) {
+                    errors.push(format!("{path}: required {name} is not a property"));
+                }
+            }
+            for (name, child) in properties.into_iter().flatten() {
+                structural_errors(child, &format!("{path}.{}", name.as_str().unwrap_or("?")), errors);
+            }
+            if let Some(additional) = schema.get("additionalProperties").filter(|a| a.is_mapping()) {
+                structural_errors(additional, &format!("{path}.*"), errors);
+            }
+        }
+        "array" => match schema.get("items") {
+            Some(items) => structural_errors(items, &format!("{path}[]"), errors),
+            None => errors.push(format!("{path}: an array without items")),
+        },
+        _ => {
+            for key in ["properties", "items", "additionalProperties"] {
+                if node.contains_key(key) {
+                    errors.push(format!("{path}: {key} on a {kind}"));
+                }
+            }
+        }
+    }
+}
+
+/// Validates `value` against `schema` the way the API server reads a structural schema
+/// (type, required, enum, minimum, date-time), and strictly: a field the schema does
+/// not declare is an error (the API server would prune it), except under an object
+/// that declares no properties (`metadata`).
+fn schema_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    let kind = schema["type"].as_str().unwrap_or_default();
+    let typed = match kind {
+        "object" => value.is_mapping(),
+        "array" => value.is_sequence(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_bool(),
+        _ => false,
+    };
+    if !typed {
+        errors.push(format!("{path}: {value:?} is not a {kind}"));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_sequence() {
+        if !allowed.contains(value) {
+            errors.push(format!("{path}: {value:?} is not one of {allowed:?}"));
+        }
+    }
+    if let (Some(minimum), Some(number)) = (schema["minimum"].as_f64(), value.as_f64()) {
+        if number < minimum {
+            errors.push(format!("{path}: {number} is below the minimum {minimum}"));
+        }
+    }
+    if schema["format"].as_str() == Some("date-time") {
+        let text = value.as_str().unwrap_or_default();
+        if humantime::parse_rfc3339(text).is_err() {
+            errors.push(format!("{path}: {text:?} is not an RFC 3339 time"));
+        }
+    }
+    match kind {
+        "object" => {
+            for name in strings(&schema["required"]) {
+                if value.get(name.as_str()).is_none() {
+                    errors.push(format!("{path}: missing required field {name}"));
+                }
+            }
+            let Some(properties) = schema["properties"].as_mapping() else { return };
+            for (name, child) in value.as_mapping().into_iter().flatten() {
+                let name = name.as_str().unwrap_or("?");
+                match properties.get(name) {
+                    Some(child_schema) => schema_errors(child_schema, child, &format!("{path}.{name}"), errors),
+                    None => errors.push(format!("{path}.{name}: not a field of the schema")),
+                }
+            }
+        }
+        "array" => {
+            for (i, item) in value.as_sequence().into_iter().flatten().enumerate() {
+                schema_errors(&schema["items"], item, &format!("{path}[{i}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The schema node a printer column's `jsonPath` (`.status.grant.expiresAt`) reads.
+fn schema_at<'a>(schema: &'a Value, json_path: &str) -> Option<&'a Value> {
+    json_path.trim_start_matches('.').split('.').try_fold(schema, |node, field| node["properties"].get(field))
+}
+
+/// The AccessRequest object of docs/access-requests.md, its `...` placeholders filled
+/// with a value of the type the schema gives them.
+fn documented_access_request(schema: &Value) -> Value {
+    fn fill(schema: &Value, value: &mut Value) {
+        if value.as_str() == Some("...") {
+            *value = match schema["format"].as_str() {
+                Some("date-time") => Value::from("2026-12-01T13:33:00Z"),
+                _ => Value::from("c2lnbmVkIGJ5IGF1dGh6LXNlcnZlcg"),
+            };
+        }
+        if let Some(map) = value.as_mapping_mut() {
+            for (name, child) in map.iter_mut() {
+                if let Some(child_schema) = schema["properties"].get(name.as_str().unwrap_or_default()) {
+                    fill(child_schema, child);
+                }
+            }
+        } else if let Some(items) = value.as_sequence_mut() {
+            items.iter_mut().for_each(|item| fill(&schema["items"], item));
+        }
+    }
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/access-requests.md"))
+        .unwrap_or_else(|e| panic!("docs/access-requests.md: {e}"));
+    let block = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .find(|block| block.contains("kind: AccessRequest"))
+        .unwrap_or_else(|| panic!("no AccessRequest yaml block in docs/access-requests.md"));
+    let mut object: Value = serde_yaml::from_str(block).unwrap_or_else(|e| panic!("the documented object: {e}"));
+    fill(schema, &mut object);
+    object
+}
+
+/// The CRD: group, names, version (served, storage), the status subresource, printer
+/// columns reading fields of the schema; a structural schema, valid for Kubernetes 1.27
+/// and 1.37, that accepts the object docs/access-requests.md shows (and a revoked one)
+/// and refuses what authz-server never writes.
+#[test]
+fn the_access_request_crd_is_structural_and_takes_the_documented_object() -> anyhow::Result<()> {
+    let chart = chart();
+    let rendered = render_with_crds(&chart, &[&chart.ci_values(ACCESS_VALUES)])?;
+    let crd = rendered.object("CustomResourceDefinition", "accessrequests.kubegate.dev")?.clone();
+    assert_eq!(crd["apiVersion"].as_str(), Some("apiextensions.k8s.io/v1"));
+    let spec = &crd["spec"];
+    assert_eq!((spec["group"].as_str(), spec["scope"].as_str()), (Some("kubegate.dev"), Some("Namespaced")));
+    let names = &spec["names"];
+    assert_eq!(
+        [&names["kind"], &names["listKind"], &names["plural"], &names["singular"]].map(|n| n.as_str()),
+        [Some("AccessRequest"), Some("AccessRequestList"), Some("accessrequests"), Some("accessrequest")]
+    );
+    assert_eq!(strings(&names["shortNames"]), ["ar"]);
+    let versions = spec["versions"].as_sequence().cloned().unwrap_or_default();
+    assert_eq!(versions.len(), 1);
+    let version = &versions[0];
+    assert_eq!(
+        (version["name"].as_str(), version["served"].as_bool(), version["storage"].as_bool()),
+        (Some("v1alpha1"), Some(true), Some(true))
+    );
+    assert_eq!(version["subresources"], serde_yaml::from_str::<Value>("{status: {}}")?);
+    let schema = version["schema"]["openAPIV3Schema"].clone();
+
+    let columns: Vec<(String, String)> = version["additionalPrinterColumns"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (c["name"].as_str().unwrap_or_default().to_owned(), c["jsonPath"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let expected = [
+        ("Requester", ".spec.requester"),
+        ("Cluster", ".spec.cluster"),
+        ("Levels", ".spec.levels"),
+        ("Phase", ".status.phase"),
+        ("Expires", ".status.grant.expiresAt"),
+        ("Age", ".metadata.creationTimestamp"),
+    ];
+    assert_eq!(columns, expected.map(|(n, p)| (n.to_owned(), p.to_owned())));
+    for (name, path) in &columns {
+        assert!(
+            path.starts_with(".metadata.") || schema_at(&schema, path).is_some(),
+            "column {name}: {path} is no field"
+        );
+    }
+
+    let mut errors = Vec::new();
+    structural_errors(&schema, "openAPIV3Schema", &mut errors);
+    assert!(errors.is_empty(), "not a structural schema: {errors:#?}");
+    // The check can fail: a node without its type, an array without items.
+    for (what, broken) in
+        [("an untyped node", "/properties/spec/properties/reason"), ("items", "/properties/spec/properties/levels")]
+    {
+        let mut copy = serde_json::to_value(&schema)?;
+        let node =
+            copy.pointer_mut(broken).and_then(|n| n.as_object_mut()).ok_or_else(|| anyhow::anyhow!("{broken}"))?;
+        node.remove(if what == "items" { "items" } else { "type" });
+        let mut errors = Vec::new();
+        structural_errors(&serde_yaml::to_value(&copy)?, "openAPIV3Schema", &mut errors);
+        assert!(!errors.is_empty(), "{what}: accepted");
+    }
+    assert_eq!(
+        strings(&schema["properties"]["spec"]["required"]),
+        ["requester", "cluster", "levels", "durationSeconds"]
+    );
+    assert_eq!(
+        strings(&schema["properties"]["status"]["properties"]["phase"]["enum"]),
+        ["Pending", "Approved", "Denied", "Expired", "Revoked"]
+    );
+
+    let documented = documented_access_request(&schema);
+    assert_eq!(documented["kind"].as_str(), Some("AccessRequest"));
+    assert_eq!(documented["apiVersion"].as_str(), Some("kubegate.dev/v1alpha1"));
+    assert!(documented["status"]["submitted"]["signature"].is_string(), "the documented object shows status.submitted");
+    let mut errors = Vec::new();
+    schema_errors(&schema, &documented, "", &mut errors);
+    assert!(errors.is_empty(), "the object of docs/access-requests.md: {errors:#?}");
+    let mut revoked = documented.clone();
+    revoked["spec"]["revoked"] = Value::Bool(true);
+    revoked["status"]["phase"] = Value::from("Revoked");
+    let mut errors = Vec::new();
+    schema_errors(&schema, &revoked, "", &mut errors);
+    assert!(errors.is_empty(), "a revoked request: {errors:#?}");
+
+    for (what, edit, expected) in [
+        ("no levels", "spec: {levels: null}", ".spec: missing required field levels"),
+        ("a zero duration", "spec: {durationSeconds: 0}", ".spec.durationSeconds"),
+        ("a duration as text", "spec: {durationSeconds: \"3600\"}", ".spec.durationSeconds"),
+        ("an unknown phase", "status: {phase: Granted}", ".status.phase"),
+        ("a time that is not one", "status: {grant: {expiresAt: tomorrow}}", ".status.grant.expiresAt"),
+        ("a submission time that is not one", "status: {submitted: {at: tomorrow}}", ".status.submitted.at"),
+        ("a misspelt field", "spec: {level: [oncall]}", ".spec.level"),
+        ("a level that is no string", "spec: {levels: [[oncall]]}", ".spec.levels[0]"),
+    ] {
+        let mut object = documented.clone();
+        let edit: Value = serde_yaml::from_str(edit)?;
+        for (section, fields) in edit.as_mapping().into_iter().flatten() {
+            for (field, value) in fields.as_mapping().into_iter().flatten() {
+                let target = object[section].as_mapping_mut().ok_or_else(|| anyhow::anyhow!("{what}"))?;
+                if value.is_null() {
+                    target.remove(field);
+                } else {
+                    target.insert(field.clone(), value.clone());
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        schema_errors(&schema, &object, "", &mut errors);
+        assert!(errors.iter().any(|e| e.contains(expected)), "{what}: {errors:?}");
+    }
+
+    // The CRD and every object of the set, against Kubernetes' own schemas.
+    let report = chart.validate(&rendered, &KUBERNETES)?;
+    for version in KUBERNETES {
+        let line = format!("ok   CustomResourceDefinition/accessrequests.kubegate.dev against Kubernetes {version}");
+        assert!(report.contains(&line), "{report}");
+    }
+    Ok(())
+}
+
+/// authz-server's rights on AccessRequest objects: a Role in the namespace they live in
+/// (the release's, or accessRequests.namespace), bound to the chart's service account,
+/// with every verb it uses and no delete; the impersonation ClusterRole unchanged.
+#[test]
+fn access_request_rbac_is_a_role_without_delete_in_their_namespace() -> anyhow::Result<()> {
+    let chart = chart();
+    let rendered = render(&chart, ACCESS_VALUES);
+    let name = format!("{RELEASE}-access-requests");
+    let role = rendered.object("Role", &name)?;
+    assert_eq!(role["metadata"]["namespace"].as_str(), Some("kubegate"));
+    let grants: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role["rules"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|r| (strings(&r["apiGroups"]), strings(&r["resources"]), strings(&r["verbs"])))
+        .collect();
+    let owned = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        grants,
+        [
+            (
+                owned(&["kubegate.dev"]),
+                owned(&["accessrequests"]),
+                owned(&["get", "list", "watch", "create", "update", "patch"])
+            ),
+            (owned(&["kubegate.dev"]), owned(&["accessrequests/status"]), owned(&["get", "update", "patch"])),
+        ]
+    );
+    assert!(role["rules"][0].get("resourceNames").is_none() && role["rules"][1].get("resourceNames").is_none());
+    let binding = rendered.object("RoleBinding", &name)?;
+    assert_eq!(binding["metadata"]["namespace"].as_str(), Some("kubegate"));
+    assert_eq!(
+        (binding["roleRef"]["kind"].as_str(), binding["roleRef"]["name"].as_str()),
+        (Some("Role"), Some(name.as_str()))
+    );
+    let subjects = binding["subjects"].as_sequence().cloned().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        [&subjects[0]["kind"], &subjects[0]["name"], &subjects[0]["namespace"]].map(|v| v.as_str()),
+        [Some("ServiceAccount"), Some("kubegate"), Some("kubegate")]
+    );
+    // Nothing about access requests in any ClusterRole, and the impersonation rights are
+    // those of the same install without access requests.
+    for role in rendered.of_kind("ClusterRole") {
+        assert!(!serde_yaml::to_string(role)?.contains("kubegate.dev\n"), "{role:?}");
+    }
+    let off = render_with(&chart, ACCESS_VALUES, "accessRequests: {enabled: false}\n");
+    assert_eq!(
+        rendered.object("ClusterRole", &format!("{RELEASE}-impersonator"))?,
+        off.object("ClusterRole", &format!("{RELEASE}-impersonator"))?
+    );
+    assert!(off.object("Role", &name).is_err() && off.object("RoleBinding", &name).is_err());
+
+    let elsewhere = render_with(&chart, ACCESS_VALUES, "accessRequests: {namespace: kubegate-access}\n");
+    assert_eq!(elsewhere.object("Role", &name)?["metadata"]["namespace"].as_str(), Some("kubegate-access"));
+    assert_eq!(elsewhere.object("RoleBinding", &name)?["metadata"]["namespace"].as_str(), Some("kubegate-access"));
+    assert_eq!(authz_config(&elsewhere)["accessRequests"]["namespace"].as_str(), Some("kubegate-access"));
+    let no_rbac = render_with(&chart, ACCESS_VALUES, "rbac: {create: false}\n");
+    assert!(no_rbac.of_kind("Role").is_empty() && no_rbac.of_kind("RoleBinding").is_empty());
+    Ok(())
+}
+
+fn decoded_signing_key(secret: &Value) -> String {
+    use base64::Engine as _;
+    let data = secret["data"]["signing-key"].as_str().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The signing key: the chart's own Secret, 48 random characters (more than 32 bytes),
+/// kept on uninstall; or the operator's Secret. Mounted read-only into authz-server
+/// alone, where its configuration reads it.
+#[test]
+fn the_signing_key_is_a_secret_mounted_into_authz_server_alone() -> anyhow::Result<()> {
+    let chart = chart();
+    let secret_name = format!("{RELEASE}-access-signing-key");
+    let first = render(&chart, ACCESS_VALUES);
+    let secret = first.object("Secret", &secret_name)?;
+    assert_eq!(secret["type"].as_str(), Some("Opaque"));
+    assert_eq!(secret["metadata"]["annotations"]["helm.sh/resource-policy"].as_str(), Some("keep"));
+    let key = decoded_signing_key(secret);
+    assert!(key.len() >= 48 && key.chars().all(|c| c.is_ascii_alphanumeric()), "{key:?}");
+    let second = render(&chart, ACCESS_VALUES);
+    assert_ne!(decoded_signing_key(second.object("Secret", &secret_name)?), key, "each new key is random");
+
+    let check_mount = |rendered: &Rendered, secret: &str| -> anyhow::Result<()> {
+        let mounts = rendered.container("authz-server")?["volumeMounts"].as_sequence().cloned().unwrap_or_default();
+        let mount =
+            mounts.iter().find(|m| m["name"].as_str() == Some("access-signing-key")).cloned().unwrap_or_default();
+        assert_eq!(mount["mountPath"].as_str(), Some("/etc/kubegate/access"));
+        assert_eq!(mount["readOnly"].as_bool(), Some(true));
+        let envoy_mounts = rendered.container("envoy")?["volumeMounts"].as_sequence().cloned().unwrap_or_default();
+        assert!(!names_of(&envoy_mounts).iter().any(|m| m == "access-signing-key"), "Envoy never sees the key");
+        let volumes = rendered.pod_spec()?["volumes"].as_sequence().cloned().unwrap_or_default();
+        let volume =
+            volumes.iter().find(|v| v["name"].as_str() == Some("access-signing-key")).cloned().unwrap_or_default();
+        assert_eq!(volume["secret"]["secretName"].as_str(), Some(secret));
+        assert_eq!(
+            volume["secret"]["items"],
+            serde_yaml::from_str::<Value>("[{key: signing-key, path: signing-key}]")?
+        );
+        let authz = authz_config(rendered);
+        assert_eq!(authz["accessRequests"]["signingKeyFile"].as_str(), Some("/etc/kubegate/access/signing-key"));
+        Ok(())
+    };
+    check_mount(&first, &secret_name)?;
+
+    let own = render_with(&chart, ACCESS_VALUES, "accessRequests: {signingKeySecret: my-signing-key}\n");
+    assert!(own.of_kind("Secret").is_empty(), "the operator's Secret is used, none created");
+    check_mount(&own, "my-signing-key")?;
+    Ok(())
+}
+
+/// A stand-in API server for what `helm template --dry-run=server` reads: discovery for
+/// the kinds the chart renders, and one Secret (or none). It answers GET only, and
+/// records every request.
+struct HelmLookupServer {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HelmLookupServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HelmLookupServer {
+    async fn start(kinds: &[(String, String)], secret: Option<serde_json::Value>) -> anyhow::Result<Self> {
+        use axum::http::{Method, StatusCode, Uri};
+        use axum::response::IntoResponse;
+        use std::sync::{Arc, Mutex};
+        let mut groups: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for (api_version, kind) in kinds {
+            let lower = kind.to_ascii_lowercase();
+            let plural = match lower.strip_suffix('y') {
+                Some(stem) => format!("{stem}ies"),
+                None if lower.ends_with('s') => format!("{lower}es"),
+                None => format!("{lower}s"),
+            };
+            let namespaced =
+                !["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"].contains(&kind.as_str());
+            groups.entry(api_version.clone()).or_default().push(serde_json::json!({
+                "name": plural, "singularName": lower, "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"],
+            }));
+        }
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let logged = requests.clone();
+        let groups = Arc::new(groups);
+        let handler = move |method: Method, uri: Uri| {
+            let (groups, secret, logged) = (groups.clone(), secret.clone(), logged.clone());
+            async move {
+                if let Ok(mut log) = logged.lock() {
+                    log.push(format!("{method} {}", uri.path()));
+                }
+                if method != Method::GET {
+                    return (StatusCode::METHOD_NOT_ALLOWED, axum::Json(serde_json::json!({}))).into_response();
+                }
+                match Self::answer(&groups, secret.as_ref(), uri.path()) {
+                    Some(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+                    None => {
+                        let status = serde_json::json!({
+                            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                        });
+                        (StatusCode::NOT_FOUND, axum::Json(status)).into_response()
+                    }
+                }
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, requests, task })
+    }
+
+    /// What kube-apiserver answers a GET of `path` with: the version, discovery of
+    /// `groups` (group version -> resources), the release's signing-key Secret if there
+    /// is one; `None`: 404.
+    fn answer(
+        groups: &BTreeMap<String, Vec<serde_json::Value>>,
+        secret: Option<&serde_json::Value>,
+        path: &str,
+    ) -> Option<serde_json::Value> {
+        let resources = |group_version: &str| {
+            serde_json::json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                "resources": groups.get(group_version).cloned().unwrap_or_default()})
+        };
+        let secret_path = format!("/api/v1/namespaces/kubegate/secrets/{RELEASE}-access-signing-key");
+        Some(match path {
+            "/version" => serde_json::json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0"}),
+            "/api" => serde_json::json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+            "/apis" => {
+                let list: Vec<_> = groups
+                    .keys()
+                    .filter_map(|gv| gv.split_once('/'))
+                    .map(|(group, version)| {
+                        let gv = serde_json::json!({"groupVersion": format!("{group}/{version}"), "version": version});
+                        serde_json::json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+                    })
+                    .collect();
+                serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})
+            }
+            "/api/v1" => resources("v1"),
+            other if other.strip_prefix("/apis/").is_some_and(|gv| groups.contains_key(gv)) => {
+                resources(other.trim_start_matches("/apis/"))
+            }
+            other if other == secret_path => secret?.clone(),
+            _ => return None,
+        })
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// `helm upgrade` keeps the signing key it finds (`lookup`): a new key would void every
+/// active grant. Rendered against a stand-in API server holding the release's Secret,
+/// the chart renders that Secret's key; with no Secret there, a fresh one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_keeps_the_signing_key_it_finds() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let chart = chart();
+    let values = chart.ci_values(ACCESS_VALUES);
+    let kinds: Vec<(String, String)> = render_with_crds(&chart, &[&values])?
+        .objects
+        .iter()
+        .map(|o| {
+            (o["apiVersion"].as_str().unwrap_or_default().to_owned(), o["kind"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let existing = "kept-from-the-first-install-0123456789abcdefghij";
+    // What the first install created: helm's ownership metadata, which helm checks before
+    // it takes an object over.
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": format!("{RELEASE}-access-signing-key"), "namespace": "kubegate",
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": "kubegate"},
+        },
+        "data": {"signing-key": base64::engine::general_purpose::STANDARD.encode(existing)},
+    });
+    let secret_name = format!("{RELEASE}-access-signing-key");
+    let render_against = |server: &HelmLookupServer| -> anyhow::Result<Rendered> {
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\ncurrent-context: c\n",
+                server.url
+            ),
+        )?;
+        let (chart_dir, values, kubeconfig) =
+            (chart.dir.display().to_string(), values.display().to_string(), kubeconfig.display().to_string());
+        let out = chart.helm(&[
+            "template",
+            RELEASE,
+            &chart_dir,
+            "--namespace",
+            "kubegate",
+            "--values",
+            &values,
+            "--dry-run=server",
+            "--disable-openapi-validation",
+            "--kubeconfig",
+            &kubeconfig,
+        ])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "helm template --dry-run=server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rendered_from(String::from_utf8(out.stdout)?)
+    };
+
+    let server = HelmLookupServer::start(&kinds, Some(secret)).await?;
+    let upgrade = tokio::task::block_in_place(|| render_against(&server))?;
+    assert_eq!(decoded_signing_key(upgrade.object("Secret", &secret_name)?), existing);
+    let requests = server.requests();
+    assert!(requests.contains(&format!("GET /api/v1/namespaces/kubegate/secrets/{secret_name}")), "{requests:?}");
+    assert!(requests.iter().all(|r| r.starts_with("GET ")), "helm template only reads: {requests:?}");
+    drop(server);
+
+    let server = HelmLookupServer::start(&kinds, None).await?;
+    let install = tokio::task::block_in_place(|| render_against(&server))?;
+    let fresh = decoded_signing_key(install.object("Secret", &secret_name)?);
+    assert!(fresh != existing && fresh.len() == 48, "{fresh:?}");
+    assert!(server.requests().contains(&format!("GET /api/v1/namespaces/kubegate/secrets/{secret_name}")));
+    Ok(())
+}
+
+/// authz-server's access-request settings, exactly the shape it reads: the API on
+/// loopback beside Envoy, the store in the cluster kubegate runs in, the key file, the
+/// workflows as given. (Not in mesh mode: `access_requests_are_refused_in_mesh_mode`.)
+/// Turning it on restarts the pods (a listener); a workflow change does not.
+#[test]
+fn the_access_request_settings_reach_authz_server() -> anyhow::Result<()> {
+    let chart = chart();
+    let rendered = render(&chart, ACCESS_VALUES);
+    let authz = authz_config(&rendered);
+    assert_eq!(authz["apiListen"].as_str(), Some("127.0.0.1:9004"));
+    assert_eq!(authz["healthListen"].as_str(), Some("0.0.0.0:9003"), "the API has a port of its own");
+    assert_eq!(
+        authz["accessRequests"],
+        serde_yaml::from_str::<Value>(
+            "{cluster: dev, namespace: kubegate, signingKeyFile: /etc/kubegate/access/signing-key}"
+        )?
+    );
+    let values: Value = serde_yaml::from_str(&std::fs::read_to_string(chart.ci_values(ACCESS_VALUES))?)?;
+    assert_eq!(authz["workflows"], values["accessRequests"]["workflows"]);
+    assert_eq!(authz["workflows"].as_sequence().map(Vec::len), Some(2));
+    let ports =
+        names_of(rendered.container("authz-server")?["ports"].as_sequence().map(Vec::as_slice).unwrap_or_default());
+    assert_eq!(ports, ["metrics", "health"], "the API is no container port in gateway mode");
+    let none = render_with(&chart, ACCESS_VALUES, "accessRequests: {workflows: []}\n");
+    assert_eq!(authz_config(&none)["workflows"], Value::Sequence(vec![]));
+
+    let annotation = |extra: &str| {
+        let rendered = render_with(&chart, ACCESS_VALUES, extra);
+        rendered.object("Deployment", RELEASE).map(|d| d["spec"]["template"]["metadata"]["annotations"].clone())
+    };
+    let base = annotation("{}\n")?;
+    let workflow = annotation(
+        "accessRequests: {workflows: [{name: w, levels: [oncall], approvers: {users: [a@example.com]}}]}\n",
+    )?;
+    assert_eq!(workflow["checksum/authz-restart"], base["checksum/authz-restart"], "workflows are reloaded");
+    let off = annotation("accessRequests: {enabled: false}\n")?;
+    assert_ne!(off["checksum/authz-restart"], base["checksum/authz-restart"], "the API listener needs a restart");
+    let moved = annotation("authz: {apiPort: 9010}\n")?;
+    assert_ne!(moved["checksum/authz-restart"], base["checksum/authz-restart"]);
+    Ok(())
+}
+
+/// Envoy: `/kubegate/v1/access/` and `/kubegate/console/` (case-sensitive prefixes) go to
+/// `kubegate_api`, before any cluster route, with ext_authz and every kubegate wasm
+/// filter of the chain disabled on them; `kubegate_api` is authz-server's loopback API,
+/// plain HTTP/1.1, without the gateway's credential. The rest of the gateway is what it
+/// is without access requests.
+#[test]
+fn envoy_routes_kubegate_paths_to_authz_server_before_any_cluster() -> anyhow::Result<()> {
+    let chart = chart();
+    let rendered = render(&chart, ACCESS_VALUES);
+    let envoy = rendered.envoy_config()?;
+    let routes = gateway_routes(&envoy);
+    assert_eq!(names_of(&routes), ["kubegate-api", "kubegate-console", "cluster-dev", "cluster-prod", "no-decision"]);
+    let wasm_filters: Vec<String> = gateway_http_filters(&envoy)
+        .iter()
+        .filter(|f| {
+            f["typed_config"]["@type"].as_str()
+                == Some("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")
+        })
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(wasm_filters, ["kubegate.strip", "kubegate.inject"]);
+    for (route, prefix) in routes.iter().zip(["/kubegate/v1/access/", "/kubegate/console/"]) {
+        let name = route["name"].as_str().unwrap_or_default();
+        // A prefix alone, case-sensitive (Envoy's default: `case_sensitive` unset).
+        let matcher = route["match"].as_mapping().cloned().unwrap_or_default();
+        assert_eq!(matcher.len(), 1, "{name}: a prefix alone: {matcher:?}");
+        assert_eq!(route["match"]["prefix"].as_str(), Some(prefix), "{name}");
+        assert_eq!(route["route"]["cluster"].as_str(), Some("kubegate_api"), "{name}");
+        let per_filter = route["typed_per_filter_config"].as_mapping().cloned().unwrap_or_default();
+        let ext_authz = &route["typed_per_filter_config"]["envoy.filters.http.ext_authz"];
+        assert_eq!(
+            ext_authz["@type"].as_str(),
+            Some("type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"),
+            "{name}"
+        );
+        assert_eq!(ext_authz["disabled"].as_bool(), Some(true), "{name}");
+        for filter in &wasm_filters {
+            let config = &route["typed_per_filter_config"][filter.as_str()];
+            assert_eq!(
+                config["@type"].as_str(),
+                Some("type.googleapis.com/envoy.config.route.v3.FilterConfig"),
+                "{name} {filter}"
+            );
+            assert_eq!(config["disabled"].as_bool(), Some(true), "{name} {filter}");
+        }
+        assert_eq!(per_filter.len(), 1 + wasm_filters.len(), "{name}: {per_filter:?}");
+    }
+
+    let api = envoy_cluster(&envoy, "kubegate_api");
+    let socket = &api["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+    assert_eq!((socket["address"].as_str(), socket["port_value"].as_u64()), (Some("127.0.0.1"), Some(9004)));
+    assert!(api.get("transport_socket").is_none(), "plain HTTP on loopback");
+    assert!(api.get("typed_extension_protocol_options").is_none(), "Envoy's default upstream protocol, HTTP/1.1");
+    assert!(upstream_filters(api).is_empty(), "no upstream filter, so no credential injector, on kubegate_api");
+    for cluster in ["kube_dev", "kube_prod"] {
+        assert!(injector(envoy_cluster(&envoy, cluster)).is_mapping(), "{cluster} keeps its credential");
+    }
+    assert!(!serde_yaml::to_string(api)?.contains("credential"), "{api:?}");
+
+    // Everything else is the gateway without access requests.
+    let off = render_with(&chart, ACCESS_VALUES, "accessRequests: {enabled: false}\n").envoy_config()?;
+    let mut without = envoy.clone();
+    let listener = &mut without["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    if let Some(routes) = listener["route_config"]["virtual_hosts"][0]["routes"].as_sequence_mut() {
+        routes.retain(|r| r["route"]["cluster"].as_str() != Some("kubegate_api"));
+    }
+    if let Some(clusters) = without["static_resources"]["clusters"].as_sequence_mut() {
+        clusters.retain(|c| c["name"].as_str() != Some("kubegate_api"));
+    }
+    assert_eq!(without, off);
+    Ok(())
+}
+
+/// A request authz-server's API stand-in got: its path and query, and its headers.
+type SeenRequest = (String, BTreeMap<String, Vec<String>>);
+
+/// What Envoy does with those routes, run: a call to the access API reaches
+/// authz-server's API (a recording stand-in here) with the user's own token and headers
+/// as sent, although no authz-server answers ext_authz, so ext_authz and both filter
+/// stages were skipped; any other path (a case variant of the prefix among them) goes
+/// through ext_authz, which, unanswered, refuses it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_envoy_sends_kubegate_paths_to_the_api_without_filters() -> anyhow::Result<()> {
+    use kubegate_tests::harness::{free_port, ChildProcess};
+    use std::sync::{Arc, Mutex};
+    let (chart, tools) = (chart(), Tools::locate()?);
+    let (gateway, ready, admin, authz, api) = (free_port()?, free_port()?, free_port()?, free_port()?, free_port()?);
+    let extra = format!(
+        "envoy: {{port: {gateway}, readinessPort: {ready}, adminPort: {admin}}}\nauthz: {{port: {authz}, apiPort: {api}}}\n"
+    );
+    let (root, rendered) = render_relocated(&chart, &tools, ACCESS_VALUES, &extra);
+
+    // authz-server's API, standing in: records each request's path and headers.
+    let seen: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::http::Request<axum::body::Body>| {
+        let record = record.clone();
+        async move {
+            let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (name, value) in request.headers() {
+                headers.entry(name.as_str().to_owned()).or_default().push(value.to_str().unwrap_or("?").to_owned());
+            }
+            let path = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            if let Ok(mut seen) = record.lock() {
+                seen.push((path, headers));
+            }
+            axum::Json(serde_json::json!({"clusters": []}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", api)).await?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let container = rendered.container("envoy")?;
+    let mut command = std::process::Command::new(&tools.envoy);
+    command.args(strings(&container["args"]));
+    let mut envoy = ChildProcess::spawn("envoy", command, root.path())?;
+    let probe = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !probe.get(format!("http://127.0.0.1:{ready}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+        envoy.check_running()?;
+        anyhow::ensure!(std::time::Instant::now() < deadline, "Envoy never ready:\n{}", envoy.log_tail(40));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let client = kubegate_tests::tls::https_client(&root.path().join("pki/ca.crt"))?.build()?;
+    let base = format!("https://127.0.0.1:{gateway}");
+    let get = |path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .header("authorization", "Bearer the-users-own-token")
+            .header("impersonate-user", "mallory")
+            .header("x-kubegate-cluster", "dev")
+            .send()
+    };
+    for path in ["/kubegate/v1/access/catalog", "/kubegate/v1/access/requests?pending=true", "/kubegate/console/"] {
+        let response = get(path).await?;
+        assert_eq!(response.status(), 200, "{path}: {}", response.text().await.unwrap_or_default());
+        let (seen_path, headers) = seen.lock().ok().and_then(|s| s.last().cloned()).unwrap_or_default();
+        assert_eq!(seen_path, path);
+        let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
+        // The inject stage would have removed the user's token; no credential replaced it.
+        assert_eq!(header("authorization"), ["Bearer the-users-own-token"], "{path}");
+        // The strip stage would have removed the client's Impersonate-User.
+        assert_eq!(header("impersonate-user"), ["mallory"], "{path}: the strip stage ran");
+        assert!(header("x-kubegate-cluster").is_empty(), "{path}: removed before routing");
+        assert_eq!(header("x-forwarded-for"), ["127.0.0.1"], "{path}");
+    }
+    let reached = seen.lock().map(|s| s.len()).unwrap_or_default();
+    for path in
+        ["/api/v1/pods", "/KUBEGATE/v1/access/catalog", "/kubegate/v1/accessrequests", "/kubegate/v2/access/x", "/"]
+    {
+        let response = get(path).await?;
+        assert_eq!(response.status(), 503, "{path}: ext_authz, unanswered, refuses");
+    }
+    assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), reached, "only the kubegate paths reach the API");
+    envoy.check_running()?;
+    server.abort();
+    Ok(())
+}
+
+fn authz_check(tools: &Tools, root: &Path) -> std::process::Output {
+    let config =
+        PathBuf::from(relocation_values(root)["paths"]["authzConfig"].as_str().unwrap_or_default()).join("authz.yaml");
+    std::process::Command::new(&tools.authz_server)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The chart's access-request settings are ones authz-server loads (`check`): the API
+/// beside Envoy, the store through the in-cluster cluster's upstream, the key file as
+/// mounted, the workflows as given.
+#[test]
+fn the_rendered_access_request_config_passes_authz_server_check() -> anyhow::Result<()> {
+    let (chart, tools) = (chart(), Tools::locate()?);
+    let (root, _) = render_relocated(&chart, &tools, ACCESS_VALUES, "{}\n");
+    let out = authz_check(&tools, root.path());
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// Not in mesh mode yet: authz-server serves the API (users' tokens, plain HTTP) on
+/// loopback only, so the chart refuses rather than render a configuration that
+/// authz-server would refuse at start.
+#[test]
+fn access_requests_are_refused_in_mesh_mode() {
+    let chart = chart();
+    let (_dir, file) = values_file(MESH_ACCESS);
+    let err = chart.template_refused(&[&chart.ci_values("mesh"), &file]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(err.contains("accessRequests.enabled: not in mesh mode yet"), "{err}");
+}
+
+/// Bad access-request values are refused naming the value.
+#[test]
+fn bad_access_request_values_are_refused_naming_the_field() {
+    let chart = chart();
+    let base = chart.ci_values(ACCESS_VALUES);
+    for (values, expected) in [
+        ("accessRequests: {enable: true}\n", "enable"),
+        ("accessRequests: {namespace: Kube_Gate}\n", "/accessRequests/namespace"),
+        ("accessRequests: {workflows: [{name: w, levels: [oncall], approvers: {groups: [a]}, approver: {}}]}\n", "approver"),
+        ("accessRequests: {workflows: [{levels: [oncall], approvers: {groups: [a]}}]}\n", "name"),
+        ("accessRequests: {workflows: [{name: w, levels: [\"\"]}]}\n", "/accessRequests/workflows/0/levels/0"),
+        ("accessRequests: {workflows: [{name: w, levels: [oncall], approvers: {group: [a]}}]}\n", "group"),
+        ("accessRequests: {workflows: [{name: w, levels: [oncall], approvers: {groups: [a]}, approvalsRequired: 0}]}\n", "/accessRequests/workflows/0/approvalsRequired"),
+        ("accessRequests: {workflows: [{name: w, levels: [oncall], approvers: {groups: [a]}, maxDuration: four hours}]}\n", "/accessRequests/workflows/0/maxDuration"),
+        ("accessRequests: {workflows: [{name: w, levels: [oncall], approvers: {groups: [a]}, clusters: [staging]}]}\n", "accessRequests.workflows[0].clusters"),
+        ("accessRequests: {workflows: [{name: w, levels: [root], approvers: {groups: [a]}}]}\n", "accessRequests.workflows[0].levels"),
+        (
+            "accessRequests: {workflows: [{name: w, levels: [oncall], approvers: {groups: [a]}}, {name: w, levels: [oncall], approvers: {groups: [b]}}]}\n",
+            "accessRequests.workflows[1].name",
+        ),
+        ("clusters: [{name: prod, server: https://p.example.com, credentialsSecret: s}]\naccessRequests: {workflows: []}\n", "accessRequests.enabled"),
+        ("authz: {apiPort: 0}\n", "/authz/apiPort"),
+    ] {
+        let (_dir, file) = values_file(values);
+        let err = chart.template_refused(&[&base, &file]).unwrap_or_else(|e| panic!("{values}: {e}"));
+        assert!(err.contains(expected), "{values}: the refusal does not name {expected}: {err}");
+    }
 }

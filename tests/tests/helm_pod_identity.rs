@@ -79,7 +79,12 @@ async fn kubectl_gets_execs_and_port_forwards_through_the_charts_pod() -> anyhow
     assert!(doctor.status.success(), "{report}{}", String::from_utf8_lossy(&doctor.stderr));
     assert!(!report.contains("FAIL"), "{report}");
     let impersonation = report.lines().filter(|l| l.starts_with("ok   cluster default: impersonate ")).count();
-    assert_eq!(impersonation, 4, "users, groups, uids and the request-id extra: {report}");
+    assert_eq!(
+        impersonation,
+        3 + kubegate_decision::EXTRA_KEYS.len(),
+        "users, groups, uids and each extra of the decision contract ({:?}): {report}",
+        kubegate_decision::EXTRA_KEYS
+    );
     assert!(report.contains("ok   cluster default: level engineering: bound by"), "{report}");
     assert!(!report.contains("privilege levels: cannot list"), "{report}");
 

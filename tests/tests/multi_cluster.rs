@@ -545,6 +545,8 @@ fn the_template_with_three_clusters_is_valid_envoy_configuration() -> anyhow::Re
         ("AUTHZ_TIMEOUT", "1s".to_string()),
         ("AUTHZ_ADDRESS", "127.0.0.1".to_string()),
         ("AUTHZ_PORT", free_port()?.to_string()),
+        ("API_ADDRESS", "127.0.0.1".to_string()),
+        ("API_PORT", free_port()?.to_string()),
         ("GATEWAY_TOKEN_SDS", dev_sds.display().to_string()),
         ("GATEWAY_TOKEN_DIR", dev_dir.display().to_string()),
         ("UPSTREAM_ADDRESS", "127.0.0.1".to_string()),

@@ -305,6 +305,7 @@ pub fn relocation_values(root: &Path) -> serde_json::Value {
             "policies": path("etc/kubegate/policies"),
             "issuerCAs": path("etc/kubegate/issuer-ca"),
             "grpcTls": path("etc/kubegate/grpc-tls"),
+            "accessRequests": path("etc/kubegate/access"),
         },
     })
 }
@@ -483,6 +484,7 @@ impl PodIdentityStack {
         )?;
 
         let stack = GatewayStack {
+            replica_recipe: None,
             ca_cert: pki.ca_cert.clone(),
             gateway_url: format!("https://127.0.0.1:{}", ports.gateway),
             stand_in_url: Some(format!("https://127.0.0.1:{stand_in_port}")),

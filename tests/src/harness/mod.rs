@@ -21,7 +21,9 @@ mod kubectl;
 mod login;
 mod operator;
 
+pub mod access;
 mod process;
+mod replica;
 pub mod stand_in_objects;
 mod tokens;
 pub mod tools;
@@ -34,6 +36,7 @@ pub use http::{http2_get, raw_http1, raw_http1_head, raw_http1_upgrade, RawRespo
 pub use kubectl::{KubectlBytes, KubectlOutput, KubectlRun, StreamTransport};
 pub use login::{complete_device_login, device_url, DeviceLogin};
 pub use process::{free_port, free_port_or, wait_until, ChildProcess, StackPorts};
+pub use replica::Replica;
 pub use tokens::{now as now_secs, AttackerKey, ForgedToken, SigningKey, ISSUER_KEY};
 pub use tools::Tools;
 pub use upstream::{ClusterUpstream, Upstream, UpstreamCredential};
@@ -59,6 +62,8 @@ pub struct DemoUser {
 pub const ALICE: DemoUser = DemoUser { email: "alice@example.com", password: "alice-demo" };
 /// In no IdP group.
 pub const BOB: DemoUser = DemoUser { email: "bob@example.com", password: "bob-demo" };
+/// In IdP group `leads`.
+pub const CAROL: DemoUser = DemoUser { email: "carol@example.com", password: "carol-demo" };
 
 /// The OAuth client id the gateway accepts tokens for.
 pub const GATEWAY_CLIENT_ID: &str = "kubegate";
@@ -117,6 +122,9 @@ pub struct StackOptions {
     pub authz_settings: String,
     /// Cedar policy files for authz-server: (file name, text).
     pub policies: Vec<(String, String)>,
+    /// Access requests: authz-server stores them in the (one) stand-in and serves its
+    /// API, which Envoy routes. Off by default.
+    pub access_requests: Option<access::AccessRequestOptions>,
 }
 
 /// The demo's standing role: IdP group `engineering` holds privilege level `engineering`.
@@ -144,6 +152,7 @@ impl Default for StackOptions {
             issuer_settings: String::new(),
             authz_settings: ENGINEERING_ROLE.into(),
             policies: Vec::new(),
+            access_requests: None,
         }
     }
 }
@@ -152,8 +161,9 @@ impl Default for StackOptions {
 pub const GATEWAY_USER: &str = "system:serviceaccount:kubegate:kubegate-gateway";
 
 /// What kubegate's gateway identity must be allowed to impersonate, and no more: the
-/// person, their groups, their uid and kubegate's request-id extra.
-pub const GATEWAY_IMPERSONATES: &[&str] = &["users", "groups", "uids", "userextras/kubegate.dev/request-id"];
+/// person, their groups, their uid and kubegate's extras (request id, grant ids).
+pub const GATEWAY_IMPERSONATES: &[&str] =
+    &["users", "groups", "uids", "userextras/kubegate.dev/request-id", "userextras/kubegate.dev/grant-id"];
 
 /// The gateway's identity may impersonate `resources`.
 pub fn gateway_impersonates(resources: &[&str]) -> Impersonator {
@@ -192,6 +202,8 @@ pub struct GatewayStack {
     /// Envoy's admin interface (`/stats`, `/ready`), on loopback.
     pub envoy_admin_url: String,
     authz_config: PathBuf,
+    /// What a replica needs to start like this stack's gateway (not for a chart's pod).
+    replica_recipe: Option<replica::Recipe>,
     oidc_port: u16,
     provider_args: Vec<String>,
     // Declared in stop order: the front door closes first.
@@ -210,8 +222,11 @@ const STARTUP: Duration = Duration::from_secs(30);
 
 impl GatewayStack {
     /// Starts every component and waits until the gateway answers.
-    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+    pub async fn start(mut options: StackOptions) -> anyhow::Result<Self> {
         let tools = Tools::locate()?;
+        if options.access_requests.is_some() {
+            options.rbac.push(access::gateway_rule());
+        }
         let (dir, tmp) = match &options.dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
@@ -317,6 +332,15 @@ impl GatewayStack {
             std::fs::write(policy_dir.join(name), text)?;
         }
         let authz_tls = if options.authz_mtls { Some(AuthzTls::mint(&pki)?) } else { None };
+        let api_port = free_port()?;
+        let access_yaml = match &options.access_requests {
+            Some(access) => {
+                let token_file = gateway_token_dir.join("token");
+                let (settings, ca) = (&options.authz_settings, &pki.ca_cert);
+                access::authz_yaml(access, settings, api_port, upstream.port, ca, &token_file, &dir)?
+            }
+            None => String::new(),
+        };
         let authz_yaml = format!(
             "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\npolicyFiles: [policies]\n{}{}issuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
             authz_tls.as_ref().map(|tls| tls.config_yaml(&pki.ca_cert)).unwrap_or_default(),
@@ -328,7 +352,7 @@ impl GatewayStack {
             pki.ca_cert.display(),
             options.issuer_settings.replace("{issuer}", &issuer).replace("{ca}", &pki.ca_cert.display().to_string())
         );
-        std::fs::write(&authz_config, authz_yaml)?;
+        std::fs::write(&authz_config, format!("{authz_yaml}{access_yaml}"))?;
         let authz = start_authz(&tools, &dir, &authz_config)?;
         let ready = match &authz_tls {
             Some(tls) => {
@@ -353,7 +377,7 @@ impl GatewayStack {
             &options,
             gateway_port,
             admin_port,
-            authz_port,
+            (authz_port, api_port),
             authz_tls.as_ref(),
             &upstream,
             &gateway_token_dir,
@@ -388,6 +412,7 @@ impl GatewayStack {
             authz_metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             envoy_admin_url: format!("http://127.0.0.1:{admin_port}"),
             authz_config,
+            replica_recipe: Some(replica::Recipe { options: options.clone(), upstream: upstream.clone(), api_port }),
             oidc_port,
             provider_args: provider_args(&options),
             envoy,
@@ -682,7 +707,7 @@ fn start_envoy(
     options: &StackOptions,
     port: u16,
     admin_port: u16,
-    authz_port: u16,
+    (authz_port, api_port): (u16, u16),
     authz_tls: Option<&AuthzTls>,
     upstream: &ClusterUpstream,
     token_dir: &Path,
@@ -712,6 +737,8 @@ fn start_envoy(
         ("AUTHZ_TIMEOUT", options.authz_timeout.clone()),
         ("AUTHZ_ADDRESS", "127.0.0.1".to_string()),
         ("AUTHZ_PORT", authz_port.to_string()),
+        ("API_ADDRESS", "127.0.0.1".to_string()),
+        ("API_PORT", api_port.to_string()),
         ("GATEWAY_TOKEN_SDS", sds.display().to_string()),
         ("GATEWAY_TOKEN_DIR", token_dir.display().to_string()),
         ("UPSTREAM_ADDRESS", upstream.host.clone()),

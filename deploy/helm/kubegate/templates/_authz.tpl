@@ -2,7 +2,8 @@
 authz-server's configuration file (docs/configuration.md), from values: the listen
 addresses the pod's layout needs, the issuers (a `caFrom` becomes the file its
 Secret or ConfigMap is mounted as), the clusters without the chart's own keys (how
-Envoy reaches each is Envoy's side), roles and the policy directory.
+Envoy reaches each is Envoy's side), roles, the policy directory, and with
+accessRequests.enabled the access-request API, store and workflows.
 */}}
 {{- define "kubegate.authzConfig" -}}
 {{- $p := .Values.paths -}}
@@ -20,6 +21,12 @@ listen: 127.0.0.1:{{ $a.port }}
 {{- end }}
 metricsListen: 0.0.0.0:{{ $a.metricsPort }}
 healthListen: 0.0.0.0:{{ $a.healthPort }}
+{{- if .Values.accessRequests.enabled }}
+# The access-request API (docs/access-requests.md), on loopback: Envoy in this pod
+# routes /kubegate/v1/access/ and /kubegate/console/ to it. (Gateway mode only:
+# validate.yaml refuses access requests in mesh mode.)
+apiListen: 127.0.0.1:{{ $a.apiPort }}
+{{- end }}
 {{- with $a.settings }}
 {{ toYaml . }}
 {{- end }}
@@ -73,6 +80,20 @@ clusters:
 {{- with .Values.roles }}
 roles:
 {{ toYaml . }}
+{{- end }}
+{{- if .Values.accessRequests.enabled }}
+# AccessRequest objects (accessrequests.kubegate.dev) in the cluster kubegate runs in;
+# approvals and grants signed with the key mounted from the chart's Secret.
+accessRequests:
+  cluster: {{ include "kubegate.inClusterName" . }}
+  namespace: {{ include "kubegate.accessRequests.namespace" . }}
+  signingKeyFile: {{ $p.accessRequests }}/signing-key
+{{- with .Values.accessRequests.workflows }}
+workflows:
+{{ toYaml . }}
+{{- else }}
+workflows: []
+{{- end }}
 {{- end }}
 issuers:
 {{- range $i, $issuer := .Values.issuers }}

@@ -4,8 +4,9 @@ one route and one upstream cluster per configured cluster (as
 kubegate_tests::envoy_config::add_cluster builds them), plus what a pod needs beyond
 the template: a readiness listener on the pod IP answering kubelet from Envoy's
 admin (which stays on loopback), and the serving certificate and client certificates
-as SDS secrets re-read when their Secret changes. tests/tests/helm_chart.rs checks
-that the gateway listener and the clusters are exactly the template's.
+as SDS secrets re-read when their Secret changes, and with accessRequests.enabled the
+routes to authz-server's access-request API. tests/tests/helm_chart.rs checks that
+the gateway listener and the clusters are exactly the template's.
 */}}
 {{- define "kubegate.envoyConfig" -}}
 {{- $p := .Values.paths -}}
@@ -120,6 +121,33 @@ static_resources:
               # x-kubegate-cluster to the decided cluster. One route per cluster, then
               # the refusal: without a decision, no upstream.
               routes:
+              {{- if .Values.accessRequests.enabled }}
+              # First, kubegate's own API (access requests) and its web console: to
+              # authz-server's HTTP listener (apiListen), with no filter of the chain on
+              # them (no ext_authz: a request body never goes through it; no
+              # impersonation, no gateway credential: that listener authenticates every
+              # call by the user's own token). The API route is envoy/kubegate.yaml's.
+              {{- range list (list "kubegate-api" "/kubegate/v1/access/") (list "kubegate-console" "/kubegate/console/") }}
+              - name: {{ index . 0 }}
+                match: { prefix: {{ index . 1 | quote }} }
+                route:
+                  cluster: kubegate_api
+                  timeout: 10s
+                request_headers_to_remove: [x-real-ip, forwarded]
+                request_headers_to_add:
+                - header: { key: x-forwarded-for, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" }
+                  append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    disabled: true
+                  {{- range list "kubegate.strip" "kubegate.inject" }}
+                  {{ . }}:
+                    "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+                    disabled: true
+                  {{- end }}
+              {{- end }}
+              {{- end }}
               {{- range .Values.clusters }}
               - name: cluster-{{ .name }}
                 match:
@@ -245,6 +273,21 @@ static_resources:
         - endpoint:
             address:
               socket_address: { address: 127.0.0.1, port_value: {{ $e.adminPort }} }
+{{- if .Values.accessRequests.enabled }}
+
+  # authz-server's HTTP API (access requests): plain HTTP/1.1 on loopback, no
+  # credential of any cluster.
+  - name: kubegate_api
+    type: STRICT_DNS
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: kubegate_api
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: {{ .Values.authz.apiPort }} }
+{{- end }}
 {{- range .Values.clusters }}
 {{- $address := "" }}{{- $port := "" }}{{- $serverName := "" }}{{- $ca := "" }}{{- $tokenDir := "" }}
 {{- if .inCluster }}

@@ -48,6 +48,7 @@ without RBAC here fails the tests.
 */}}
 {{- define "kubegate.extraKeys" -}}
 - kubegate.dev/request-id
+- kubegate.dev/grant-id
 {{- end -}}
 
 {{/* The Secret holding the gateway's serving certificate. */}}
@@ -100,4 +101,21 @@ no brackets. Port 443 unless given.
 {{/* Clusters whose credential is a token (in-cluster, or a remote one with `credential: token`). */}}
 {{- define "kubegate.usesToken" -}}
 {{- if or .inCluster (ne (default "token" .credential) "clientCertificate") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The name of the cluster kubegate runs in (its inCluster entry), or nothing. */}}
+{{- define "kubegate.inClusterName" -}}
+{{- range .Values.clusters -}}
+{{- if .inCluster -}}{{- .name -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Access requests: the namespace their AccessRequest objects live in. */}}
+{{- define "kubegate.accessRequests.namespace" -}}
+{{- default .Release.Namespace .Values.accessRequests.namespace -}}
+{{- end -}}
+
+{{/* Access requests: the Secret holding the signing key (`signing-key`). */}}
+{{- define "kubegate.accessRequests.signingKeySecret" -}}
+{{- default (printf "%s-access-signing-key" (include "kubegate.fullname" .)) .Values.accessRequests.signingKeySecret -}}
 {{- end -}}
