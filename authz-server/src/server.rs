@@ -117,12 +117,15 @@ async fn start_access_requests(
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
         tracing::info!(%addr, "access-request API listening");
+        let console =
+            crate::access::console::Console::from_config(access, &config.issuers).map_err(StoreError::Config)?;
         let state = api::AccessApi {
             validator: validator.clone(),
             rules: rules.clone(),
             store: store.clone(),
             namespace: access.namespace.clone(),
             notifier,
+            console,
         };
         tokio::spawn(api::serve(listener, state));
     }

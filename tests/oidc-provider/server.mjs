@@ -3,13 +3,17 @@
 // of our own (the library's dev interactions accept any password).
 //
 // Usage: node server.mjs --port P --cert F --key F --state DIR [--keys a,b] [--id-token-ttl S]
-//        [--refresh-token-ttl S] [--clock-skew S]
+//        [--refresh-token-ttl S] [--clock-skew S] [--console-redirect URI]...
 //   --keys: the published signing keys, in order; the first one signs. Each is the RSA
 //   key DIR/<name>.pem (created on first use, reused after) with `kid` <name>. Default
 //   `signing-key`. Tests restart the provider with another list to rotate keys, and
 //   read a key to forge tokens only the issuer could sign (to test refusal paths).
 //   --clock-skew: run the provider's clock S seconds ahead of the machine's (negative:
 //   behind), to test how clients cope with a clock that disagrees with the provider's.
+//   --console-redirect URI: also let the `kubegate` client redirect to URI (kubegate's
+//   web console, `https://<gateway>/kubegate/console/callback`); repeatable. A claimed
+//   https URI, so its host must not be a loopback name or address (the library refuses
+//   those for a native client): tests reach the gateway under a test host name.
 //   Prints "ready <issuer>" on stdout once listening.
 
 import { createServer } from 'node:https';
@@ -28,6 +32,7 @@ const { values: args } = parseArgs({
     'refresh-token-ttl': { type: 'string', default: '86400' },
     'clock-skew': { type: 'string', default: '0' },
     keys: { type: 'string', default: 'signing-key' },
+    'console-redirect': { type: 'string', multiple: true, default: [] },
   },
 });
 
@@ -67,7 +72,7 @@ const provider = new Provider(issuer, {
       token_endpoint_auth_method: 'none',
       grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
       response_types: ['code'],
-      redirect_uris: ['http://127.0.0.1/callback', 'http://localhost/callback'],
+      redirect_uris: ['http://127.0.0.1/callback', 'http://localhost/callback', ...args['console-redirect']],
     },
     {
       // A bot (CI deployer): client credentials, JWT access tokens for `kubegate-bots`.

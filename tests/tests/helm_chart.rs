@@ -507,9 +507,9 @@ fn every_rbac_rule_is_commented_with_the_feature_that_needs_it() -> anyhow::Resu
 /// template rendered with the same values and extended the way the harness extends it
 /// (`add_cluster`, `use_upstream_client_certificate`), certificates aside (the chart
 /// reads them through SDS so that a renewed Secret is picked up). What the chart adds:
-/// the readiness listener and the admin cluster it routes to, and with access requests
-/// the web console's route beside the template's route to authz-server's API. Without
-/// access requests, the chart has neither that route nor `kubegate_api`.
+/// the readiness listener and the admin cluster it routes to. Without access requests,
+/// the chart has neither the routes to authz-server's API and console nor
+/// `kubegate_api`.
 #[test]
 fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result<()> {
     let chart = chart();
@@ -568,13 +568,12 @@ fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result
         legacy["transport_socket"]["typed_config"].as_mapping_mut().map(|m| m.remove("sni"));
     }
 
-    // The web console's route is the chart's own (the same as the API's but its prefix).
+    // The web console's route is the API's but for its prefix.
     let routes = gateway_routes_mut;
     let (api, console) = {
         let ours_routes = routes(&mut ours).ok_or_else(|| anyhow::anyhow!("no routes"))?;
-        let console = ours_routes.iter().position(|r| r["name"].as_str() == Some("kubegate-console"));
-        let console = ours_routes.remove(console.ok_or_else(|| anyhow::anyhow!("no console route"))?);
-        (ours_routes[0].clone(), console)
+        let console = ours_routes.iter().find(|r| r["name"].as_str() == Some("kubegate-console")).cloned();
+        (ours_routes[0].clone(), console.ok_or_else(|| anyhow::anyhow!("no console route"))?)
     };
     let mut console_as_api = console.clone();
     console_as_api["name"] = api["name"].clone();

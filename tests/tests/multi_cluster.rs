@@ -588,7 +588,7 @@ fn the_template_with_three_clusters_is_valid_envoy_configuration() -> anyhow::Re
         .output()?;
     let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && printed.contains("OK"), "{printed}");
-    assert!(printed.contains("loading 4 cluster(s)"), "authz plus three API servers: {printed}");
+    assert!(printed.contains("loading 5 cluster(s)"), "authz, its API and three API servers: {printed}");
     Ok(())
 }
 

@@ -13,14 +13,34 @@
 //! as a value, and [`crate::host_bytes`] decodes and judges the bytes (natively tested;
 //! its module documentation states the rule for bytes that are not UTF-8). A host call
 //! that fails refuses the request.
+//!
+//! # Streams end with their grant
+//!
+//! The inject stage watches every upgraded stream whose decision names access grants
+//! ([`crate::grant_watch`]) in a list the VM's root context shares with its HTTP
+//! contexts (one VM per Envoy worker thread, so a thread-local). The root context's tick
+//! asks authz-server, with `dispatch_http_call` to the configured Envoy cluster, which
+//! of the grants are still active, and resets the streams that must end: it makes the
+//! stream's context the effective one (`proxy_set_effective_context`, which Envoy's
+//! host provides for exactly this: a root context acting on its streams) and closes it
+//! (`proxy_close_stream(HttpRequest)`, a `resetStream()` of the stream, deferred until
+//! the call returns). Silent streams are reached that way, without any data callback.
+//! An exec or attach is first told why on its error channel ([`crate::farewell`]),
+//! through its own body callbacks, which also stop passing what the user types.
 
 use crate::config::{FilterConfig, Stage};
+use crate::farewell::{Farewell, Framing, Said};
+use crate::grant_watch::{
+    check_path, is_stream_upgrade, parse_answer, Watchlist, Why, CHECK_TIMEOUT_MILLIS, GRANT_STATUS_AUTHORITY,
+    MAX_ANSWER_BYTES, TICK_MILLIS,
+};
 use crate::headers::{inject_stage, strip_stage, HeaderMap};
 use crate::host_bytes::{lines_for_rules, RawLine};
 use kubegate_decision::{Decision, Status, EXT_AUTHZ_NAMESPACE, METADATA_KEY};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 // `main!` expands to the exported entry point the host calls; exporting a symbol is
 // what the `unsafe_code` lint flags, and is the one place this crate needs it besides
@@ -35,8 +55,8 @@ mod entry {
                 &format!("kubegate filter panicked: {info}"),
             );
         }));
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(super::FilterRoot { stage: None })
+        proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+            Box::new(super::FilterRoot::new(context_id))
         });
     }}
 }
@@ -51,10 +71,20 @@ pub(crate) mod host {
     use proxy_wasm::types::LogLevel;
     use std::ptr::{null, null_mut};
 
-    /// `MapType::HttpRequestHeaders`.
-    const REQUEST_HEADERS: u32 = 0;
+    /// `MapType::HttpRequestHeaders`, `HttpResponseHeaders`, `HttpCallResponseHeaders`.
+    pub const REQUEST_HEADERS: u32 = 0;
+    pub const RESPONSE_HEADERS: u32 = 2;
+    pub const CALL_RESPONSE_HEADERS: u32 = 6;
+    /// `BufferType::HttpRequestBody`, `HttpResponseBody`, `HttpCallResponseBody`.
+    pub const REQUEST_BODY: u32 = 0;
+    pub const RESPONSE_BODY: u32 = 1;
+    pub const CALL_RESPONSE_BODY: u32 = 4;
+    /// `StreamType::HttpRequest`.
+    const HTTP_REQUEST_STREAM: u32 = 0;
     const OK: u32 = 0;
     const NOT_FOUND: u32 = 1;
+    /// The host's answer to an unknown context id.
+    pub const BAD_ARGUMENT: u32 = 2;
 
     #[link(wasm_import_module = "env")]
     extern "C" {
@@ -81,6 +111,23 @@ pub(crate) mod host {
             return_data: *mut *mut u8,
             return_size: *mut usize,
         ) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            data_size: usize,
+        ) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_set_effective_context(context_id: u32) -> u32;
+        fn proxy_close_stream(stream_type: u32) -> u32;
         fn proxy_send_local_response(
             status_code: u32,
             details_data: *const u8,
@@ -139,13 +186,62 @@ pub(crate) mod host {
 
     /// Every request header line, bytes as the host holds them.
     pub fn request_headers() -> Result<Vec<RawLine>, String> {
+        header_lines(REQUEST_HEADERS)
+    }
+
+    /// Every line of the header map `map` (one of the `*_HEADERS` constants).
+    pub fn header_lines(map: u32) -> Result<Vec<RawLine>, String> {
         let (mut data, mut size) = (null_mut(), 0usize);
         // SAFETY: the out-pointers point to live locals.
-        let status = unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) };
+        let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
         // SAFETY: the host set `data`/`size` to a buffer it allocated for us, or left null.
         let buffer = unsafe { take_buffer(data, size) };
         check("proxy_get_header_map_pairs", status).map_err(|e| e.to_string())?;
-        decode_pairs(&buffer).ok_or_else(|| "the host's request header buffer is malformed".to_owned())
+        decode_pairs(&buffer).ok_or_else(|| "the host's header buffer is malformed".to_owned())
+    }
+
+    /// Up to `max` bytes of the buffer `kind` (one of the `*_BODY` constants) from its
+    /// start; empty when the host has none.
+    pub fn buffer(kind: u32, max: usize) -> Result<Vec<u8>, HostError> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: the out-pointers point to live locals.
+        let status = unsafe { proxy_get_buffer_bytes(kind, 0, max, &mut data, &mut size) };
+        // SAFETY: as in `header_lines`.
+        let buffer = unsafe { take_buffer(data, size) };
+        match status {
+            OK => Ok(buffer),
+            NOT_FOUND => Ok(Vec::new()),
+            status => Err(HostError { call: "proxy_get_buffer_bytes", status }),
+        }
+    }
+
+    /// Replaces the first `len` bytes of the buffer `kind` (the current chunk, for a
+    /// body callback) by `data`.
+    pub fn replace_buffer(kind: u32, len: usize, data: &[u8]) -> Result<(), HostError> {
+        // SAFETY: the pointer and length describe `data`, alive for the call.
+        let status = unsafe { proxy_set_buffer_bytes(kind, 0, len, data.as_ptr(), data.len()) };
+        check("proxy_set_buffer_bytes", status)
+    }
+
+    /// Ticks the root context every `millis` (0: stops the tick). Envoy restarts the
+    /// period on every call, so it is called only to start and to stop.
+    pub fn set_tick_period(millis: u32) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        check("proxy_set_tick_period_milliseconds", unsafe { proxy_set_tick_period_milliseconds(millis) })
+    }
+
+    /// Makes `context_id` the context the following host calls act on, until the VM
+    /// call returns (Envoy: `BAD_ARGUMENT` for a context it no longer has).
+    pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        check("proxy_set_effective_context", unsafe { proxy_set_effective_context(context_id) })
+    }
+
+    /// Resets the (effective) context's HTTP stream, both directions, once the VM call
+    /// returns (Envoy: `decoder_callbacks_->resetStream()`).
+    pub fn reset_stream() -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        check("proxy_close_stream", unsafe { proxy_close_stream(HTTP_REQUEST_STREAM) })
     }
 
     /// Removes every request header line named `name` (the host matches case-insensitively).
@@ -238,11 +334,119 @@ mod test_panic_trigger {
     }
 }
 
-pub(crate) struct FilterRoot {
-    stage: Option<Stage>,
+thread_local! {
+    /// The VM's streams watched for their grants: shared by the root context (its tick
+    /// and the answers to its checks) and the HTTP contexts (their lifetimes and data).
+    static WATCHLIST: RefCell<Watchlist> = RefCell::new(Watchlist::default());
 }
 
-impl Context for FilterRoot {}
+/// Runs `f` on the watchlist. Nothing holding it calls the host, so it is never
+/// borrowed twice; if it were, the caller gets `None` rather than a panic.
+fn with_watchlist<T>(f: impl FnOnce(&mut Watchlist) -> T) -> Option<T> {
+    WATCHLIST.with(|watchlist| watchlist.try_borrow_mut().ok().map(|mut w| f(&mut w)))
+}
+
+pub(crate) struct FilterRoot {
+    /// This root context's id: the effective context again after acting on streams.
+    id: u32,
+    stage: Option<Stage>,
+    grant_status_cluster: String,
+}
+
+impl FilterRoot {
+    fn new(id: u32) -> Self {
+        Self { id, stage: None, grant_status_cluster: crate::config::DEFAULT_GRANT_STATUS_CLUSTER.to_owned() }
+    }
+
+    /// Asks authz-server which of `ids` are active; the answer comes to
+    /// `on_http_call_response`.
+    fn send_check(&self, ids: Vec<String>) {
+        let path = check_path(&ids);
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", GRANT_STATUS_AUTHORITY),
+            ("accept", "application/json"),
+        ];
+        let timeout = Duration::from_millis(CHECK_TIMEOUT_MILLIS);
+        // The SDK's wrapper registers the call, so that its answer reaches this context;
+        // it returns Envoy's refusals (BadArgument: no such cluster; InternalFailure) as
+        // errors, and Envoy's `httpCall` returns nothing else for valid memory.
+        match proxy_wasm::hostcalls::dispatch_http_call(&self.grant_status_cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                with_watchlist(|w| w.sent(token, ids));
+            }
+            Err(status) => {
+                host::log(
+                    LogLevel::Error,
+                    &format!(
+                        "kubegate filter: could not ask authz-server about access grants through Envoy cluster {:?} ({status:?}); streams under them end if this persists",
+                        self.grant_status_cluster
+                    ),
+                );
+                let reset = with_watchlist(|w| w.not_sent(&ids)).unwrap_or_default();
+                self.reset_streams(reset);
+            }
+        }
+    }
+
+    /// Resets each stream from this root context, then acts as itself again.
+    fn reset_streams(&self, streams: Vec<(u32, Why)>) {
+        if streams.is_empty() {
+            return;
+        }
+        for (stream, why) in streams {
+            let attempt = with_watchlist(|w| w.reset_asked(stream)).unwrap_or_default();
+            match host::set_effective_context(stream).and_then(|()| host::reset_stream()) {
+                Ok(()) if attempt <= 1 => host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "kubegate filter: reset stream {stream} (access grant {}): {}",
+                        why.grant(),
+                        why.message()
+                    ),
+                ),
+                Ok(()) => {}
+                Err(e) if e.status == host::BAD_ARGUMENT => {
+                    // The host no longer has the stream: it ended on its own.
+                    with_watchlist(|w| w.forget(stream));
+                }
+                Err(e) => host::log(
+                    LogLevel::Error,
+                    &format!("kubegate filter: could not reset stream {stream} (access grant {}): {e}", why.grant()),
+                ),
+            }
+        }
+        if let Err(e) = host::set_effective_context(self.id) {
+            host::log(LogLevel::Error, &format!("kubegate filter: could not act as the root context again: {e}"));
+        }
+    }
+}
+
+impl Context for FilterRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let status = host::header_lines(host::CALL_RESPONSE_HEADERS)
+            .ok()
+            .and_then(|lines| lines.into_iter().find(|(name, _)| name == b":status").map(|(_, value)| value));
+        // One byte more than an answer may have, so that a larger one is refused.
+        let body = match body_size {
+            0 => Ok(Vec::new()),
+            size => host::buffer(host::CALL_RESPONSE_BODY, size.min(MAX_ANSWER_BYTES + 1)),
+        };
+        let answer = match body {
+            Ok(body) => parse_answer(status.as_deref(), &body),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(reason) = &answer {
+            host::log(
+                LogLevel::Warn,
+                &format!("kubegate filter: could not confirm access grants with authz-server: {reason}"),
+            );
+        }
+        let reset = with_watchlist(|w| w.answered(token_id, answer)).unwrap_or_default();
+        self.reset_streams(reset);
+    }
+}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -254,6 +458,7 @@ impl RootContext for FilterRoot {
         match FilterConfig::parse(self.get_plugin_configuration().as_deref()) {
             Ok(config) => {
                 self.stage = Some(config.stage);
+                config.grant_status_cluster().clone_into(&mut self.grant_status_cluster);
                 true
             }
             Err(message) => {
@@ -263,8 +468,21 @@ impl RootContext for FilterRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(FilterRequest { stage: self.stage }))
+    fn on_tick(&mut self) {
+        let plan = with_watchlist(Watchlist::tick).unwrap_or_default();
+        self.reset_streams(plan.reset);
+        for ids in plan.checks {
+            self.send_check(ids);
+        }
+        if plan.stop_ticking {
+            if let Err(e) = host::set_tick_period(0) {
+                host::log(LogLevel::Error, &format!("kubegate filter: could not stop the tick: {e}"));
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(FilterRequest { id: context_id, stage: self.stage, watched: false, farewell: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -273,12 +491,78 @@ impl RootContext for FilterRoot {
 }
 
 struct FilterRequest {
+    /// The host's id of this stream's context.
+    id: u32,
     /// `None` only if configuration failed, which Envoy treats as a load failure;
     /// refusing here as well keeps that path closed too.
     stage: Option<Stage>,
+    /// The stream is on the watchlist (an upgrade opened under access grants).
+    watched: bool,
+    /// A watched stream's frames, while it may be told why it ends.
+    farewell: Option<Farewell>,
 }
 
-impl Context for FilterRequest {}
+impl FilterRequest {
+    /// Watches this upgraded stream for `decision`'s grants; `Err` refuses it.
+    fn watch(&mut self, decision: &Decision, raw: &[RawLine]) -> Result<(), (u16, String)> {
+        if decision.grants.is_empty() || !is_stream_upgrade(raw) {
+            return Ok(());
+        }
+        let start = match with_watchlist(|w| w.watch(self.id, &decision.grants)) {
+            Some(Ok(start)) => start,
+            Some(Err(reason)) => return Err((403, reason)),
+            None => return Err((500, "the gateway could not record the stream's access grants".into())),
+        };
+        self.watched = true;
+        self.farewell = Framing::of_request(raw).map(Farewell::new);
+        if start {
+            if let Err(e) = host::set_tick_period(TICK_MILLIS) {
+                with_watchlist(Watchlist::tick_not_started);
+                self.watched = false;
+                return Err((503, format!("the gateway cannot watch the stream's access grants: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why this stream must end, once it must.
+    fn ending(&self) -> Option<Why> {
+        with_watchlist(|w| w.ending(self.id).cloned()).flatten()
+    }
+
+    /// The stream can no longer be told why: it ends without the message.
+    fn give_up_farewell(&mut self) {
+        self.farewell = None;
+        with_watchlist(|w| w.can_say_farewell(self.id, false));
+    }
+
+    /// Drops the current chunk of `kind` and resets the stream from its own context.
+    fn drop_and_reset(&self, kind: u32, size: usize) {
+        let dropped = host::replace_buffer(kind, size, &[]);
+        if let Err(e) = dropped.and_then(|()| host::reset_stream()) {
+            host::log(LogLevel::Error, &format!("kubegate filter: could not end stream {}: {e}", self.id));
+        }
+    }
+
+    fn forget(&mut self) {
+        if std::mem::take(&mut self.watched) {
+            with_watchlist(|w| w.forget(self.id));
+        }
+    }
+}
+
+impl Drop for FilterRequest {
+    fn drop(&mut self) {
+        self.forget();
+    }
+}
+
+impl Context for FilterRequest {
+    fn on_done(&mut self) -> bool {
+        self.forget();
+        true
+    }
+}
 
 impl HttpContext for FilterRequest {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -295,17 +579,133 @@ impl HttpContext for FilterRequest {
             Ok(headers) => headers,
             Err(reason) => return refuse(400, &reason),
         };
-        match stage {
-            Stage::Strip => strip_stage(&mut headers),
+        let decided = match stage {
+            Stage::Strip => {
+                strip_stage(&mut headers);
+                None
+            }
             Stage::Inject => match decision() {
-                Ok(decision) => inject_stage(&mut headers, &decision),
+                Ok(decision) => {
+                    inject_stage(&mut headers, &decision);
+                    Some(decision)
+                }
                 Err(reason) => return refuse(403, &reason),
             },
+        };
+        if let Some(reason) = headers.failure.take() {
+            return refuse(500, &format!("the gateway could not rewrite the request headers: {reason}"));
         }
-        match headers.failure.take() {
-            None => Action::Continue,
-            Some(reason) => refuse(500, &format!("the gateway could not rewrite the request headers: {reason}")),
+        if let Some(decision) = decided {
+            if let Err((code, reason)) = self.watch(&decision, &raw) {
+                return refuse(code, &reason);
+            }
         }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(farewell) = &self.farewell {
+            let lines = host::header_lines(host::RESPONSE_HEADERS).unwrap_or_default();
+            let status = lines.iter().find(|(name, _)| name == b":status").map(|(_, v)| v.as_slice());
+            if farewell.framing().has_error_channel(status.unwrap_or_default(), &lines) {
+                with_watchlist(|w| w.can_say_farewell(self.id, true));
+            } else {
+                self.give_up_farewell();
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if !self.watched {
+            return Action::Continue;
+        }
+        let ending = self.ending();
+        let Some(farewell) = self.farewell.as_mut() else {
+            if ending.is_some() {
+                self.drop_and_reset(host::REQUEST_BODY, body_size);
+            }
+            return Action::Continue;
+        };
+        let Ok(chunk) = host::buffer(host::REQUEST_BODY, body_size) else {
+            // Frames no longer followed: no message can be placed.
+            self.give_up_farewell();
+            if ending.is_some() {
+                self.drop_and_reset(host::REQUEST_BODY, body_size);
+            }
+            return Action::Continue;
+        };
+        if ending.is_none() {
+            farewell.observe_request(&chunk);
+            return Action::Continue;
+        }
+        let passed = farewell.request_while_ending(&chunk);
+        if passed.len() != chunk.len() {
+            if let Err(e) = host::replace_buffer(host::REQUEST_BODY, body_size, &passed) {
+                host::log(
+                    LogLevel::Error,
+                    &format!("kubegate filter: could not hold back stream {}'s data: {e}", self.id),
+                );
+                self.give_up_farewell();
+                self.drop_and_reset(host::REQUEST_BODY, body_size);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if !self.watched {
+            return Action::Continue;
+        }
+        let ending = self.ending();
+        let Some(farewell) = self.farewell.as_mut() else {
+            if ending.is_some() {
+                self.drop_and_reset(host::RESPONSE_BODY, body_size);
+            }
+            return Action::Continue;
+        };
+        let Ok(chunk) = host::buffer(host::RESPONSE_BODY, body_size) else {
+            self.give_up_farewell();
+            if ending.is_some() {
+                self.drop_and_reset(host::RESPONSE_BODY, body_size);
+            }
+            return Action::Continue;
+        };
+        let Some(why) = ending else {
+            farewell.observe_response(&chunk);
+            return Action::Continue;
+        };
+        let first = !farewell.said();
+        match farewell.say(&chunk, &why.status_json()) {
+            Said::NotYet => {}
+            Said::Now(out) => match host::replace_buffer(host::RESPONSE_BODY, body_size, &out) {
+                Ok(()) if first => {
+                    with_watchlist(|w| w.farewell_said(self.id));
+                    host::log(
+                        LogLevel::Info,
+                        &format!(
+                            "kubegate filter: told the client of stream {} why it ends: {}",
+                            self.id,
+                            why.message()
+                        ),
+                    );
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    host::log(
+                        LogLevel::Error,
+                        &format!("kubegate filter: could not end stream {}'s data: {e}", self.id),
+                    );
+                    self.give_up_farewell();
+                    self.drop_and_reset(host::RESPONSE_BODY, body_size);
+                }
+            },
+            Said::Cannot => {
+                self.give_up_farewell();
+                self.drop_and_reset(host::RESPONSE_BODY, body_size);
+            }
+        }
+        Action::Continue
     }
 }
 

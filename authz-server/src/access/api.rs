@@ -39,6 +39,8 @@ pub struct AccessApi {
     pub store: AccessStore,
     pub namespace: String,
     pub notifier: Notifier,
+    /// The web console under `/kubegate/console/`, when `accessRequests.console` is set.
+    pub console: Option<Arc<super::console::Console>>,
 }
 
 /// Serves the API on `listener` until the process ends.
@@ -55,9 +57,11 @@ pub fn router(api: AccessApi) -> Router {
         .route(&format!("{PREFIX}/requests"), get(list).post(create))
         .route(&format!("{PREFIX}/requests/{{name}}"), get(show))
         .route(&format!("{PREFIX}/requests/{{name}}/{{action}}"), post(act))
+        .merge(super::grant_status::router(api.store.grants().clone()))
         .fallback(|| async { ApiError::new(404, "no such kubegate API path") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(api)
+        .with_state(api.clone())
+        .merge(super::console::router(api))
 }
 
 /// A refusal, as a Kubernetes `Status`.
@@ -70,6 +74,16 @@ pub struct ApiError {
 impl ApiError {
     fn new(code: u16, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
+    }
+
+    /// The HTTP status code.
+    pub(super) fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// What the caller reads.
+    pub(super) fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -123,7 +137,7 @@ impl From<Decision<ApiError>> for ApiError {
 /// The client's address: Envoy, the only client of this loopback listener, appends
 /// the address it saw to `X-Forwarded-For` (`use_remote_address`), so the last entry is
 /// the one no client can choose.
-fn client_address(headers: &HeaderMap) -> String {
+pub(super) fn client_address(headers: &HeaderMap) -> String {
     headers
         .get_all("x-forwarded-for")
         .iter()
@@ -282,7 +296,7 @@ async fn create(
 
 /// Whether `name` is a Kubernetes object name (a DNS subdomain): nothing that could
 /// change the path it is put in.
-fn is_object_name(name: &str) -> bool {
+pub(super) fn is_object_name(name: &str) -> bool {
     let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     (1..=253).contains(&name.len()) && name.chars().all(ok) && alnum(name.chars().next()) && alnum(name.chars().last())
@@ -356,24 +370,33 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let identity = caller(&api, &headers).await?;
+    let items = requests(&api, &identity, query.pending, &client_address(&headers)).await?;
+    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+}
+
+/// `identity`'s own requests, or (`pending`) the pending requests they may approve.
+pub(super) async fn requests(
+    api: &AccessApi,
+    identity: &Identity,
+    pending: bool,
+    source_ip: &str,
+) -> Result<Vec<View>, ApiError> {
     let rules = api.rules.current();
     let key = api.store.grants().key();
-    let source_ip = client_address(&headers);
     let objects = api.store.list().await?;
-    let items: Vec<View> = objects
+    Ok(objects
         .iter()
-        .filter(|object| match query.pending {
+        .filter(|object| match pending {
             false => object.spec.requester == identity.username,
             true => {
                 ledger::phase(object, key, now()) == Phase::Pending
                     && ledger::is_submitted(object, key)
                     && object.spec.requester != identity.username
-                    && may_approve(&rules, &identity, object, &source_ip)
+                    && may_approve(&rules, identity, object, source_ip)
             }
         })
-        .map(|object| View::of(object, &api, &rules))
-        .collect();
-    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+        .map(|object| View::of(object, api, &rules))
+        .collect())
 }
 
 /// Whether `identity` is an approver of `object`'s workflow on its cluster (or a
@@ -434,17 +457,31 @@ async fn act(
 ) -> Result<Response, ApiError> {
     let identity = caller(&api, &headers).await?;
     let ActionBody { reason } = body(&bytes)?;
-    check_reason(&reason)?;
+    let view = perform(&api, &identity, &name, &action, &reason, &client_address(&headers)).await?;
+    Ok(axum::Json(view).into_response())
+}
+
+/// `identity` approves, denies or revokes request `name` (`action`), with `reason`:
+/// the one implementation the API and the console share (checks, write, webhook,
+/// audit event).
+pub(super) async fn perform(
+    api: &AccessApi,
+    identity: &Identity,
+    name: &str,
+    action: &str,
+    reason: &str,
+    source_ip: &str,
+) -> Result<View, ApiError> {
+    check_reason(reason)?;
     let rules = api.rules.current();
-    let source_ip = client_address(&headers);
-    let object = visible(&api, &rules, &identity, &name, &source_ip).await?;
-    let written = match action.as_str() {
-        "approve" => approve(&api, &rules, &identity, &object, &source_ip).await?,
-        "deny" => deny(&api, &rules, &identity, &object, &reason).await?,
-        "revoke" => revoke(&api, &rules, &identity, &object, &reason).await?,
+    let object = visible(api, &rules, identity, name, source_ip).await?;
+    let written = match action {
+        "approve" => approve(api, &rules, identity, &object, source_ip).await?,
+        "deny" => deny(api, &rules, identity, &object, reason).await?,
+        "revoke" => revoke(api, &rules, identity, &object, reason).await?,
         _ => return Err(ApiError::new(404, format!("no action {action:?}: approve, deny or revoke"))),
     };
-    let (event, notified) = match action.as_str() {
+    let (event, notified) = match action {
         "approve" => ("access_approved", Event::Approved),
         "deny" => ("access_denied", Event::Denied),
         _ => ("access_revoked", Event::Revoked),
@@ -457,7 +494,7 @@ async fn act(
     tracing::info!(target: "kubegate::audit", event, request = written.name(), by = %identity.username,
         requester = written.spec.requester, cluster = written.spec.cluster, levels = ?written.spec.levels,
         phase = ?phase, reason);
-    Ok(axum::Json(View::of(&written, &api, &rules)).into_response())
+    Ok(View::of(&written, api, &rules))
 }
 
 /// The workflow and cluster `object` was made under, as the rules are now.
@@ -565,26 +602,26 @@ async fn revoke(
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct View {
-    name: String,
-    cluster: String,
-    workflow: String,
-    requester: String,
-    levels: Vec<String>,
-    duration_seconds: u64,
-    reason: String,
-    phase: Phase,
-    created_at: Option<String>,
-    approvals_required: u32,
-    approvals: Vec<ApprovalView>,
-    expires_at: Option<String>,
-    decided_by: Option<String>,
-    decision_reason: Option<String>,
+    pub(super) name: String,
+    pub(super) cluster: String,
+    pub(super) workflow: String,
+    pub(super) requester: String,
+    pub(super) levels: Vec<String>,
+    pub(super) duration_seconds: u64,
+    pub(super) reason: String,
+    pub(super) phase: Phase,
+    pub(super) created_at: Option<String>,
+    pub(super) approvals_required: u32,
+    pub(super) approvals: Vec<ApprovalView>,
+    pub(super) expires_at: Option<String>,
+    pub(super) decided_by: Option<String>,
+    pub(super) decision_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct ApprovalView {
-    by: String,
-    at: String,
+pub(super) struct ApprovalView {
+    pub(super) by: String,
+    pub(super) at: String,
 }
 
 impl View {

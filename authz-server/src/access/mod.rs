@@ -8,9 +8,13 @@
 //! [`ledger`] what approving, denying, revoking and expiring do to an object;
 //! [`grants`] the verified grants privilege resolution reads; [`store`] the API server
 //! that keeps them, and its watch; [`api`] the HTTP API the CLI and console call;
-//! [`notify`] the workflows' webhooks.
+//! [`console`] the web pages for approvers and requesters (login, session, CSRF);
+//! [`notify`] the workflows' webhooks; [`grant_status`] tells the gateway filter which
+//! grants its running streams were opened under are still in force.
 
 pub mod api;
+pub mod console;
+pub mod grant_status;
 pub mod grants;
 pub mod ledger;
 pub mod notify;

@@ -26,6 +26,11 @@ pub struct AccessRequestsConfig {
     /// The HMAC key (at least 32 bytes) every replica signs approvals and grants with:
     /// only what carries its signature counts, whoever else can write the objects.
     pub signing_key_file: PathBuf,
+    /// The web console for approvers and requesters under `/kubegate/console/`: the
+    /// OAuth client and issuer it logs people in with, and where it is reached (which
+    /// makes its redirect URI). Off when unset.
+    #[serde(default)]
+    pub console: Option<super::console::ConsoleConfig>,
 }
 
 fn default_namespace() -> String {

@@ -8,6 +8,32 @@ use std::path::Path;
 /// Where access requests are kept in tests (the chart's default is its namespace).
 pub const NAMESPACE: &str = "kubegate";
 
+/// The host name the web console is reached at in tests (`accessRequests.console.hosts`):
+/// not a loopback name, since the OIDC provider refuses a claimed https redirect URI
+/// on one for its native `kubegate` client. A browser resolves it to 127.0.0.1
+/// ([`super::browser::Browser`] maps it); the gateway's certificate does not name it, so
+/// a client must accept the gateway's own key for it (the browser does, by SPKI) or send
+/// it as `Host` to 127.0.0.1.
+pub const CONSOLE_HOST: &str = "console.kubegate.test";
+
+/// The console's origin and redirect URI for a gateway on `gateway_port`.
+pub fn console_origin(gateway_port: u16) -> String {
+    format!("https://{CONSOLE_HOST}:{gateway_port}")
+}
+
+/// The OIDC provider's arguments that register the console's redirect URI for a gateway
+/// on `gateway_port` (so a test that uses the console picks the gateway's port first:
+/// `StackOptions::gateway_port`).
+pub fn console_provider_args(gateway_port: u16) -> Vec<String> {
+    vec!["--console-redirect".into(), format!("{}/kubegate/console/callback", console_origin(gateway_port))]
+}
+
+/// `accessRequests.console` in every stack with access requests: the gateway's client,
+/// at [`CONSOLE_HOST`] on whatever port the gateway has.
+fn console_yaml() -> String {
+    format!("  console:\n    clientId: {}\n    hosts: [{CONSOLE_HOST}]\n", super::GATEWAY_CLIENT_ID)
+}
+
 /// Turns access requests on in a stack.
 #[derive(Debug, Clone, Default)]
 pub struct AccessRequestOptions {
@@ -29,29 +55,39 @@ pub fn gateway_rule() -> Rule {
     }
 }
 
-/// The authz-server settings: the API listener, the store (the one stand-in, reached
-/// as the gateway) and the workflows. `authz_settings` must not set `cluster:`: this
-/// writes it, with the upstream the store is reached through.
+/// authz-server's connection to the stand-in that stores the objects: as the gateway.
+pub fn store_upstream(stand_in_port: u16, ca: &Path, token_file: &Path) -> serde_json::Value {
+    serde_json::json!({"server": format!("https://127.0.0.1:{stand_in_port}"), "caFile": ca, "tokenFile": token_file})
+}
+
+/// The authz-server settings: the API listener, the store (on cluster `store_cluster`)
+/// and the workflows. With `legacy_upstream` (a stack of one cluster) this writes
+/// `cluster:` with that upstream, so `authz_settings` must not set it; a stack of
+/// several gives the first cluster the upstream in its `clusters:` entry instead.
 pub fn authz_yaml(
     options: &AccessRequestOptions,
     authz_settings: &str,
     api_port: u16,
-    stand_in_port: u16,
-    ca: &Path,
-    token_file: &Path,
+    store_cluster: &str,
+    legacy_upstream: Option<&serde_json::Value>,
     dir: &Path,
 ) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        !authz_settings.lines().any(|l| l.starts_with("cluster:") || l.starts_with("clusters:")),
-        "StackOptions::access_requests writes `cluster:` itself (with its upstream): leave it out of authz_settings"
-    );
+    let cluster = match legacy_upstream {
+        Some(upstream) => {
+            anyhow::ensure!(
+                !authz_settings.lines().any(|l| l.starts_with("cluster:") || l.starts_with("clusters:")),
+                "StackOptions::access_requests writes `cluster:` itself (with its upstream): leave it out of authz_settings"
+            );
+            format!("cluster:\n  upstream: {upstream}\n")
+        }
+        None => String::new(),
+    };
     let key = dir.join("access-signing-key");
     std::fs::write(&key, format!("{}\n", super::random_suffix().repeat(3)))?;
     Ok(format!(
-        "apiListen: 127.0.0.1:{api_port}\ncluster:\n  upstream:\n    server: https://127.0.0.1:{stand_in_port}\n    caFile: {}\n    tokenFile: {}\naccessRequests:\n  cluster: default\n  namespace: {NAMESPACE}\n  signingKeyFile: {}\nworkflows:\n{}",
-        ca.display(),
-        token_file.display(),
+        "apiListen: 127.0.0.1:{api_port}\n{cluster}accessRequests:\n  cluster: {store_cluster}\n  namespace: {NAMESPACE}\n  signingKeyFile: {}\n{}workflows:\n{}",
         key.display(),
+        console_yaml(),
         options.workflows,
     ))
 }

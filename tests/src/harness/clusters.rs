@@ -80,8 +80,16 @@ impl ClusterSpec {
 }
 
 /// authz-server's `clusters:` for `specs`, as top-level YAML.
-pub(super) fn authz_clusters_yaml(specs: &[ClusterSpec]) -> anyhow::Result<String> {
-    let entries: Vec<_> = specs.iter().map(ClusterSpec::authz_entry).collect();
+/// authz-server's `clusters:`; the first gets `first_upstream` (authz-server's own
+/// connection, for access requests stored there) when given.
+pub(super) fn authz_clusters_yaml(
+    specs: &[ClusterSpec],
+    first_upstream: Option<&serde_json::Value>,
+) -> anyhow::Result<String> {
+    let mut entries: Vec<_> = specs.iter().map(ClusterSpec::authz_entry).collect();
+    if let (Some(first), Some(upstream)) = (entries.first_mut(), first_upstream) {
+        first["upstream"] = upstream.clone();
+    }
     Ok(serde_yaml::to_string(&serde_json::json!({ "clusters": entries }))?)
 }
 
@@ -329,7 +337,8 @@ mod tests {
         let mut prod = ClusterSpec::new("prod").tag("env", "prod");
         prod.identity_mode = Some("leasedWithLevels".into());
         prod.gateway_user = Some("system:serviceaccount:kubegate:kubegate".into());
-        let yaml: serde_yaml::Value = serde_yaml::from_str(&authz_clusters_yaml(&[ClusterSpec::new("dev"), prod])?)?;
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&authz_clusters_yaml(&[ClusterSpec::new("dev"), prod], None)?)?;
         let clusters = yaml["clusters"].as_sequence().cloned().unwrap_or_default();
         assert_eq!(clusters.len(), 2);
         assert_eq!(clusters[0]["name"].as_str(), Some("dev"));

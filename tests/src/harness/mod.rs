@@ -14,6 +14,7 @@
 
 mod attacker_server;
 mod authz_tls;
+pub mod browser;
 mod clusters;
 pub mod helm;
 mod http;
@@ -333,13 +334,18 @@ impl GatewayStack {
         }
         let authz_tls = if options.authz_mtls { Some(AuthzTls::mint(&pki)?) } else { None };
         let api_port = free_port()?;
-        let access_yaml = match &options.access_requests {
-            Some(access) => {
-                let token_file = gateway_token_dir.join("token");
-                let (settings, ca) = (&options.authz_settings, &pki.ca_cert);
-                access::authz_yaml(access, settings, api_port, upstream.port, ca, &token_file, &dir)?
+        // The store is the (first) cluster's stand-in, reached as the gateway.
+        let token_file = gateway_token_dir.join("token");
+        let store =
+            options.access_requests.as_ref().map(|_| access::store_upstream(upstream.port, &pki.ca_cert, &token_file));
+        let legacy = options.clusters.is_empty();
+        let access_yaml = match (&options.access_requests, &store) {
+            (Some(access), Some(store)) => {
+                let cluster = options.clusters.first().map_or("default", |c| c.name.as_str());
+                let legacy_upstream = legacy.then_some(store);
+                access::authz_yaml(access, &options.authz_settings, api_port, cluster, legacy_upstream, &dir)?
             }
-            None => String::new(),
+            _ => String::new(),
         };
         let authz_yaml = format!(
             "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\npolicyFiles: [policies]\n{}{}issuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",
@@ -347,7 +353,7 @@ impl GatewayStack {
             if options.clusters.is_empty() {
                 options.authz_settings.clone()
             } else {
-                format!("{}{}", options.authz_settings, clusters::authz_clusters_yaml(&options.clusters)?)
+                format!("{}{}", options.authz_settings, clusters::authz_clusters_yaml(&options.clusters, store.as_ref())?)
             },
             pki.ca_cert.display(),
             options.issuer_settings.replace("{issuer}", &issuer).replace("{ca}", &pki.ca_cert.display().to_string())

@@ -204,9 +204,13 @@ static_resources:
               config:
                 name: kubegate.inject
                 root_id: kubegate
+                # grantStatusCluster: where the stage asks whether the access grants of
+                # its running exec/attach/port-forward streams are still active (the
+                # kubegate_api cluster below, with accessRequests.enabled; without it no
+                # decision names a grant and nothing is asked).
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{"stage":"inject"}'
+                  value: '{"stage":"inject","grantStatusCluster":"kubegate_api"}'
                 failure_policy: FAIL_RELOAD
                 reload_config: { backoff: { base_interval: 1s } }
                 vm_config:
@@ -276,7 +280,7 @@ static_resources:
 {{- if .Values.accessRequests.enabled }}
 
   # authz-server's HTTP API (access requests): plain HTTP/1.1 on loopback, no
-  # credential of any cluster.
+  # credential of any cluster. The inject stage's grant checks use it too.
   - name: kubegate_api
     type: STRICT_DNS
     connect_timeout: 1s
