@@ -154,6 +154,31 @@ fn kubectl(dir: &Path, args: &[&str]) -> anyhow::Result<Command> {
     Ok(command)
 }
 
+/// `kubegate-sandbox --dir DIR login USER` (no browser).
+async fn sandbox_login(dir: &Path, user: &str) -> anyhow::Result<()> {
+    let out = Command::new(SANDBOX).arg("--dir").arg(dir).args(["login", user]).stdin(Stdio::null()).output().await?;
+    anyhow::ensure!(out.status.success(), "login {user}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// The `kubegate` CLI against the sandbox's kubeconfig, with `.tools`' kubectl.
+async fn kubegate_ok(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let tools = Tools::locate()?;
+    let mut command = Command::new(&tools.kubegate);
+    command
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .env("KUBEGATE_KUBECTL", &tools.kubectl)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output()).await??;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(out.status.success(), "kubegate {args:?} failed: {stdout}{stderr}");
+    Ok(stdout.into_owned())
+}
+
 async fn kubectl_ok(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::time::timeout(Duration::from_secs(60), kubectl(dir, args)?.output()).await??;
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -202,6 +227,20 @@ async fn alice_logs_in_without_a_browser_execs_and_forwards_and_stays_logged_in_
     let prod_exec = kubectl_ok(&dir, &["--context", "alice-prod", "exec", "web-1", "--", "whoami"]).await;
     let refused = prod_exec.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(refused.contains("exec into a production cluster is not allowed"), "{refused}");
+    // As the usage prints it: alice asks for `oncall` on prod, bob approves, the exec works.
+    assert!(sandbox.printed.contains("access request --context alice-prod --level oncall"), "{}", sandbox.printed);
+    sandbox_login(&dir, "bob").await?;
+    let asked = kubegate_ok(
+        &dir,
+        &["access", "request", "--context", "alice-prod", "--level", "oncall", "--reason", "INC-1", "-o", "json"],
+    )
+    .await?;
+    let asked: serde_json::Value = serde_json::from_str(&asked)?;
+    let name = asked["name"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(asked["phase"], "Pending", "{asked}");
+    kubegate_ok(&dir, &["access", "approve", "--context", "bob", &name]).await?;
+    let granted = kubectl_ok(&dir, &["--context", "alice-prod", "exec", "web-1", "--", "whoami"]).await?;
+    assert!(granted.contains("user=alice@example.com") && granted.contains("oncall"), "{granted}");
 
     // exec -i, and cp in and back out.
     let mut cat =

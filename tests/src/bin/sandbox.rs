@@ -8,6 +8,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kubegate_tests::apiserver::rbac::Rule;
+use kubegate_tests::harness::access::AccessRequestOptions;
 use kubegate_tests::harness::{
     ClusterSpec, DemoUser, DeviceLogin, GatewayStack, StackOptions, StackPorts, Upstream, ALICE, BOB, GATEWAY_CLIENT_ID,
 };
@@ -16,6 +17,18 @@ use std::time::Duration;
 
 /// The example policies the sandbox starts with.
 const SANDBOX_POLICIES: &str = include_str!("../../../authz-server/policy/examples/sandbox.cedar");
+
+/// The sandbox's access-request workflow (docs/access-requests.md).
+const SANDBOX_WORKFLOWS: &str = "\
+- name: prod-oncall
+  clusters: [prod]
+  levels: [oncall]
+  requesters: {groups: [engineering]}
+  approvers: {users: [bob@example.com]}
+  defaultDuration: 15m
+  maxDuration: 1h
+  reasonRequired: true
+";
 
 /// The gateway's port and the provider's, unless told or kept from an earlier start.
 const DEFAULT_GATEWAY_PORT: u16 = 8443;
@@ -114,7 +127,12 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
         ports.oidc_provider
     });
     let policies = vec![("sandbox.cedar".to_string(), SANDBOX_POLICIES.to_string())];
+    // Just-in-time access (stored in the first cluster's stand-in): alice may ask for
+    // `oncall` on prod, which the sandbox policy lets exec; bob approves.
+    let access_requests =
+        args.upstream_kubeconfig.is_none().then(|| AccessRequestOptions { workflows: SANDBOX_WORKFLOWS.into() });
     let options = StackOptions {
+        access_requests,
         dir: Some(dir.to_owned()),
         ports,
         oidc_state: Some(state.join("oidc-provider")),
@@ -395,6 +413,12 @@ Try (kubectl: any on your PATH, or `export PATH={tools_bin}:$PATH` for make tool
   kubectl delete pod coredns -n kube-system   # refused by policy
   kubectl --as {alice} --as-group viewers auth whoami   # narrowed to one level
   {kubegate} whoami      # your user, groups, privilege levels and token expiry
+
+Just-in-time access: alice asks for `oncall` on prod (which may exec there), bob approves:
+  {kubegate} access request --context alice-prod --level oncall --for 15m --reason "INC-1"
+  {kubegate} access list --context bob --pending
+  {kubegate} access approve --context bob ar-XXXXX
+  kubectl --context alice-prod exec web-1 -- whoami   # now allowed, until the grant ends
 
 alice holds privilege level `engineering` from a standing role and `viewers` from a
 policy. Policies: {dir}/policies/sandbox.cedar (edit it: authz-server reloads it, and
