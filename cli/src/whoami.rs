@@ -44,6 +44,19 @@ pub struct WhoAmI {
     #[serde(default)]
     pub kubernetes: Option<KubernetesIdentity>,
     pub token_expires_at: String,
+    /// Access grants in force on this cluster, whose levels are among the above.
+    #[serde(default)]
+    pub grants: Vec<ActiveGrant>,
+}
+
+/// An access grant, as whoami reports it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveGrant {
+    pub id: String,
+    #[serde(default)]
+    pub levels: Vec<String>,
+    pub expires_at: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,8 +130,21 @@ pub fn describe(whoami: &WhoAmI) -> String {
         Some(k) => format!("{} in groups {}", k.user, list(&k.groups)),
         None => "the gateway's own identity (no impersonation on this cluster)".into(),
     };
+    let grants: String = whoami
+        .grants
+        .iter()
+        .map(|g| {
+            format!(
+                "Access grant:      {} ({}) until {}{}\n",
+                g.id,
+                list(&g.levels),
+                g.expires_at,
+                remaining(&g.expires_at)
+            )
+        })
+        .collect();
     format!(
-        "User:              {}\nIdP groups:        {}\nRoles:             {}\nPrivilege levels:  {}\n\
+        "User:              {}\nIdP groups:        {}\nRoles:             {}\nPrivilege levels:  {}\n{grants}\
          Kubernetes sees:   {sees}\nToken expires:     {}{}\n",
         whoami.username,
         list(&whoami.idp_groups),
@@ -154,5 +180,17 @@ mod tests {
         assert!(text.contains("Roles:             (none)"), "{text}");
         assert!(text.contains("alice in groups viewers"), "{text}");
         assert!(text.contains("(expired)"), "{text}");
+        assert!(!text.contains("Access grant"), "{text}");
+    }
+
+    #[test]
+    fn shows_each_access_grant_and_when_it_ends() {
+        let whoami: WhoAmI = serde_json::from_str(
+            r#"{"username":"alice","privilegeLevels":["oncall"],"tokenExpiresAt":"2000-01-01T00:00:00Z",
+                "grants":[{"id":"ar-7c3f1","levels":["oncall"],"expiresAt":"2000-01-01T01:00:00Z"}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = describe(&whoami);
+        assert!(text.contains("Access grant:      ar-7c3f1 (oncall) until 2000-01-01T01:00:00Z (expired)"), "{text}");
     }
 }

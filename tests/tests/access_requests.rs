@@ -229,6 +229,19 @@ async fn request_approve_use_and_expire() -> anyhow::Result<()> {
     let whoami = alice.kubectl(&["get", "--raw", "/kubegate/v1/whoami"]).await?;
     let whoami: Value = serde_json::from_str(&whoami.stdout)?;
     assert_eq!(whoami["grants"][0]["id"].as_str(), Some(id.as_str()), "{whoami}");
+    let printed = tokio::process::Command::new(&stack.tools.kubegate)
+        .args(["whoami", "--kubeconfig"])
+        .arg(&alice.kubeconfig)
+        .env("KUBEGATE_CACHE_DIR", stack.cache_dir(&ALICE, GATEWAY_CLIENT_ID))
+        .env("KUBEGATE_KUBECTL", &stack.tools.kubectl)
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed.contains(&format!("Access grant:      {id} (oncall) until")),
+        "kubegate whoami shows it: {printed}"
+    );
 
     // Ends at its expiry: the first request after it is refused.
     let wait = (expires_at - now()).max(0) as u64;

@@ -1703,7 +1703,7 @@ fn the_access_request_settings_reach_authz_server() -> anyhow::Result<()> {
     assert_eq!(
         authz["accessRequests"],
         serde_yaml::from_str::<Value>(
-            "{cluster: dev, namespace: kubegate, signingKeyFile: /etc/kubegate/access/signing-key}"
+            "{cluster: dev, namespace: kubegate, signingKeyFile: /etc/kubegate/access/signing-key, console: {clientId: kubegate, url: 'https://kubegate.example.com'}}"
         )?
     );
     let values: Value = serde_yaml::from_str(&std::fs::read_to_string(chart.ci_values(ACCESS_VALUES))?)?;
@@ -1948,6 +1948,8 @@ fn bad_access_request_values_are_refused_naming_the_field() {
         ),
         ("clusters: [{name: prod, server: https://p.example.com, credentialsSecret: s}]\naccessRequests: {workflows: []}\n", "accessRequests.enabled"),
         ("authz: {apiPort: 0}\n", "/authz/apiPort"),
+        ("accessRequests: {console: {enabled: true, clientId: \"\"}}\n", "accessRequests.console.clientId"),
+        ("accessRequests: {console: {enabled: true, clientId: k, url: \"http://gw\"}}\n", "/accessRequests/console/url"),
     ] {
         let (_dir, file) = values_file(values);
         let err = chart.template_refused(&[&base, &file]).unwrap_or_else(|e| panic!("{values}: {e}"));

@@ -88,6 +88,17 @@ accessRequests:
   cluster: {{ include "kubegate.inClusterName" . }}
   namespace: {{ include "kubegate.accessRequests.namespace" . }}
   signingKeyFile: {{ $p.accessRequests }}/signing-key
+  {{- with .Values.accessRequests.console }}
+  {{- if .enabled }}
+  # The web console (/kubegate/console/): login with this client of the issuer.
+  console:
+    clientId: {{ .clientId | quote }}
+    {{- with .issuer }}
+    issuer: {{ . | quote }}
+    {{- end }}
+    url: {{ default (printf "https://%s" $.Values.host) .url | quote }}
+  {{- end }}
+  {{- end }}
 {{- with .Values.accessRequests.workflows }}
 workflows:
 {{ toYaml . }}
