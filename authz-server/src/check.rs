@@ -454,6 +454,7 @@ impl Authorization for CheckService {
                     path = decision.target, received_path = (request.path != decision.target).then_some(request.path),
                     cluster = decision.cluster, user = %identity.username, idp_groups = ?identity.groups,
                     roles = ?privileges.roles, privilege_levels = ?privileges.levels,
+                    grants = (!decision.grants.is_empty()).then(|| format!("{:?}", decision.grants)),
                     upgrade = request.header("upgrade"), command = stream.as_ref().map(|s| s.command.as_str()),
                     container = stream.as_ref().map(|s| s.container.as_str()), decision = "allow");
                 self.metrics.record_allowed(cluster);

@@ -225,6 +225,10 @@ async fn request_approve_use_and_expire() -> anyhow::Result<()> {
         Some(&vec![id.clone()]),
         "the API server's audit names the grant"
     );
+    let allowed = std::fs::read_to_string(&stack.authz.log).unwrap_or_default();
+    let named =
+        allowed.lines().any(|l| l.contains("\"decision\":\"allow\"") && l.contains("configmaps") && l.contains(&id));
+    assert!(named, "kubegate's own audit event names the grant too");
 
     let whoami = alice.kubectl(&["get", "--raw", "/kubegate/v1/whoami"]).await?;
     let whoami: Value = serde_json::from_str(&whoami.stdout)?;
