@@ -245,21 +245,13 @@ impl GatewayStack {
             }
         };
         let pki = LocalPki::create(&dir.join("pki"))?;
-        let oidc_port = free_port_or(options.ports.oidc_provider)?;
-        let issuer = format!("https://127.0.0.1:{oidc_port}");
         let oidc_state = options.oidc_state.clone().unwrap_or_else(|| dir.join("oidc-state"));
         let oidc_leaf = pki.leaf("oidc-provider")?;
-        let oidc = start_oidc_provider(
-            &tools,
-            &oidc_leaf,
-            &dir,
-            oidc_port,
-            &oidc_state,
-            &provider_args(&options),
-            &[ISSUER_KEY],
-        )?;
-        let discovery = format!("{issuer}/.well-known/openid-configuration");
-        with_log(&oidc, wait_for_https(&discovery, &pki.ca_cert, "the OIDC provider").await)?;
+        let provider =
+            ProviderStart { tools: &tools, leaf: &oidc_leaf, dir: &dir, state: &oidc_state, ca: &pki.ca_cert };
+        let (oidc, oidc_port) =
+            provider.on_free_port(options.ports.oidc_provider, &provider_args(&options), &[ISSUER_KEY]).await?;
+        let issuer = format!("https://127.0.0.1:{oidc_port}");
 
         let gateway_token_dir = dir.join("serviceaccount");
         let accepted_tokens_file = dir.join("stand-in-accepted-tokens");
@@ -588,6 +580,53 @@ fn provider_args(options: &StackOptions) -> Vec<String> {
     let mut args = vec!["--id-token-ttl".to_string(), options.id_token_ttl.to_string()];
     args.extend(options.provider_args.iter().cloned());
     args
+}
+
+/// What starting the OIDC provider takes, besides its port and arguments.
+struct ProviderStart<'a> {
+    tools: &'a Tools,
+    leaf: &'a LeafFiles,
+    dir: &'a Path,
+    state: &'a Path,
+    ca: &'a Path,
+}
+
+impl ProviderStart<'_> {
+    /// Starts the provider on `preferred` (when free; 0: any free port) and waits until it
+    /// serves discovery. A port found free can be taken before the provider binds it (a
+    /// test running alongside): if the provider exits while starting, it is tried again
+    /// on another port.
+    async fn on_free_port(
+        &self,
+        preferred: u16,
+        args: &[String],
+        keys: &[&str],
+    ) -> anyhow::Result<(ChildProcess, u16)> {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let port = if attempt == 1 { free_port_or(preferred)? } else { free_port()? };
+            let mut process = start_oidc_provider(self.tools, self.leaf, self.dir, port, self.state, args, keys)?;
+            let discovery = format!("https://127.0.0.1:{port}/.well-known/openid-configuration");
+            let client = https_client(self.ca)?.timeout(Duration::from_secs(2)).build()?;
+            let deadline = tokio::time::Instant::now() + STARTUP;
+            loop {
+                if client.get(&discovery).send().await.is_ok_and(|r| r.status().is_success()) {
+                    return Ok((process, port));
+                }
+                if let Err(exited) = process.check_running() {
+                    if attempt == ATTEMPTS {
+                        return with_log(&process, Err(exited));
+                    }
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return with_log(&process, Err(anyhow::anyhow!("timed out waiting for the OIDC provider")));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        anyhow::bail!("the OIDC provider did not start")
+    }
 }
 
 fn start_oidc_provider(
