@@ -24,6 +24,19 @@
 //! * the CRD's structural schema ([`super::crd_schema`]): unknown fields are pruned from
 //!   every write, and what it refuses is a 422.
 //!
+//! Built-in kinds ([`ResourceDefinition::builtin`]: RBAC roles and bindings, namespaces,
+//! service accounts) go through the same handlers with their registries' differences:
+//! no `generation`; an update without `resourceVersion` is unconditional; names as the
+//! kind's validation wants them (`system:aggregate-to-view` is a valid ClusterRole
+//! name, a namespace name is a DNS label); a binding's `roleRef` cannot change; a new
+//! namespace is `Active` with the `kubernetes` finalizer and its
+//! `kubernetes.io/metadata.name` label; deleting a namespace or a service account
+//! answers the object; verbs a kind does not serve (a namespace `deletecollection`)
+//! are 405. No validation beyond apiVersion, kind, name (and `roleRef`): a malformed
+//! rule is stored as sent. There is no RBAC escalation check (`escalate`, `bind`), no
+//! namespace controller (a deleted namespace goes at once, its contents stay) and no
+//! aggregation controller.
+//!
 //! Known differences from kube-apiserver: no schema defaulting, no CEL rules, no
 //! validation ratcheting, no `managedFields`, no server-side apply, no admission (in
 //! particular a namespace need not exist), no garbage collector (`propagationPolicy`
@@ -37,7 +50,7 @@ use super::object_store::{Listing, ObjectKey, ObjectStore, ReadError, Write};
 use super::object_watch;
 use super::patches::{self, PatchType};
 use super::request_info::Query;
-use super::resource_definitions::{self, partial_object_metadata, ResourceDefinition};
+use super::resource_definitions::{self, partial_object_metadata, NameRule, ResourceDefinition};
 use super::selectors::is_dns_subdomain;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -78,7 +91,12 @@ pub(crate) fn definition_for(path: &[u8], group: &str, resource: &str) -> Option
 }
 
 /// Serves one request; every failure is a Status.
-pub(crate) async fn serve(store: &ObjectStore, request: ObjectRequest<'_>, body: Body) -> Response {
+pub(crate) async fn serve(store: &ObjectStore, mut request: ObjectRequest<'_>, body: Body) -> Response {
+    // RequestInfo reads `/api/v1/namespaces/NAME` as namespace NAME too; the namespace
+    // registry is cluster-scoped.
+    if request.definition.resource == "namespaces" && request.definition.group.is_empty() {
+        request.namespace = None;
+    }
     match route(store, &request, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -95,6 +113,13 @@ enum Target {
 async fn route(store: &ObjectStore, r: &ObjectRequest<'_>, body: Body) -> Result<Response, ApiError> {
     let d = r.definition;
     let resource = d.group_resource();
+    let verb_served = match (r.subresource, r.verb) {
+        (None, verb) => d.verbs.contains(&verb),
+        _ => true,
+    };
+    if !verb_served {
+        return Err(ApiError::method_not_supported(resource, r.verb));
+    }
     // The crdHandler passes a request whose scope differs from the CRD's to the next
     // handler, which finds nothing; list and watch may span namespaces.
     if d.namespaced && r.namespace.is_none() && !matches!(r.verb, "list" | "watch") {
@@ -433,7 +458,7 @@ fn create(store: &ObjectStore, r: &ObjectRequest<'_>, body: Bytes) -> Result<Res
             map.remove("status");
         }
     }
-    object_meta::set(&mut object, "generation", Some(json!(1)));
+    object_meta::set(&mut object, "generation", (!d.builtin).then(|| json!(1)));
     object_meta::set(&mut object, "uid", Some(json!(object_meta::new_uid())));
     object_meta::set(&mut object, "creationTimestamp", Some(json!(object_meta::now_timestamp())));
     if object_meta::text(&object, "name").is_none() {
@@ -447,10 +472,11 @@ fn create(store: &ObjectStore, r: &ObjectRequest<'_>, body: Bytes) -> Result<Res
         let error = FieldError::required("metadata.name", "name or generateName is required");
         return Err(ApiError::invalid(d.group, d.kind, "", &[error]));
     }
-    if !is_dns_subdomain(&name) {
-        let error = FieldError::invalid("metadata.name", &name, DNS_SUBDOMAIN_MESSAGE);
+    if let Some(message) = name_problem(d, &name) {
+        let error = FieldError::invalid("metadata.name", &name, &message);
         return Err(ApiError::invalid(d.group, d.kind, &name, &[error]));
     }
+    prepare_builtin_create(d, &mut object, &name);
     validate_schema(d, &object, &name, Target::Main)?;
     if object_meta::text(&object, "resourceVersion").is_some() {
         return Err(ApiError::unconverted("resourceVersion should not be set on objects to be created"));
@@ -471,13 +497,64 @@ fn create(store: &ObjectStore, r: &ObjectRequest<'_>, body: Bytes) -> Result<Res
     Ok(object_response(StatusCode::CREATED, d, r, &stored))
 }
 
+/// What is wrong with `name` for `d`, if anything (the kind's name validation).
+fn name_problem(d: &ResourceDefinition, name: &str) -> Option<String> {
+    match d.name_rule {
+        NameRule::DnsSubdomain => (!is_dns_subdomain(name)).then(|| DNS_SUBDOMAIN_MESSAGE.to_owned()),
+        NameRule::DnsLabel => {
+            let label = name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name);
+            (!label).then(|| DNS_LABEL_MESSAGE.to_owned())
+        }
+        // path.IsValidPathSegmentName
+        NameRule::PathSegment => {
+            if name == "." || name == ".." {
+                Some(format!("may not be '{name}'"))
+            } else {
+                ["/", "%"].iter().find(|bad| name.contains(**bad)).map(|bad| format!("may not contain '{bad}'"))
+            }
+        }
+    }
+}
+
+const DNS_LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+/// A built-in kind's `PrepareForCreate` beyond the generic one: a namespace is Active,
+/// has the `kubernetes` finalizer unless given others, and the label naming it.
+fn prepare_builtin_create(d: &ResourceDefinition, object: &mut Value, name: &str) {
+    if !(d.builtin && d.group.is_empty() && d.resource == "namespaces") {
+        return;
+    }
+    if let Some(map) = object.as_object_mut() {
+        map.insert("status".into(), json!({"phase": "Active"}));
+        let spec = map.entry("spec").or_insert_with(|| json!({}));
+        if let Some(spec) = spec.as_object_mut() {
+            if spec.get("finalizers").is_none_or(|f| f.as_array().is_none_or(Vec::is_empty)) {
+                spec.insert("finalizers".into(), json!(["kubernetes"]));
+            }
+        }
+    }
+    if let Some(metadata) = object_meta::metadata_mut(object) {
+        let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // update, patch
 
 /// The `resourceVersion` precondition of an update: the object's must be given and be
 /// the stored one.
-fn check_precondition(resource: GroupResource<'_>, name: &str, new: &Value, current: &Value) -> Result<(), ApiError> {
+fn check_precondition(d: &ResourceDefinition, name: &str, new: &mut Value, current: &Value) -> Result<(), ApiError> {
+    let resource = d.group_resource();
     let Some(given) = object_meta::text(new, "resourceVersion") else {
+        if d.builtin {
+            // AllowUnconditionalUpdate: the stored version it is.
+            let stored = current["metadata"]["resourceVersion"].clone();
+            object_meta::set(new, "resourceVersion", Some(stored));
+            return Ok(());
+        }
         let error = FieldError::invalid_printed("metadata.resourceVersion", "0x0", "must be specified for an update");
         return Err(ApiError::invalid(resource.group, resource.resource, name, &[error]));
     };
@@ -535,11 +612,43 @@ fn prepare_update(
     };
     // Only the main resource's strategy moves generation on (status is equal by now);
     // the status strategy keeps the stored one.
-    let mut generation = object_meta::generation(current);
-    if target == Target::Main && non_metadata(&next) != non_metadata(current) {
-        generation += 1;
+    if d.builtin {
+        // No generation of its own: the stored one (none) stays.
+        let stored = current["metadata"].get("generation").filter(|v| !v.is_null()).cloned();
+        object_meta::set(&mut next, "generation", stored);
+    } else {
+        let mut generation = object_meta::generation(current);
+        if target == Target::Main && non_metadata(&next) != non_metadata(current) {
+            generation += 1;
+        }
+        object_meta::set(&mut next, "generation", Some(json!(generation)));
     }
-    object_meta::set(&mut next, "generation", Some(json!(generation)));
+    // The namespace strategy keeps the stored finalizers (only `/finalize` changes them,
+    // which is not served) and the label naming the namespace.
+    if d.builtin && d.group.is_empty() && d.resource == "namespaces" {
+        if let Some(map) = next.as_object_mut() {
+            let spec = map.entry("spec").or_insert_with(|| json!({}));
+            if let Some(spec) = spec.as_object_mut() {
+                match current["spec"].get("finalizers") {
+                    Some(stored) => spec.insert("finalizers".into(), stored.clone()),
+                    None => spec.remove("finalizers"),
+                };
+            }
+        }
+        if let Some(metadata) = object_meta::metadata_mut(&mut next) {
+            let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+            } else {
+                metadata.insert("labels".into(), json!({"kubernetes.io/metadata.name": name}));
+            }
+        }
+    }
+    // A binding's roleRef is immutable (ValidateRoleBindingUpdate).
+    if d.builtin && d.kind.ends_with("RoleBinding") && next.get("roleRef") != current.get("roleRef") {
+        let error = FieldError::invalid_printed("roleRef", &next["roleRef"].to_string(), "cannot change roleRef");
+        return Err(ApiError::invalid(d.group, d.kind, name, &[error]));
+    }
     // The uid may be left out, never changed; creation and deletion times are kept.
     let mut errors = Vec::new();
     match (object_meta::text(&next, "uid"), object_meta::text(current, "uid")) {
@@ -599,7 +708,7 @@ fn write_update(
         let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
         let mut sent = make(current)?;
         prune(d, &mut sent);
-        check_precondition(resource, name, &sent, current)?;
+        check_precondition(d, name, &mut sent, current)?;
         let next = prepare_update(d, target, sent, current, name)?;
         validate_schema(d, &next, name, target)?;
         let being_deleted = object_meta::text(&next, "deletionTimestamp").is_some();
@@ -658,6 +767,9 @@ fn patch(store: &ObjectStore, r: &ObjectRequest<'_>, body: Bytes, target: Target
 
 /// The `Status` a delete without finalizers answers (the registry's `finalizeDelete`).
 fn deleted_status(d: &ResourceDefinition, last: &Value) -> Response {
+    if d.returns_deleted_object {
+        return json_response(StatusCode::OK, last);
+    }
     let mut details = json!({"name": object_meta::text(last, "name").unwrap_or_default(), "group": d.group,
                              "kind": d.resource, "uid": object_meta::text(last, "uid").unwrap_or_default()});
     if d.group.is_empty() {

@@ -35,7 +35,12 @@ pub fn api_groups() -> Value {
         group("authorization.k8s.io"),
         group("rbac.authorization.k8s.io"),
     ];
-    groups.extend(resource_definitions::group_versions().into_iter().map(|(g, v)| stored_group(g, v)));
+    for (g, v) in resource_definitions::group_versions() {
+        // Core is `/api`'s; a built-in group is listed above.
+        if !g.is_empty() && !groups.iter().any(|listed| listed["name"] == g) {
+            groups.push(stored_group(g, v));
+        }
+    }
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -44,11 +49,11 @@ fn resource(name: &str, kind: &str, namespaced: bool, verbs: &[&str], short: &[&
 }
 
 /// The fixture resources of API group `group`, as discovery lists them (get and list only:
-/// that is all the stand-in serves of them).
+/// that is all the stand-in serves of them); those the object store serves are its.
 fn fixture_resources(group: &str) -> Vec<Value> {
     fixtures::RESOURCES
         .iter()
-        .filter(|r| r.group == group)
+        .filter(|r| r.group == group && resource_definitions::find(r.group, "v1", r.resource).is_none())
         .map(|r| resource(r.resource, r.kind, r.namespaced, &["get", "list"], r.short_names))
         .collect()
 }
@@ -56,7 +61,16 @@ fn fixture_resources(group: &str) -> Vec<Value> {
 /// The resource list of a group version, or `None` for one the stand-in does not serve.
 /// It lists exactly what the stand-in serves, so kubectl finds every resource it can get.
 pub fn resources(group_version: &str) -> Option<Value> {
-    let list = |resources: Vec<Value>| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources});
+    // What the object store serves in this group version, with the verbs it serves.
+    let stored: Vec<Value> = resource_definitions::SERVED
+        .iter()
+        .filter(|d| d.api_version() == group_version)
+        .flat_map(|d| d.discovery_entries())
+        .collect();
+    let list = |mut resources: Vec<Value>| {
+        resources.extend(stored.iter().cloned());
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+    };
     Some(match group_version {
         "v1" => list(
             [
@@ -78,22 +92,7 @@ pub fn resources(group_version: &str) -> Option<Value> {
         "authorization.k8s.io/v1" => {
             list(vec![resource("selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &["create"], &[])])
         }
-        "rbac.authorization.k8s.io/v1" => list(vec![
-            resource("clusterroles", "ClusterRole", false, &["list"], &[]),
-            resource("clusterrolebindings", "ClusterRoleBinding", false, &["list"], &[]),
-            resource("roles", "Role", true, &["list"], &[]),
-            resource("rolebindings", "RoleBinding", true, &["list"], &[]),
-        ]),
-        other => {
-            let served: Vec<Value> = resource_definitions::SERVED
-                .iter()
-                .filter(|d| d.api_version() == other)
-                .flat_map(|d| d.discovery_entries())
-                .collect();
-            if served.is_empty() {
-                return None;
-            }
-            list(served)
-        }
+        _ if stored.is_empty() => return None,
+        _ => list(Vec::new()),
     })
 }

@@ -1,6 +1,8 @@
 //! The read-only objects the stand-in serves besides pods, so the commands a kubectl
-//! user tries first work: `get` and `list` of namespaces, configmaps, services and
-//! events (core) and deployments (`apps/v1`). Each answers as kube-apiserver does: the
+//! user tries first work: `get` and `list` of configmaps, services and events (core)
+//! and deployments (`apps/v1`). Namespaces are listed here for the objects made per
+//! namespace, but served from the object store ([`super::builtin_objects`]), which
+//! takes precedence for any resource it serves. Each answers as kube-apiserver does: the
 //! object or its `List`, or a `meta.k8s.io/v1` Table with the columns kube-apiserver's
 //! printers use when kubectl asks for one. RBAC decides before any of this runs, by the
 //! impersonated user and groups, exactly as for pods.

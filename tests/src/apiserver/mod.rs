@@ -9,11 +9,15 @@
 //! * an RBAC table answering by the impersonated user and groups ([`rbac`]);
 //! * discovery, pods (list, get, streaming watch), `logs -f`, `auth whoami`
 //!   (SelfSubjectReview) and `auth can-i` (SelfSubjectAccessReview) ([`routes`]);
-//! * get and list of namespaces, configmaps, services, events and deployments from
-//!   fixtures ([`fixtures`]), authorised like everything else;
-//! * its RBAC table as Roles, ClusterRoles and their bindings ([`rbac_objects`]);
+//! * get and list of configmaps, services, events and deployments from fixtures
+//!   ([`fixtures`]), authorised like everything else;
+//! * its RBAC table as Roles, ClusterRoles and their bindings ([`rbac_objects`]), and
+//!   Namespaces and ServiceAccounts, stored in the object store at start
+//!   ([`builtin_objects`]) and served from it with list, watch and writes. What the
+//!   stand-in authorises stays its configured rule table: writing RBAC objects does not
+//!   change it (a known difference from kube-apiserver);
 //! * exec, attach and port-forward over websocket and SPDY/3.1 ([`streaming`]);
-//! * kubegate's own custom resource, `AccessRequest`, from a generic in-memory object
+//! * kubegate's own custom resource, `AccessRequest`, from the same generic in-memory object
 //!   store ([`object_store`]) with a custom resource's REST semantics
 //!   ([`custom_resources`], [`object_watch`]);
 //! * one audit line per request ([`audit`]), which tests read.
@@ -23,6 +27,7 @@
 
 pub mod api_errors;
 pub mod audit;
+pub mod builtin_objects;
 mod cluster;
 pub mod crd_schema;
 mod custom_resources;
@@ -100,7 +105,8 @@ pub(crate) struct StandIn {
     files: streaming::container::PodFiles,
     /// When the stand-in started (seconds since the epoch): the fixtures' creation time.
     started: u64,
-    /// The stored objects (custom resources).
+    /// The stored objects (custom resources, and the built-in kinds of
+    /// [`builtin_objects`]).
     objects: object_store::ObjectStore,
 }
 
@@ -129,6 +135,13 @@ pub async fn serve_on(
     let audit = audit::AuditLog::open(&config.audit_file)?;
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let objects = object_store::ObjectStore::new();
+    // The RBAC objects are a picture of `rules` for clients; authorisation keeps
+    // answering from `rules` whatever is written to the store later.
+    let mut namespaces: Vec<String> = fixtures::NAMESPACES.iter().map(|n| n.to_string()).collect();
+    namespaces.extend(config.pods.iter().map(|pod| pod.split_once('/').map_or("default", |(ns, _)| ns).to_owned()));
+    namespaces.sort();
+    namespaces.dedup();
+    builtin_objects::seed(&objects, &rules, &namespaces);
     let state = Arc::new(StandIn {
         config: config.clone(),
         rules,

@@ -14,6 +14,12 @@
 //! * `POST /objects/close-watches`: ends every open watch of stored objects, as an API
 //!   server restart does (clients watch again from their last resource version).
 //!
+//! Besides `AccessRequest` that is the built-in kinds the store serves: RBAC roles and
+//! bindings (`rbac.authorization.k8s.io/v1/rolebindings/namespaces/<ns>/<name>`),
+//! namespaces and service accounts (`core/v1/...`). Writing RBAC objects here changes
+//! what clients read and watch, never what the stand-in authorises (that is its
+//! configured rule table: see [`super::builtin_objects`]).
+//!
 //! `<group>` is `core` for the core group. A write as some user, authorised by RBAC,
 //! goes through the API port with that user's client certificate instead.
 
@@ -75,7 +81,8 @@ fn put_object(s: &StandIn, key: &ObjectKey, mut object: Value) -> Response {
     if !object.is_object() || !matches!(object.get("metadata"), None | Some(Value::Object(_))) {
         return (StatusCode::BAD_REQUEST, "the body must be a JSON object with an object metadata").into_response();
     }
-    if let Some(d) = resource_definitions::find(&key.gvr.group, &key.gvr.version, &key.gvr.resource) {
+    let definition = resource_definitions::find(&key.gvr.group, &key.gvr.version, &key.gvr.resource);
+    if let Some(d) = definition {
         for (field, value) in [("apiVersion", d.api_version()), ("kind", d.kind.to_owned())] {
             if object.get(field).is_none() {
                 object[field] = json!(value);
@@ -84,11 +91,12 @@ fn put_object(s: &StandIn, key: &ObjectKey, mut object: Value) -> Response {
     }
     object_meta::set(&mut object, "name", Some(json!(key.name)));
     object_meta::set(&mut object, "namespace", (!key.namespace.is_empty()).then(|| json!(key.namespace)));
-    let defaults = [
-        ("uid", json!(object_meta::new_uid())),
-        ("creationTimestamp", json!(object_meta::now_timestamp())),
-        ("generation", json!(1)),
-    ];
+    let mut defaults =
+        vec![("uid", json!(object_meta::new_uid())), ("creationTimestamp", json!(object_meta::now_timestamp()))];
+    // Built-in kinds (RBAC objects, namespaces, service accounts) have no generation.
+    if definition.is_none_or(|d| !d.builtin) {
+        defaults.push(("generation", json!(1)));
+    }
     for (field, value) in defaults {
         if object["metadata"].get(field).is_none_or(Value::is_null) {
             object_meta::set(&mut object, field, Some(value));

@@ -2,15 +2,23 @@
 //! is one ClusterRole and ClusterRoleBinding (or, for a rule limited to namespaces, a
 //! Role and RoleBinding in each), with the rule's users and groups as subjects. So a
 //! client that reads RBAC (`kubegate doctor` checking that a privilege level is bound)
-//! sees exactly the grants the stand-in's authorizer applies.
+//! sees exactly the grants the stand-in's authorizer applies. They seed the object
+//! store at start, which serves them from then on (list, watch, writes).
 
 use super::rbac::Rule;
 use serde_json::{json, Value};
 
 const API_VERSION: &str = "rbac.authorization.k8s.io/v1";
 
+/// Every role and binding object of `rules`, rule by rule (what the object store is
+/// seeded with: [`super::builtin_objects`]).
+pub fn all(rules: &[Rule]) -> Vec<Value> {
+    rules.iter().enumerate().flat_map(|(i, rule)| objects(i, rule)).collect()
+}
+
 /// Every object of `resource` (`clusterroles`, `clusterrolebindings`, `roles`,
 /// `rolebindings`), in `namespace` when given; `None` for another resource.
+#[cfg(test)]
 pub fn list(rules: &[Rule], resource: &str, namespace: Option<&str>) -> Option<Value> {
     let kind = match resource {
         "clusterroles" => "ClusterRole",
@@ -19,10 +27,8 @@ pub fn list(rules: &[Rule], resource: &str, namespace: Option<&str>) -> Option<V
         "rolebindings" => "RoleBinding",
         _ => return None,
     };
-    let items: Vec<Value> = rules
-        .iter()
-        .enumerate()
-        .flat_map(|(i, rule)| objects(i, rule))
+    let items: Vec<Value> = all(rules)
+        .into_iter()
         .filter(|o| o["kind"] == kind)
         .filter(|o| namespace.is_none_or(|ns| o["metadata"]["namespace"] == ns))
         .collect();

@@ -2,8 +2,12 @@
 //! describes them (names, scope, subresources, printer columns), and what follows from
 //! the description alone: their discovery entries and their `meta.k8s.io/v1` Tables.
 //!
-//! Today that is kubegate's own `AccessRequest` (docs/access-requests.md). A resource
-//! added here is served by [`super::custom_resources`] with custom-resource semantics.
+//! That is kubegate's own `AccessRequest` (docs/access-requests.md), served with
+//! custom-resource semantics, and the built-in kinds kubegate's discovery watches:
+//! `rbac.authorization.k8s.io/v1` Roles, ClusterRoles and their bindings, and core
+//! Namespaces and ServiceAccounts, served by the same handlers
+//! ([`super::custom_resources`]) with the differences a built-in kind's registry
+//! strategy makes ([`ResourceDefinition::builtin`]).
 
 use super::api_errors::GroupResource;
 use super::object_store::Gvr;
@@ -17,6 +21,22 @@ pub enum ColumnType {
     String,
     /// A timestamp shown as its age (`5m`), kube's `HumanDuration`.
     Date,
+    /// A binding's `roleRef` as `Kind/name` (the RBAC printers' "Role" column).
+    RoleRef,
+    /// How many items the list at the path has (the ServiceAccount printer's "Secrets").
+    Count,
+}
+
+/// What a valid `metadata.name` is for a resource (its registry's `ValidateObjectMeta`
+/// name function).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// `NameIsDNSSubdomain` (most kinds).
+    DnsSubdomain,
+    /// `ValidateNamespaceName`: an RFC 1123 label.
+    DnsLabel,
+    /// `ValidateRBACName`: a path segment (`system:aggregate-to-view` is valid).
+    PathSegment,
 }
 
 /// One `additionalPrinterColumns` entry.
@@ -42,8 +62,19 @@ pub struct ResourceDefinition {
     pub namespaced: bool,
     /// `subresources.status: {}`: status is written only through `/status`.
     pub status_subresource: bool,
-    /// The columns after Name (a CRD's `additionalPrinterColumns`).
+    /// The columns after Name (a CRD's `additionalPrinterColumns`, or the columns of
+    /// kube-apiserver's printer for a built-in kind).
     pub columns: &'static [PrinterColumn],
+    /// The verbs served on the collection and its objects, as discovery lists them.
+    pub verbs: &'static [&'static str],
+    /// A built-in kind: no `generation` (its strategy does not set one), an update
+    /// without `resourceVersion` is unconditional (`AllowUnconditionalUpdate`), no
+    /// CRD schema; a custom resource otherwise.
+    pub builtin: bool,
+    /// A delete answers the deleted object (`ReturnDeletedObject`, or the namespace
+    /// registry's own delete) instead of a `Status`.
+    pub returns_deleted_object: bool,
+    pub name_rule: NameRule,
 }
 
 /// kubegate's `AccessRequest` (`accessrequests.kubegate.dev`), as its CRD
@@ -66,10 +97,102 @@ pub const ACCESS_REQUEST: ResourceDefinition = ResourceDefinition {
         PrinterColumn { name: "Expires", kind: ColumnType::String, path: &["status", "grant", "expiresAt"] },
         PrinterColumn { name: "Age", kind: ColumnType::Date, path: &["metadata", "creationTimestamp"] },
     ],
+    verbs: VERBS,
+    builtin: false,
+    returns_deleted_object: false,
+    name_rule: NameRule::DnsSubdomain,
+};
+
+const AGE: PrinterColumn =
+    PrinterColumn { name: "Age", kind: ColumnType::Date, path: &["metadata", "creationTimestamp"] };
+/// The RBAC role printers' second column: the creation time as RFC 3339.
+const CREATED_AT: PrinterColumn =
+    PrinterColumn { name: "Created At", kind: ColumnType::String, path: &["metadata", "creationTimestamp"] };
+const ROLE_REF: PrinterColumn = PrinterColumn { name: "Role", kind: ColumnType::RoleRef, path: &["roleRef"] };
+
+/// The verbs of a built-in resource with the generic registry's full set.
+const BUILTIN_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+const fn rbac(
+    resource: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    list_kind: &'static str,
+    namespaced: bool,
+    columns: &'static [PrinterColumn],
+) -> ResourceDefinition {
+    ResourceDefinition {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        resource,
+        singular,
+        kind,
+        list_kind,
+        short_names: &[],
+        namespaced,
+        status_subresource: false,
+        columns,
+        verbs: BUILTIN_VERBS,
+        builtin: true,
+        returns_deleted_object: false,
+        name_rule: NameRule::PathSegment,
+    }
+}
+
+pub const ROLES: ResourceDefinition = rbac("roles", "role", "Role", "RoleList", true, &[CREATED_AT]);
+pub const ROLE_BINDINGS: ResourceDefinition =
+    rbac("rolebindings", "rolebinding", "RoleBinding", "RoleBindingList", true, &[ROLE_REF, AGE]);
+pub const CLUSTER_ROLES: ResourceDefinition =
+    rbac("clusterroles", "clusterrole", "ClusterRole", "ClusterRoleList", false, &[CREATED_AT]);
+pub const CLUSTER_ROLE_BINDINGS: ResourceDefinition = rbac(
+    "clusterrolebindings",
+    "clusterrolebinding",
+    "ClusterRoleBinding",
+    "ClusterRoleBindingList",
+    false,
+    &[ROLE_REF, AGE],
+);
+
+/// Core `v1` Namespaces: cluster-scoped, status through `/status` (the namespace
+/// strategy keeps the stored status on update), no `deletecollection`.
+pub const NAMESPACES: ResourceDefinition = ResourceDefinition {
+    group: "",
+    version: "v1",
+    resource: "namespaces",
+    singular: "namespace",
+    kind: "Namespace",
+    list_kind: "NamespaceList",
+    short_names: &["ns"],
+    namespaced: false,
+    status_subresource: true,
+    columns: &[PrinterColumn { name: "Status", kind: ColumnType::String, path: &["status", "phase"] }, AGE],
+    verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+    builtin: true,
+    returns_deleted_object: true,
+    name_rule: NameRule::DnsLabel,
+};
+
+/// Core `v1` ServiceAccounts.
+pub const SERVICE_ACCOUNTS: ResourceDefinition = ResourceDefinition {
+    group: "",
+    version: "v1",
+    resource: "serviceaccounts",
+    singular: "serviceaccount",
+    kind: "ServiceAccount",
+    list_kind: "ServiceAccountList",
+    short_names: &["sa"],
+    namespaced: true,
+    status_subresource: false,
+    columns: &[PrinterColumn { name: "Secrets", kind: ColumnType::Count, path: &["secrets"] }, AGE],
+    verbs: BUILTIN_VERBS,
+    builtin: true,
+    returns_deleted_object: true,
+    name_rule: NameRule::DnsSubdomain,
 };
 
 /// Every resource the object store serves.
-pub const SERVED: &[ResourceDefinition] = &[ACCESS_REQUEST];
+pub const SERVED: &[ResourceDefinition] =
+    &[ACCESS_REQUEST, ROLES, ROLE_BINDINGS, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, NAMESPACES, SERVICE_ACCOUNTS];
 
 /// The served resource `group`/`version`/`resource`, if any.
 pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceDefinition> {
@@ -111,7 +234,7 @@ impl ResourceDefinition {
     pub fn discovery_entries(&self) -> Vec<Value> {
         let mut entries = vec![json!({
             "name": self.resource, "singularName": self.singular, "namespaced": self.namespaced,
-            "kind": self.kind, "verbs": VERBS, "shortNames": self.short_names,
+            "kind": self.kind, "verbs": self.verbs, "shortNames": self.short_names,
             "storageVersionHash": storage_version_hash(self),
         })];
         if self.status_subresource {
@@ -129,12 +252,17 @@ impl ResourceDefinition {
         std::iter::once(name)
             .chain(self.columns.iter().map(|c| {
                 let kind = match c.kind {
-                    ColumnType::String => "string",
+                    ColumnType::String | ColumnType::RoleRef => "string",
                     ColumnType::Date => "date",
+                    ColumnType::Count => "integer",
                 };
                 let path: String = c.path.iter().map(|p| format!(".{p}")).collect();
-                json!({"name": c.name, "type": kind, "format": "", "priority": 0,
-                       "description": format!("Custom resource definition column (in JSONPath format): {path}")})
+                let description = if self.builtin {
+                    String::new()
+                } else {
+                    format!("Custom resource definition column (in JSONPath format): {path}")
+                };
+                json!({"name": c.name, "type": kind, "format": "", "priority": 0, "description": description})
             }))
             .collect()
     }
@@ -145,6 +273,13 @@ impl ResourceDefinition {
             .chain(self.columns.iter().map(|c| {
                 let value = c.path.iter().fold(object, |v, p| &v[*p]);
                 match (c.kind, value) {
+                    (ColumnType::Count, Value::Array(items)) => json!(items.len()),
+                    (ColumnType::Count, _) => json!(0),
+                    (ColumnType::RoleRef, reference) => json!(format!(
+                        "{}/{}",
+                        reference["kind"].as_str().unwrap_or_default(),
+                        reference["name"].as_str().unwrap_or_default()
+                    )),
                     (_, Value::Null) => Value::Null,
                     (ColumnType::String, Value::String(s)) => json!(s),
                     (ColumnType::String, other) => json!(other.to_string()),

@@ -6,7 +6,7 @@ use super::custom_resources::{self, ObjectRequest};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{self, authorization_checks, Query, ReadRequest, Refusal, RequestInfo};
 use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
-use super::{discovery, fixtures, object_control, protobuf, rbac, rbac_objects, StandIn};
+use super::{builtin_objects, discovery, fixtures, object_control, protobuf, rbac, StandIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -41,6 +41,8 @@ struct NewPod {
 
 async fn add_pod(State(s): State<Arc<StandIn>>, Json(pod): Json<NewPod>) -> StatusCode {
     s.cluster.add_pod(&pod.namespace, &pod.name);
+    // A pod's namespace exists, as the fixtures' namespaces did for every pod.
+    builtin_objects::ensure_namespace(&s.objects, &pod.namespace);
     StatusCode::CREATED
 }
 
@@ -169,7 +171,8 @@ async fn serve(s: &StandIn, headers: &HeaderMap, read: &ReadRequest, body: Body,
     match &read.info {
         RequestInfo::NonResource { path, .. } => non_resource(s, path),
         RequestInfo::Resource { verb, group, namespace, resource, subresource, name } => {
-            // Custom resources first: the object store serves them whatever the verb.
+            // The object store's resources first (custom resources, RBAC objects,
+            // namespaces, service accounts): it serves them whatever the verb.
             if let Some(definition) = custom_resources::definition_for(&read.path, group, resource) {
                 let request = ObjectRequest {
                     definition,
@@ -190,12 +193,6 @@ async fn serve(s: &StandIn, headers: &HeaderMap, read: &ReadRequest, body: Body,
                 ("", "pods", Some("log"), "get") => pod_logs(s, namespace.as_deref(), name.as_deref(), query, user),
                 ("authentication.k8s.io", "selfsubjectreviews", None, "create") => whoami(user),
                 ("authorization.k8s.io", "selfsubjectaccessreviews", None, "create") => can_i(s, body, user).await,
-                ("rbac.authorization.k8s.io", resource, None, "list") if name.is_none() => {
-                    match rbac_objects::list(&s.rules, resource, namespace.as_deref()) {
-                        Some(list) => json_response(list),
-                        None => status(404, "the server could not find the requested resource"),
-                    }
-                }
                 (group, resource, None, verb @ ("get" | "list")) => match fixtures::resource(group, resource) {
                     Some(fixture) => serve_fixture(s, headers, fixture, verb, namespace.as_deref(), name.as_deref()),
                     None => status(404, "the server could not find the requested resource"),

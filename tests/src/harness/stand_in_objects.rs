@@ -20,6 +20,15 @@ use std::time::Duration;
 /// `AccessRequest`'s group, version and plural, as [`StandInObjects`] takes them.
 pub const ACCESS_REQUESTS: (&str, &str, &str) = ("kubegate.dev", "v1alpha1", "accessrequests");
 
+/// The built-in kinds the store serves, as [`StandInObjects`] takes them. Writing RBAC
+/// objects changes what clients read and watch, not what the stand-in authorises.
+pub const ROLES: (&str, &str, &str) = ("rbac.authorization.k8s.io", "v1", "roles");
+pub const ROLE_BINDINGS: (&str, &str, &str) = ("rbac.authorization.k8s.io", "v1", "rolebindings");
+pub const CLUSTER_ROLES: (&str, &str, &str) = ("rbac.authorization.k8s.io", "v1", "clusterroles");
+pub const CLUSTER_ROLE_BINDINGS: (&str, &str, &str) = ("rbac.authorization.k8s.io", "v1", "clusterrolebindings");
+pub const NAMESPACES: (&str, &str, &str) = ("", "v1", "namespaces");
+pub const SERVICE_ACCOUNTS: (&str, &str, &str) = ("", "v1", "serviceaccounts");
+
 /// The object store behind a stand-in's control port.
 #[derive(Debug, Clone)]
 pub struct StandInObjects {

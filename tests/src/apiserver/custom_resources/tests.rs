@@ -625,6 +625,72 @@ async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Built-in kinds: RBAC objects, namespaces, service accounts.
+
+#[tokio::test]
+async fn built_in_kinds_have_their_registries_semantics() {
+    let store = ObjectStore::new();
+    const ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+    let role = json!({"metadata": {"name": "system:aggregate-to-kubegate"},
+                      "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}]});
+    let created = call(&store, "POST", ROLES, &[], &role.to_string()).await;
+    assert_eq!(created.code, 201, "{}", created.body);
+    assert_eq!(
+        (created.body["kind"].as_str(), created.body["apiVersion"].as_str()),
+        (Some("ClusterRole"), Some("rbac.authorization.k8s.io/v1"))
+    );
+    assert_eq!(created.body["metadata"].get("generation"), None);
+    let bad = call(&store, "POST", ROLES, &[], &json!({"metadata": {"name": "a/b"}}).to_string()).await;
+    assert_eq!((bad.code, bad.body["reason"].as_str()), (422, Some("Invalid")));
+    let scoped = call(&store, "GET", "/apis/rbac.authorization.k8s.io/v1/namespaces/x/clusterroles", &[], "").await;
+    assert_eq!(scoped.code, 404, "a cluster-scoped kind has no namespaced collection");
+    // An unconditional update, then a delete answering a Status.
+    let update = json!({"metadata": {"name": "system:aggregate-to-kubegate"}, "rules": []});
+    let updated = call(&store, "PUT", &format!("{ROLES}/system:aggregate-to-kubegate"), &[], &update.to_string()).await;
+    assert_eq!(updated.code, 200, "{}", updated.body);
+    assert_eq!(updated.body["metadata"]["uid"], created.body["metadata"]["uid"]);
+    let deleted = call(&store, "DELETE", &format!("{ROLES}/system:aggregate-to-kubegate"), &[], "").await;
+    assert_eq!((deleted.code, deleted.body["kind"].as_str()), (200, Some("Status")));
+
+    // Namespaces: cluster-scoped though RequestInfo names a namespace, Active, labelled.
+    let ns = call(&store, "POST", "/api/v1/namespaces", &[], &json!({"metadata": {"name": "dev"}}).to_string()).await;
+    assert_eq!(ns.code, 201, "{}", ns.body);
+    assert_eq!(ns.body["status"]["phase"], "Active");
+    assert_eq!(ns.body["spec"]["finalizers"], json!(["kubernetes"]));
+    assert_eq!(ns.body["metadata"]["labels"]["kubernetes.io/metadata.name"], "dev");
+    assert_eq!(ns.body["metadata"].get("namespace"), None);
+    let got = call(&store, "GET", "/api/v1/namespaces/dev", &[], "").await;
+    assert_eq!((got.code, got.body["metadata"]["name"].as_str()), (200, Some("dev")));
+    let dotted =
+        call(&store, "POST", "/api/v1/namespaces", &[], &json!({"metadata": {"name": "a.b"}}).to_string()).await;
+    assert_eq!(dotted.code, 422, "a namespace name is a DNS label");
+    let relabel = json!({"metadata": {"labels": {"team": "a", "kubernetes.io/metadata.name": null}},
+                          "spec": {"finalizers": []}, "status": {"phase": "x"}});
+    let merge = call(&store, "PATCH", "/api/v1/namespaces/dev", &[MERGE], &relabel.to_string()).await;
+    assert_eq!(merge.code, 200, "{}", merge.body);
+    assert_eq!(merge.body["metadata"]["labels"], json!({"team": "a", "kubernetes.io/metadata.name": "dev"}));
+    assert_eq!(
+        (&merge.body["spec"]["finalizers"], &merge.body["status"]["phase"]),
+        (&json!(["kubernetes"]), &json!("Active"))
+    );
+    let collection = call(&store, "DELETE", "/api/v1/namespaces", &[], "").await;
+    assert_eq!((collection.code, collection.body["reason"].as_str()), (405, Some("MethodNotAllowed")));
+    let table =
+        call(&store, "GET", "/api/v1/namespaces", &[("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")], "")
+            .await;
+    assert_eq!(table.body["rows"][0]["cells"][1], "Active", "{}", table.body);
+
+    // Service accounts answer their deletion with the object.
+    const ACCOUNTS: &str = "/api/v1/namespaces/dev/serviceaccounts";
+    let sa = call(&store, "POST", ACCOUNTS, &[], &json!({"metadata": {"name": "default"}}).to_string()).await;
+    assert_eq!(sa.code, 201, "{}", sa.body);
+    let all = call(&store, "GET", "/api/v1/serviceaccounts", &[], "").await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(1));
+    let gone = call(&store, "DELETE", &format!("{ACCOUNTS}/default"), &[], "").await;
+    assert_eq!((gone.code, gone.body["kind"].as_str()), (200, Some("ServiceAccount")));
+}
+
+// ---------------------------------------------------------------------------------------
 // Through the whole stand-in: authentication by client certificate, RBAC, audit.
 
 mod through_the_stand_in {
