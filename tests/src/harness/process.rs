@@ -120,6 +120,29 @@ impl Drop for ChildProcess {
 
 /// A free loopback port (bound, then released; good enough on a test machine).
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below the kernel's ephemeral range (32768-60999 by default): a port the kernel
+    // hands out with `bind(0)` can be taken again, before the component binds it, by any
+    // outgoing connection of a test running alongside (seen in CI: Envoy's listener,
+    // the OIDC provider: EADDRINUSE). Ports here are never chosen for outgoing
+    // connections, and this process hands each out once; the start is spread by pid so
+    // two processes rarely walk the same ports.
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = (FIRST + offset) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
