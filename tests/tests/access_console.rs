@@ -16,12 +16,10 @@
 //! cookie flags that keep the pages from being framed or their cookies from leaking.
 
 use kubegate_tests::apiserver::rbac::Rule;
-use kubegate_tests::harness::access::{self, AccessRequestOptions, CONSOLE_HOST};
+use kubegate_tests::harness::access::{self, AccessRequestOptions, Person, CONSOLE_HOST};
 use kubegate_tests::harness::browser::{Browser, BrowserOptions};
 use kubegate_tests::harness::{free_port, DemoUser, GatewayStack, StackOptions, ALICE, BOB, GATEWAY_CLIENT_ID};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 /// alice (engineering) requests `oncall`; bob approves.
@@ -223,46 +221,24 @@ async fn provider_login(stack: &GatewayStack, authorize: &str, user: &DemoUser) 
     anyhow::bail!("the provider never sent the browser back")
 }
 
-/// One person's `kubegate access` and `kubectl`, logged in with the CLI.
-struct Person<'a> {
-    stack: &'a GatewayStack,
-    user: &'a DemoUser,
-    kubeconfig: PathBuf,
+/// What the console tests ask of a person besides the harness's `Person`.
+trait ConsolePerson {
+    async fn request(&self, reason: &str) -> anyhow::Result<String>;
+    async fn view(&self, name: &str) -> anyhow::Result<Value>;
+    async fn reads_configmaps(&self) -> anyhow::Result<bool>;
 }
 
-impl<'a> Person<'a> {
-    async fn login(stack: &'a GatewayStack, user: &'a DemoUser) -> anyhow::Result<Self> {
-        Ok(Self { stack, user, kubeconfig: stack.login(user).await? })
-    }
-
-    /// `kubegate access ARGS -o json`, which must succeed.
-    async fn access(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let output = tokio::process::Command::new(&self.stack.tools.kubegate)
-            .arg("access")
-            .args(args)
-            .args(["-o", "json", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .env("KUBEGATE_CACHE_DIR", self.stack.cache_dir(self.user, GATEWAY_CLIENT_ID))
-            .env("KUBEGATE_KUBECTL", &self.stack.tools.kubectl)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        anyhow::ensure!(output.status.success(), "kubegate access {args:?}: {stderr}");
-        Ok(serde_json::from_slice(&output.stdout)?)
-    }
-
+impl ConsolePerson for Person<'_> {
     /// Requests `oncall` with `reason`; the request's name.
     async fn request(&self, reason: &str) -> anyhow::Result<String> {
-        let view = self.access(&["request", "--level", "oncall", "--for", "30m", "--reason", reason]).await?;
+        let view = self.json(&["request", "--level", "oncall", "--for", "30m", "--reason", reason]).await?;
         anyhow::ensure!(view["phase"] == "Pending", "{view}");
         Ok(view["name"].as_str().unwrap_or_default().to_owned())
     }
 
     /// The phase of own request `name`, and the whole view.
     async fn view(&self, name: &str) -> anyhow::Result<Value> {
-        let list = self.access(&["list"]).await?;
+        let list = self.json(&["list"]).await?;
         list["items"]
             .as_array()
             .into_iter()

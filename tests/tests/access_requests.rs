@@ -3,10 +3,9 @@
 //! stand-in, and the granted level used by kubectl.
 
 use kubegate_tests::apiserver::rbac::Rule;
-use kubegate_tests::harness::access::{AccessRequestOptions, NAMESPACE};
-use kubegate_tests::harness::{DemoUser, GatewayStack, StackOptions, ALICE, BOB, CAROL, GATEWAY_CLIENT_ID};
+use kubegate_tests::harness::access::{AccessRequestOptions, Person, NAMESPACE};
+use kubegate_tests::harness::{GatewayStack, StackOptions, ALICE, BOB, CAROL, GATEWAY_CLIENT_ID};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -99,57 +98,6 @@ async fn stack_with(policies: Vec<(String, String)>) -> anyhow::Result<(GatewayS
     };
     options.rbac.push(oncall_reads_configmaps());
     Ok((GatewayStack::start(options).await?, receiver))
-}
-
-/// One person's `kubegate` and `kubectl`.
-struct Person<'a> {
-    stack: &'a GatewayStack,
-    user: &'a DemoUser,
-    kubeconfig: PathBuf,
-}
-
-impl<'a> Person<'a> {
-    async fn login(stack: &'a GatewayStack, user: &'a DemoUser) -> anyhow::Result<Self> {
-        Ok(Self { stack, user, kubeconfig: stack.login(user).await? })
-    }
-
-    /// `kubegate access ARGS`: (success, stdout, stderr).
-    async fn access(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-        let output = tokio::process::Command::new(&self.stack.tools.kubegate)
-            .arg("access")
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .env("KUBEGATE_CACHE_DIR", self.stack.cache_dir(self.user, GATEWAY_CLIENT_ID))
-            .env("KUBEGATE_KUBECTL", &self.stack.tools.kubectl)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await?;
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), stderr))
-    }
-
-    /// `kubegate access ARGS -o json`, which must succeed.
-    async fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let (ok, stdout, stderr) = self.access(&all).await?;
-        anyhow::ensure!(ok, "kubegate access {args:?} failed: {stderr}");
-        Ok(serde_json::from_str(&stdout)?)
-    }
-
-    /// `kubegate access ARGS`, which must fail; its stderr.
-    async fn refused(&self, args: &[&str]) -> anyhow::Result<String> {
-        let (ok, stdout, stderr) = self.access(args).await?;
-        anyhow::ensure!(!ok, "kubegate access {args:?} should have been refused: {stdout}");
-        Ok(stderr)
-    }
-
-    async fn kubectl(&self, args: &[&str]) -> anyhow::Result<kubegate_tests::harness::KubectlOutput> {
-        self.stack.kubectl(&self.kubeconfig, args).await
-    }
 }
 
 fn name(view: &Value) -> String {
@@ -310,7 +258,7 @@ async fn deny_self_approval_required_levels_and_revoke() -> anyhow::Result<()> {
     let fields = ["by", "reason", "decisionReason"].map(|f| notified[f].as_str());
     assert_eq!(fields, [Some(BOB.email), Some("INC-7"), Some("use the runbook")], "{notified}");
     let (ok, _, stderr) =
-        alice.access(&["request", "--level", "oncall", "--reason", "again", "--wait", "--timeout", "3s"]).await?;
+        alice.run(&["request", "--level", "oncall", "--reason", "again", "--wait", "--timeout", "3s"]).await?;
     assert!(!ok && stderr.contains("pending"), "a new request waits: {stderr}");
     assert!(!alice.kubectl(&["get", "configmaps", "-n", "default"]).await?.success, "a denial grants nothing");
 

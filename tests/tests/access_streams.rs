@@ -9,14 +9,11 @@
 
 use kubegate_tests::apiserver::audit::AuditRecord;
 use kubegate_tests::apiserver::rbac::Rule;
-use kubegate_tests::harness::access::AccessRequestOptions;
+use kubegate_tests::harness::access::{AccessRequestOptions, Person};
 use kubegate_tests::harness::{
-    engineering_reads_pods, DemoUser, GatewayStack, StackOptions, StreamTransport, ALICE, BOB, CAROL, ENGINEERING_ROLE,
-    GATEWAY_CLIENT_ID,
+    engineering_reads_pods, GatewayStack, StackOptions, StreamTransport, ALICE, BOB, CAROL, ENGINEERING_ROLE,
 };
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -64,42 +61,11 @@ async fn stack() -> anyhow::Result<GatewayStack> {
     GatewayStack::start(options).await
 }
 
-/// One person's `kubegate access` and kubeconfig.
-struct Person<'a> {
-    stack: &'a GatewayStack,
-    user: &'a DemoUser,
-    kubeconfig: PathBuf,
-}
-
-impl<'a> Person<'a> {
-    async fn login(stack: &'a GatewayStack, user: &'a DemoUser) -> anyhow::Result<Self> {
-        Ok(Self { stack, user, kubeconfig: stack.login(user).await? })
-    }
-
-    /// `kubegate access ARGS -o json`, which must succeed.
-    async fn access(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let output = tokio::process::Command::new(&self.stack.tools.kubegate)
-            .arg("access")
-            .args(args)
-            .args(["-o", "json", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .env("KUBEGATE_CACHE_DIR", self.stack.cache_dir(self.user, GATEWAY_CLIENT_ID))
-            .env("KUBEGATE_KUBECTL", &self.stack.tools.kubectl)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        anyhow::ensure!(output.status.success(), "kubegate access {args:?} failed: {stderr}");
-        Ok(serde_json::from_slice(&output.stdout)?)
-    }
-}
-
 /// alice asks for `oncall` for `duration`, bob approves: the grant's id and end (epoch s).
 async fn granted(alice: &Person<'_>, bob: &Person<'_>, duration: &str) -> anyhow::Result<(String, i64)> {
-    let view = alice.access(&["request", "--level", "oncall", "--for", duration]).await?;
+    let view = alice.json(&["request", "--level", "oncall", "--for", duration]).await?;
     let id = view["name"].as_str().unwrap_or_default().to_owned();
-    let approved = bob.access(&["approve", &id]).await?;
+    let approved = bob.json(&["approve", &id]).await?;
     anyhow::ensure!(approved["phase"] == "Approved", "{approved}");
     let expires = humantime::parse_rfc3339(approved["expiresAt"].as_str().unwrap_or_default())?;
     Ok((id, expires.duration_since(UNIX_EPOCH)?.as_secs() as i64))
@@ -317,7 +283,7 @@ async fn revoking_a_grant_cuts_its_streams_over_both_transports() -> anyhow::Res
     until_upgraded(&stack, CAROL.email, "exec", 2).await?;
 
     let revoked_at = Instant::now();
-    let revoked = alice.access(&["revoke", &grant, "--reason", "incident over"]).await?;
+    let revoked = alice.json(&["revoke", &grant, "--reason", "incident over"]).await?;
     assert_eq!(revoked["phase"], "Revoked", "{revoked}");
     for cat in &mut interactive {
         cat.type_blindly("typed after the revocation").await;

@@ -124,31 +124,11 @@ fn is_object_name(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::object::{rfc3339, AccessRequest, AccessRequestSpec, AccessRequestStatus, Phase, SignedGrant};
+    use crate::access::object::AccessRequest;
     use crate::access::signing::SigningKey;
 
     fn signed(key: &SigningKey, name: &str, from: i64, until: i64) -> AccessRequest {
-        let spec = AccessRequestSpec {
-            requester: "alice@example.com".into(),
-            cluster: "dev".into(),
-            workflow: "oncall".into(),
-            levels: vec!["oncall".into()],
-            duration_seconds: (until - from) as u64,
-            ..Default::default()
-        };
-        let mut object = AccessRequest::new("kubegate", spec);
-        object.metadata.name = Some(name.into());
-        object.metadata.uid = Some(format!("uid-{name}"));
-        object.metadata.generation = Some(1);
-        let mut grant = SignedGrant {
-            levels: vec!["oncall".into()],
-            not_before: rfc3339(from),
-            expires_at: rfc3339(until),
-            signature: String::new(),
-        };
-        grant.signature = key.sign_grant(&object, &grant);
-        object.status = Some(AccessRequestStatus { phase: Phase::Approved, grant: Some(grant), ..Default::default() });
-        object
+        crate::access::grants::tests::signed(key, name, "alice@example.com", from, until)
     }
 
     /// ar-1 active 100..200, ar-2 active 150..300, ar-3 revoked, ar-4 signed with another key.

@@ -177,7 +177,7 @@ impl GrantIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::access::object::{rfc3339, AccessRequestSpec, AccessRequestStatus, Phase, SignedGrant};
 

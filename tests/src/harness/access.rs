@@ -91,3 +91,55 @@ pub fn authz_yaml(
         options.workflows,
     ))
 }
+
+/// One person of a stack: their kubeconfig (logged in with the CLI), `kubegate access`
+/// and kubectl through it.
+pub struct Person<'a> {
+    pub stack: &'a super::GatewayStack,
+    pub user: &'a super::DemoUser,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl<'a> Person<'a> {
+    pub async fn login(stack: &'a super::GatewayStack, user: &'a super::DemoUser) -> anyhow::Result<Self> {
+        Ok(Self { stack, user, kubeconfig: stack.login(user).await? })
+    }
+
+    /// `kubegate access ARGS`: (success, stdout, stderr); a panic in it fails the test.
+    pub async fn run(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let output = tokio::process::Command::new(&self.stack.tools.kubegate)
+            .arg("access")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("KUBEGATE_CACHE_DIR", self.stack.cache_dir(self.user, super::GATEWAY_CLIENT_ID))
+            .env("KUBEGATE_KUBECTL", &self.stack.tools.kubectl)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        anyhow::ensure!(!stderr.contains("panicked"), "{stderr}");
+        Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), stderr))
+    }
+
+    /// `kubegate access ARGS -o json`, which must succeed.
+    pub async fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let (ok, stdout, stderr) = self.run(&all).await?;
+        anyhow::ensure!(ok, "kubegate access {args:?} failed: {stderr}");
+        Ok(serde_json::from_str(&stdout)?)
+    }
+
+    /// `kubegate access ARGS`, which must fail; its stderr.
+    pub async fn refused(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (ok, stdout, stderr) = self.run(args).await?;
+        anyhow::ensure!(!ok, "kubegate access {args:?} should have been refused: {stdout}");
+        Ok(stderr)
+    }
+
+    pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<super::KubectlOutput> {
+        self.stack.kubectl(&self.kubeconfig, args).await
+    }
+}
