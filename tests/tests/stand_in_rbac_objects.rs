@@ -7,12 +7,12 @@
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use kubegate_tests::apiserver::rbac::Rule;
-use kubegate_tests::harness::stand_in_objects::{LocalStandIn, CLUSTER_ROLES, ROLE_BINDINGS};
+use kubegate_tests::harness::stand_in_objects::{LocalStandIn, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, ROLE_BINDINGS};
 use kubegate_tests::harness::tools::{ensure_kubectl_version, KUBECTL_DEFAULT_MINOR};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -262,6 +262,96 @@ async fn a_watcher_sees_control_port_writes_and_recovers_after_a_410() -> anyhow
     assert_eq!(relisted.iter().collect::<Vec<_>>(), without, "the same bindings, re-listed");
     objects.put(ROLE_BINDINGS, Some("prod"), "oncall", &body("oncall")).await?;
     assert_eq!(next(&mut events, Duration::from_secs(1)).await?, "Apply prod/oncall oncall");
+    Ok(())
+}
+
+/// Watches cluster role bindings as kubegate's discovery does (kube-runtime's watcher
+/// with its default backoff): one line per event.
+fn watch_cluster_role_bindings(api: Api<ClusterRoleBinding>) -> mpsc::UnboundedReceiver<String> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            let line = match &event {
+                Ok(watcher::Event::Init) => "Init".into(),
+                Ok(watcher::Event::InitApply(b)) => format!("InitApply {}", b.name_any()),
+                Ok(watcher::Event::InitDone) => "InitDone".into(),
+                Ok(watcher::Event::Apply(b)) => format!("Apply {}", b.name_any()),
+                Ok(watcher::Event::Delete(b)) => format!("Delete {}", b.name_any()),
+                Err(e) => format!("Error {e}"),
+            };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Events until one `wanted`, within `within` in all; the events seen, that one last.
+async fn until(
+    events: &mut mpsc::UnboundedReceiver<String>,
+    within: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = next(events, left).await.map_err(|e| anyhow::anyhow!("{e}; seen {seen:?}"))?;
+        let found = wanted(&event);
+        seen.push(event);
+        if found {
+            return Ok(seen);
+        }
+    }
+}
+
+/// A list that must fail to reach the cluster: a connection error from the client's
+/// transport (the TLS handshake ends), not an HTTP status.
+async fn list_fails_to_connect(api: &Api<ClusterRoleBinding>) -> anyhow::Result<()> {
+    match tokio::time::timeout(Duration::from_secs(20), api.list(&ListParams::default())).await? {
+        Ok(list) => anyhow::bail!("listed {} bindings from an unreachable cluster", list.items.len()),
+        Err(kube::Error::Api(status)) => anyhow::bail!("an HTTP answer from an unreachable cluster: {status:?}"),
+        Err(kube::Error::Service(_) | kube::Error::HyperError(_)) => Ok(()),
+        Err(e) => anyhow::bail!("not a connection error: {e:?}"),
+    }
+}
+
+/// kubegate's discovery when the cluster becomes unreachable and comes back: while the
+/// network is down, lists fail to connect (no HTTP status at all, on a fresh connection
+/// as on a pooled one) and the backed-off watcher reports an error instead of hanging on
+/// a dead watch; once the network is back it resumes by itself (from where it was, no
+/// re-list) and sees the object created meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_reports_an_unreachable_cluster_and_resumes_with_what_changed_meanwhile() -> anyhow::Result<()> {
+    let stand_in = LocalStandIn::start(rules(), 60).await?;
+    let api = Api::<ClusterRoleBinding>::all(client(&stand_in, DISCOVERY).await?);
+    let mut events = watch_cluster_role_bindings(api.clone());
+    let first = initial(&mut events).await?;
+    assert!(first.iter().any(|e| e.starts_with("InitApply stand-in-rule-")), "{first:?}");
+    assert!(!api.list(&ListParams::default()).await?.items.is_empty());
+
+    let objects = stand_in.objects();
+    objects.disconnect().await?;
+    // The open watch is cut: an error, not silence.
+    let cut = until(&mut events, Duration::from_secs(20), |e| e.starts_with("Error")).await?;
+    assert!(cut.iter().all(|e| e.starts_with("Error")), "nothing but the error: {cut:?}");
+    list_fails_to_connect(&api).await?;
+    list_fails_to_connect(&Api::all(client(&stand_in, DISCOVERY).await?)).await?;
+    // The control port keeps working: the cluster changes while nobody can see it.
+    let body = json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                      "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "oncall"}]});
+    objects.put(CLUSTER_ROLE_BINDINGS, None, "oncall-view", &body).await?;
+
+    objects.reconnect().await?;
+    // It resumes its watch from the last resource version it saw (the stand-in kept its
+    // history): retries that fail until the backoff lets one through, then the change,
+    // without a re-list.
+    let resumed = until(&mut events, Duration::from_secs(20), |e| !e.starts_with("Error")).await?;
+    assert_eq!(resumed.last().map(String::as_str), Some("Apply oncall-view"), "{resumed:?}");
+    let after = api.list(&ListParams::default()).await?;
+    assert!(after.items.iter().any(|b| b.name_any() == "oncall-view"), "listed again after reconnect");
     Ok(())
 }
 

@@ -6,9 +6,12 @@
 //!   [`super::rbac_objects`] makes them (`stand-in-rule-N`);
 //! * a Namespace for each fixture namespace and each namespace a pod is in (also when a
 //!   pod is added later), each with its `default` ServiceAccount;
-//! * an aggregated ClusterRole (one with an `aggregationRule`) with its `rules` filled
-//!   in from the ClusterRoles its selectors pick, once, at start: there is no
-//!   aggregation controller, so a later write does not re-aggregate.
+//! * Kubernetes' user-facing aggregated ClusterRoles `view`, `edit` and `admin` (each
+//!   with an `aggregationRule`) and the labelled `system:aggregate-to-*` parts they
+//!   select, unbound as in a fresh cluster, with the aggregated `rules` filled in from
+//!   the ClusterRoles the selectors pick, once, at start: there is no aggregation
+//!   controller, so a later write does not re-aggregate. (The parts carry a few rules
+//!   each, not kube-apiserver's full lists.)
 //!
 //! **Objects written to the store do not change what the stand-in authorises.** Its
 //! authoriser answers from its configured rule table ([`super::rbac`]), as every
@@ -28,6 +31,7 @@ use serde_json::{json, Value};
 /// service accounts).
 pub fn seed(store: &ObjectStore, rules: &[Rule], namespaces: &[String]) {
     let mut objects = rbac_objects::all(rules);
+    objects.extend(user_facing_roles());
     aggregate(&mut objects);
     for object in objects {
         create_if_absent(store, object);
@@ -35,6 +39,56 @@ pub fn seed(store: &ObjectStore, rules: &[Rule], namespaces: &[String]) {
     for namespace in namespaces {
         ensure_namespace(store, namespace);
     }
+}
+
+/// `view`, `edit` and `admin`, aggregated from `system:aggregate-to-view`, `-edit` and
+/// `-admin` by the labels kube-apiserver's bootstrap policy uses. Each part carries the
+/// labels of every role that includes it (view's part is in edit and admin too), so one
+/// aggregation pass gives each role what the controller's would.
+fn user_facing_roles() -> Vec<Value> {
+    const LABEL: &str = "rbac.authorization.k8s.io/aggregate-to-";
+    let read = ["get", "list", "watch"];
+    let write = ["create", "delete", "deletecollection", "patch", "update"];
+    let part = |name: &str, includes: &[&str], rules: Value| {
+        let labels: serde_json::Map<String, Value> =
+            includes.iter().map(|role| (format!("{LABEL}{role}"), json!("true"))).collect();
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": format!("system:aggregate-to-{name}"), "labels": labels}, "rules": rules})
+    };
+    let aggregated = |name: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+               "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {format!("{LABEL}{name}"): "true"}}]},
+               "rules": []})
+    };
+    vec![
+        part(
+            "view",
+            &["view", "edit", "admin"],
+            json!([
+                {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "events"], "verbs": read},
+                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": read}
+            ]),
+        ),
+        part(
+            "edit",
+            &["edit", "admin"],
+            json!([
+                {"apiGroups": [""], "resources": ["pods", "services", "configmaps", "secrets"], "verbs": write},
+                {"apiGroups": [""], "resources": ["pods/exec", "pods/attach", "pods/portforward"], "verbs": ["create", "get"]}
+            ]),
+        ),
+        part(
+            "admin",
+            &["admin"],
+            json!([
+                {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": read.iter().chain(&write).collect::<Vec<_>>()}
+            ]),
+        ),
+        aggregated("view"),
+        aggregated("edit"),
+        aggregated("admin"),
+    ]
 }
 
 /// Creates `namespace` and its `default` service account unless they exist.

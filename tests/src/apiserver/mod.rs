@@ -22,8 +22,12 @@
 //!   ([`custom_resources`], [`object_watch`]);
 //! * one audit line per request ([`audit`]), which tests read.
 //!
-//! A loopback control port lets tests change cluster state (add a pod, read or write a
-//! stored object: [`object_control`]) without going through the gateway.
+//! A loopback control port lets tests change cluster state without going through the
+//! gateway:
+//!
+//! * add a pod, read or write a stored object ([`object_control`]);
+//! * make the cluster unreachable and reachable again: disconnect closes every API-port
+//!   connection and refuses new ones until reconnect ([`network_control`]).
 
 pub mod api_errors;
 pub mod audit;
@@ -35,6 +39,7 @@ mod discovery;
 pub mod fixtures;
 pub mod identity;
 pub mod list_options;
+mod network_control;
 mod object_control;
 pub mod object_meta;
 pub mod object_store;
@@ -108,6 +113,9 @@ pub(crate) struct StandIn {
     /// The stored objects (custom resources, and the built-in kinds of
     /// [`builtin_objects`]).
     objects: object_store::ObjectStore,
+    /// Whether the API port is reachable: the control port switches it, the accept loop
+    /// and every connection obey it ([`network_control`]).
+    network: network_control::Network,
 }
 
 /// Serves until the process ends.
@@ -150,23 +158,41 @@ pub async fn serve_on(
         files: Default::default(),
         started,
         objects,
+        network: Default::default(),
     });
 
     let state_for_control = state.clone();
     tokio::spawn(async move { axum::serve(control, routes::control(state_for_control)).await });
 
     let acceptor = tls::acceptor(&config.tls_cert, &config.tls_key, config.client_ca_file.as_deref())?;
-    let app = routes::api(state);
+    let app = routes::api(state.clone());
+    let network = &state.network;
     tracing::info!(addr = ?listener.local_addr().ok(), "kube-apiserver stand-in listening");
     loop {
         let (tcp, _) = listener.accept().await?;
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move { serve_connection(acceptor, tcp, app).await });
+        // Unreachable: the connection is closed before a byte of TLS, as if nothing
+        // answered.
+        if !network.is_connected() {
+            drop(tcp);
+            continue;
+        }
+        let _ = tcp.set_nodelay(true);
+        // A disconnection ends it: the connection future here, and the socket itself
+        // for whoever took it over with an upgrade (exec, attach, port-forward).
+        let Ok(tcp) = network.guard(tcp) else {
+            continue;
+        };
+        let (acceptor, app, mut connected) = (acceptor.clone(), app.clone(), network.subscribe());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = network_control::disconnected(&mut connected) => {}
+                () = serve_connection(acceptor, tcp, app) => {}
+            }
+        });
     }
 }
 
-async fn serve_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, app: Router) {
-    let _ = tcp.set_nodelay(true);
+async fn serve_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: network_control::GuardedStream, app: Router) {
     let Ok(tls) = acceptor.accept(tcp).await else {
         return;
     };

@@ -6,7 +6,7 @@ use super::custom_resources::{self, ObjectRequest};
 use super::identity::{authenticate, AuthError, CertificateIdentity, UserInfo};
 use super::request_info::{self, authorization_checks, Query, ReadRequest, Refusal, RequestInfo};
 use super::streaming::{self, ExecOptions, Refused, SessionContext, StreamKind};
-use super::{builtin_objects, discovery, fixtures, object_control, protobuf, rbac, StandIn};
+use super::{builtin_objects, discovery, fixtures, network_control, object_control, protobuf, rbac, StandIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -30,6 +30,7 @@ pub(crate) fn control(state: Arc<StandIn>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", post(add_pod))
         .merge(object_control::routes())
+        .merge(network_control::routes())
         .with_state(state)
 }
 

@@ -3,7 +3,8 @@
 //! * [`StandInObjects`]: the control port (plain HTTP, loopback, no RBAC, no audit), to
 //!   see or set cluster state around what is being tested: read an `AccessRequest`
 //!   authz-server wrote, plant one, forget the change history (`compact`), end every
-//!   watch (`close_watches`, an API server restart);
+//!   watch (`close_watches`, an API server restart), make the cluster unreachable and
+//!   reachable again (`disconnect`, `reconnect`);
 //! * [`LocalStandIn`]: a stand-in in this test process, without the gateway, for tests of
 //!   the stand-in itself and of clients (kube-rs, kubectl) that talk to an API server
 //!   directly. Each user connects with a client certificate (CN = user, O = groups),
@@ -130,6 +131,22 @@ impl StandInObjects {
     /// Ends every open watch of stored objects, as an API server restart does.
     pub async fn close_watches(&self) -> anyhow::Result<()> {
         self.post("/objects/close-watches").await
+    }
+
+    /// Makes the cluster unreachable, as a network failure would: every open connection
+    /// to the stand-in's API port (watches, exec and other upgraded streams included) is
+    /// closed at once, and new ones are closed as soon as accepted, so clients get
+    /// connection errors and never an HTTP answer. The control port (this) keeps
+    /// working, and the stored objects and their history stay as they are. Until
+    /// [`reconnect`](Self::reconnect).
+    pub async fn disconnect(&self) -> anyhow::Result<()> {
+        self.post("/network/disconnect").await
+    }
+
+    /// Makes the cluster reachable again after [`disconnect`](Self::disconnect): the API
+    /// port serves new connections (the ones it closed stay closed).
+    pub async fn reconnect(&self) -> anyhow::Result<()> {
+        self.post("/network/reconnect").await
     }
 
     /// An `AccessRequest` in `namespace`, as stored.

@@ -717,6 +717,7 @@ mod through_the_stand_in {
             files: Default::default(),
             started: 0,
             objects: ObjectStore::new(),
+            network: Default::default(),
         })
     }
 
