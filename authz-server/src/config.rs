@@ -65,6 +65,10 @@ pub struct Config {
     /// approves (docs/access-requests.md).
     #[serde(default)]
     pub workflows: Vec<WorkflowConfig>,
+    /// Resource discovery: watch each cluster's RBAC for admins (docs/discovery.md).
+    /// Off when unset.
+    #[serde(default)]
+    pub discovery: Option<crate::discovery::DiscoveryConfig>,
 }
 
 /// Mutual TLS for the ext_authz listener: this server's certificate, and the CA whose
@@ -619,6 +623,10 @@ impl Config {
         }
         self.validate_clusters()?;
         self.validate_access_requests()?;
+        if let Some(discovery) = &self.discovery {
+            discovery.drop_after()?;
+            discovery.cluster_names(self)?;
+        }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let overlapping = self.issuers[..i]
                 .iter()

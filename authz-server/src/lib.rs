@@ -11,7 +11,10 @@
 //! [`upstream_health`] checks that each cluster answers the gateway, [`doctor`] everything
 //! an operator should check, with [`rbac_model`] reading the cluster's bindings and
 //! [`envoy_routes`] Envoy's routes; [`access`] is just-in-time access (workflows,
-//! requests, signed grants, their API); [`server`] puts the
+//! requests, signed grants, their API); [`discovery`] watches each cluster's RBAC
+//! for admins (subjects, roles, level suggestions, drift); [`http_api`] is what both
+//! HTTP APIs share, and [`kube_client`] how authz-server reaches a cluster itself;
+//! [`server`] puts the
 //! gRPC services on a socket, through [`grpc_tls`] when Envoy reaches it over a network.
 
 #![forbid(unsafe_code)]
@@ -21,11 +24,14 @@ pub mod check;
 pub mod cluster_selection;
 pub mod config;
 pub mod decision_cache;
+pub mod discovery;
 pub mod doctor;
 pub mod envoy_routes;
 pub mod error_text;
 pub mod explain;
 pub mod grpc_tls;
+pub mod http_api;
+pub mod kube_client;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;

@@ -18,7 +18,16 @@ pub struct Metrics {
     refused_reloads: AtomicU64,
     /// The last upstream health check of each cluster that has one.
     upstream_up: Mutex<BTreeMap<String, bool>>,
+    /// Levels that gained power, by cluster, level and cause.
+    drift: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    /// Per discovered cluster: seconds its data has been stale (0 fresh) and how many
+    /// configured levels nothing backs; `None` while no data is served.
+    discovery: Mutex<BTreeMap<String, DiscoveryGauges>>,
 }
+
+/// One discovered cluster's gauges: seconds stale (0 fresh) and unbacked levels, each
+/// `None` while no data is served.
+type DiscoveryGauges = (Option<i64>, Option<usize>);
 
 impl Metrics {
     pub fn record_allowed(&self, cluster: &str) {
@@ -43,6 +52,16 @@ impl Metrics {
     pub fn record_upstream(&self, cluster: &str, up: bool) {
         let mut states = self.upstream_up.lock().unwrap_or_else(|p| p.into_inner());
         states.insert(cluster.to_owned(), up);
+    }
+
+    pub fn record_drift(&self, cluster: &str, level: &str, cause: &'static str) {
+        let mut drift = self.drift.lock().unwrap_or_else(|p| p.into_inner());
+        *drift.entry((cluster.to_owned(), level.to_owned(), cause)).or_default() += 1;
+    }
+
+    pub fn record_discovery(&self, cluster: &str, stale_seconds: Option<i64>, unbacked_levels: Option<usize>) {
+        let mut states = self.discovery.lock().unwrap_or_else(|p| p.into_inner());
+        states.insert(cluster.to_owned(), (stale_seconds, unbacked_levels));
     }
 
     pub fn record_reload(&self, applied: bool) {
@@ -119,6 +138,7 @@ impl Metrics {
             "1 when the cluster's API server answered the gateway's last health check, else 0.",
             upstream,
         );
+        self.render_discovery(&mut out);
         let cached = [(String::new(), validator.cached_tokens() as u64)];
         family(&mut out, "kubegate_verified_tokens_cached", "gauge", "Verified tokens remembered.", cached);
         let verifications = [(String::new(), validator.signature_verifications())];
@@ -130,6 +150,58 @@ impl Metrics {
             verifications,
         );
         out
+    }
+}
+
+impl Metrics {
+    fn render_discovery(&self, out: &mut String) {
+        let drift: Vec<(String, u64)> = self
+            .drift
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((cluster, level, cause), n)| {
+                (format!("{{cluster=\"{}\",level=\"{}\",cause=\"{cause}\"}}", label(cluster), label(level)), *n)
+            })
+            .collect();
+        family(
+            out,
+            "kubegate_discovery_level_drift_total",
+            "counter",
+            "Privilege levels kubegate grants that gained power in the cluster (a new binding, or a bound role's new rules).",
+            drift,
+        );
+        let states: Vec<(String, DiscoveryGauges)> = self
+            .discovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(cluster, state)| (format!("{{cluster=\"{}\"}}", label(cluster)), *state))
+            .collect();
+        let served = states.iter().map(|(l, (stale, _))| (l.clone(), u64::from(stale.is_some())));
+        family(
+            out,
+            "kubegate_discovery_available",
+            "gauge",
+            "1 while discovery serves the cluster's RBAC, else 0.",
+            served,
+        );
+        let stale = states.iter().filter_map(|(l, (stale, _))| Some((l.clone(), (*stale)?.max(0) as u64)));
+        family(
+            out,
+            "kubegate_discovery_stale_seconds",
+            "gauge",
+            "How long the cluster's discovered RBAC has been stale (0 while its watches work).",
+            stale,
+        );
+        let unbacked = states.iter().filter_map(|(l, (_, n))| Some((l.clone(), (*n)? as u64)));
+        family(
+            out,
+            "kubegate_discovery_unbacked_levels",
+            "gauge",
+            "Privilege levels kubegate's configuration grants that no binding in the cluster backs.",
+            unbacked,
+        );
     }
 }
 
@@ -187,5 +259,26 @@ mod tests {
         assert!(out.contains("kubegate_decisions_total{cluster=\"dev\",decision=\"allow\",reason=\"\"} 2\n"), "{out}");
         assert!(out.contains("{cluster=\"prod\",decision=\"deny\",reason=\"policy_forbidden\"} 1\n"), "{out}");
         assert!(out.contains("{cluster=\"\",decision=\"deny\",reason=\"token_expired\"} 1\n"), "{out}");
+    }
+
+    #[test]
+    fn drift_and_discovery_state_are_exposed() {
+        let issuer = serde_yaml::from_str("url: https://idp.example.com\naudiences: [kubegate]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let validator = TokenValidator::new(&[issuer], 10).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Metrics::default();
+        metrics.record_drift("dev", "viewers", "binding_added");
+        metrics.record_discovery("dev", Some(12), Some(1));
+        metrics.record_discovery("prod", None, None);
+        let out = metrics.render(&validator);
+        assert!(
+            out.contains(
+                "kubegate_discovery_level_drift_total{cluster=\"dev\",level=\"viewers\",cause=\"binding_added\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("kubegate_discovery_stale_seconds{cluster=\"dev\"} 12\n"), "{out}");
+        assert!(out.contains("kubegate_discovery_available{cluster=\"prod\"} 0\n"), "{out}");
+        assert!(out.contains("kubegate_discovery_unbacked_levels{cluster=\"dev\"} 1\n"), "{out}");
     }
 }

@@ -110,6 +110,11 @@ impl PrivilegeResolver {
         Self { roles, cluster, facts }
     }
 
+    /// The standing roles that hold on this cluster.
+    pub fn roles(&self) -> impl Iterator<Item = &RoleConfig> {
+        self.roles.iter().map(|r| &r.config)
+    }
+
     /// The cluster these rules are for, as policies see it.
     pub fn cluster(&self) -> &ClusterFacts {
         &self.facts

@@ -148,6 +148,9 @@ pub fn spawn_reloader(config_path: PathBuf, running: Config, rules: SharedRules,
                     if config.issuers.len() != running.issuers.len() || config.listen != running.listen {
                         tracing::warn!("issuers or listen address changed: they take effect after a restart");
                     }
+                    if format!("{:?}", config.discovery) != format!("{:?}", running.discovery) {
+                        tracing::warn!("discovery settings changed: they take effect after a restart");
+                    }
                     tracing::info!(
                         policies = new_rules.policy.len(),
                         roles = config.roles.len(),

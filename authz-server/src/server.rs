@@ -28,6 +28,8 @@ pub enum ServeError {
     SigningKey(#[from] crate::access::signing::SigningKeyError),
     #[error(transparent)]
     AccessStore(#[from] crate::access::store::StoreError),
+    #[error("resource discovery: {0}")]
+    Discovery(String),
 }
 
 /// Serves until `shutdown` resolves; with `config_path`, reloads roles and policies when
@@ -74,9 +76,14 @@ pub async fn serve(
         .await
         .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
     let mut gatekeeper = Gatekeeper::new(validator.clone(), rules.clone(), decisions);
-    if let Some(store) = start_access_requests(&config, &validator, &rules).await? {
-        gatekeeper = gatekeeper.with_grants(store.grants().clone());
+    let access = start_access_requests(&config, &validator, &rules)?;
+    let grants = access.as_ref().map(|(store, _)| store.grants().clone());
+    if let Some(grants) = &grants {
+        gatekeeper = gatekeeper.with_grants(grants.clone());
     }
+    let discovery = crate::discovery::Discovery::start(&config, rules.clone(), grants, metrics.clone())
+        .map_err(ServeError::Discovery)?;
+    serve_api(&config, access.map(|(_, api)| api), discovery, &validator, &rules).await?;
     let check = CheckService::new(gatekeeper, metrics);
     let router =
         tonic::transport::Server::builder().add_service(health_service).add_service(AuthorizationServer::new(check));
@@ -96,12 +103,12 @@ pub async fn serve(
 }
 
 /// With `accessRequests`: the store of access requests, watched into the grant index,
-/// its expiry sweep, and (with `apiListen`) the HTTP API.
-async fn start_access_requests(
+/// its expiry sweep, and the state of its HTTP API.
+fn start_access_requests(
     config: &Config,
     validator: &Arc<TokenValidator>,
     rules: &SharedRules,
-) -> Result<Option<crate::access::store::AccessStore>, ServeError> {
+) -> Result<Option<(crate::access::store::AccessStore, crate::access::api::AccessApi)>, ServeError> {
     use crate::access::{api, grants::GrantIndex, signing::SigningKey, store::AccessStore, store::StoreError};
     let Some(access) = &config.access_requests else { return Ok(None) };
     let key = SigningKey::load(&access.signing_key_file)?;
@@ -113,32 +120,54 @@ async fn start_access_requests(
     store.spawn_watch();
     let notifier = crate::access::notify::Notifier::new(rules.clone());
     store.spawn_expiry_sweep(notifier.clone());
-    if let Some(addr) = config.api_listen {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-        tracing::info!(%addr, "access-request API listening");
-        let console =
-            crate::access::console::Console::from_config(access, &config.issuers).map_err(StoreError::Config)?;
-        let state = api::AccessApi {
-            validator: validator.clone(),
-            rules: rules.clone(),
-            store: store.clone(),
-            namespace: access.namespace.clone(),
-            notifier,
-            console,
-        };
-        tokio::spawn(api::serve(listener, state));
+    let console = crate::access::console::Console::from_config(access, &config.issuers).map_err(StoreError::Config)?;
+    let state = api::AccessApi {
+        validator: validator.clone(),
+        rules: rules.clone(),
+        store: store.clone(),
+        namespace: access.namespace.clone(),
+        notifier,
+        console,
+        discovery: None,
+    };
+    Ok(Some((store, state)))
+}
+
+/// With `apiListen`: kubegate's HTTP APIs, for what is configured (access requests and
+/// their console, discovery).
+async fn serve_api(
+    config: &Config,
+    access: Option<crate::access::api::AccessApi>,
+    discovery: Option<Arc<crate::discovery::Discovery>>,
+    validator: &Arc<TokenValidator>,
+    rules: &SharedRules,
+) -> Result<(), ServeError> {
+    let Some(addr) = config.api_listen else { return Ok(()) };
+    if access.is_none() && discovery.is_none() {
+        return Ok(());
     }
-    Ok(Some(store))
+    let access = access.map(|access| crate::access::api::AccessApi { discovery: discovery.clone(), ..access });
+    let discovery = discovery.map(|discovery| crate::discovery::api::DiscoveryApi {
+        validator: validator.clone(),
+        rules: rules.clone(),
+        discovery,
+    });
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+    tracing::info!(%addr, access_requests = access.is_some(), discovery = discovery.is_some(), "kubegate API listening");
+    tokio::spawn(crate::access::api::serve(listener, access, discovery));
+    Ok(())
 }
 
 /// Privilege levels that standing roles grant are Kubernetes groups: if the cluster has
 /// no binding for one it does nothing today and grants power the day someone binds it.
-/// Until discovery can check the cluster, say which levels are configured.
+/// Without discovery (which checks the cluster), say which levels are configured.
 fn log_unbound_levels(config: &Config) {
+    if config.discovery.is_some() {
+        return;
+    }
     let levels: std::collections::BTreeSet<&String> = config.roles.iter().flat_map(|r| &r.privilege_levels).collect();
     if !levels.is_empty() {
-        tracing::warn!(levels = ?levels, "privilege levels granted by roles; check that the cluster binds each (kubegate cannot check yet), or a later binding silently widens access");
+        tracing::warn!(levels = ?levels, "privilege levels granted by roles; check that the cluster binds each (turn on `discovery` and kubegate checks), or a later binding silently widens access");
     }
 }
 

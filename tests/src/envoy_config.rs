@@ -293,18 +293,20 @@ mod cluster_tests {
     fn the_template_routes_only_by_the_decided_cluster() {
         let doc = doc(&rendered());
         let routes = routes(&doc);
-        assert_eq!(routes.len(), 4, "kubegate's API and console, one cluster, then the refusal: {routes:?}");
-        for (route, prefix) in routes.iter().zip(["/kubegate/v1/access/", "/kubegate/console/"]) {
+        assert_eq!(routes.len(), 5, "kubegate's APIs and console, one cluster, then the refusal: {routes:?}");
+        for (route, prefix) in
+            routes.iter().zip(["/kubegate/v1/access/", "/kubegate/console/", "/kubegate/v1/discovery/"])
+        {
             assert_eq!(route["match"]["prefix"].as_str(), Some(prefix));
             assert_eq!(route["route"]["cluster"].as_str(), Some("kubegate_api"));
             for filter in ["envoy.filters.http.ext_authz", "kubegate.strip", "kubegate.inject"] {
                 assert_eq!(route["typed_per_filter_config"][filter]["disabled"].as_bool(), Some(true), "{filter}");
             }
         }
-        assert_eq!(routes[2]["match"]["headers"][0]["name"].as_str(), Some(CLUSTER_HEADER));
-        assert_eq!(routes[2]["match"]["headers"][0]["string_match"]["exact"].as_str(), Some("dev"));
-        assert_eq!(routes[2]["route"]["cluster"].as_str(), Some("kube_dev"));
-        assert_eq!(routes[3]["direct_response"]["status"].as_u64(), Some(404));
+        assert_eq!(routes[3]["match"]["headers"][0]["name"].as_str(), Some(CLUSTER_HEADER));
+        assert_eq!(routes[3]["match"]["headers"][0]["string_match"]["exact"].as_str(), Some("dev"));
+        assert_eq!(routes[3]["route"]["cluster"].as_str(), Some("kube_dev"));
+        assert_eq!(routes[4]["direct_response"]["status"].as_u64(), Some(404));
         let listener = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let names: Vec<_> =
             listener["http_filters"].as_sequence().into_iter().flatten().filter_map(|f| f["name"].as_str()).collect();
@@ -322,10 +324,14 @@ mod cluster_tests {
         let routes = routes(&doc);
         let matched: Vec<_> =
             routes.iter().map(|r| r["match"]["headers"][0]["string_match"]["exact"].as_str()).collect();
-        assert_eq!(matched, [None, None, Some("dev"), Some("prod"), None], "kubegate's API first, the refusal last");
-        assert_eq!(routes[3]["route"]["cluster"].as_str(), Some("kube_prod"));
-        assert_eq!(routes[3]["route"]["timeout"], routes[2]["route"]["timeout"]);
-        assert_eq!(routes[3]["request_headers_to_remove"], routes[2]["request_headers_to_remove"]);
+        assert_eq!(
+            matched,
+            [None, None, None, Some("dev"), Some("prod"), None],
+            "kubegate's APIs first, the refusal last"
+        );
+        assert_eq!(routes[4]["route"]["cluster"].as_str(), Some("kube_prod"));
+        assert_eq!(routes[4]["route"]["timeout"], routes[3]["route"]["timeout"]);
+        assert_eq!(routes[4]["request_headers_to_remove"], routes[3]["request_headers_to_remove"]);
         assert_eq!(injector_source(&mut doc, "kube_prod").as_deref(), Some("/prod/sds.yaml"));
         assert_eq!(injector_source(&mut doc, "kube_dev").as_deref(), Some("X_GATEWAY_TOKEN_SDS"));
         let prod = envoy_cluster(&mut doc, "kube_prod").unwrap_or_else(|e| panic!("{e}"));

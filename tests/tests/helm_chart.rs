@@ -7,7 +7,8 @@
 //! bad values are refused naming the field. With access requests on: the AccessRequest
 //! CRD is a structural schema that takes the documented object, authz-server gets its
 //! Role, signing key and settings, and Envoy routes kubegate's own paths around the
-//! filters (checked in a running Envoy too).
+//! filters (checked in a running Envoy too). With resource discovery on: authz-server
+//! gets its settings and API, Envoy its route, and the read-only ClusterRole exists.
 
 use kubegate_tests::envoy_config::{self, AddedCluster};
 use kubegate_tests::harness::helm::{relocation_values, text_files, Chart, KubeletVolume, Rendered, RELEASE};
@@ -18,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The values sets the chart ships, each one a kind of install.
-const VALUES_SETS: [&str; 5] = ["pod-identity", "remote-cluster", "ha", "mesh", "access-requests"];
+const VALUES_SETS: [&str; 6] = ["pod-identity", "remote-cluster", "ha", "mesh", "access-requests", "discovery"];
 /// The oldest and newest Kubernetes kubegate supports (docs/architecture.md).
 const KUBERNETES: [&str; 2] = ["1.27.0", "1.37.0"];
 
@@ -260,7 +261,7 @@ fn envoy_validate(tools: &Tools, config: &Path) -> std::process::Output {
 #[test]
 fn the_rendered_envoy_config_passes_envoy_validate() -> anyhow::Result<()> {
     let (chart, tools) = (chart(), Tools::locate()?);
-    for set in ["pod-identity", "remote-cluster", "ha", "access-requests"] {
+    for set in ["pod-identity", "remote-cluster", "ha", "access-requests", "discovery"] {
         let (root, rendered) = render_relocated(&chart, &tools, set, "{}\n");
         let config = PathBuf::from(relocation_values(root.path())["paths"]["envoyConfig"].as_str().unwrap_or_default())
             .join("envoy.yaml");
@@ -507,13 +508,14 @@ fn every_rbac_rule_is_commented_with_the_feature_that_needs_it() -> anyhow::Resu
 /// template rendered with the same values and extended the way the harness extends it
 /// (`add_cluster`, `use_upstream_client_certificate`), certificates aside (the chart
 /// reads them through SDS so that a renewed Secret is picked up). What the chart adds:
-/// the readiness listener and the admin cluster it routes to. Without access requests,
-/// the chart has neither the routes to authz-server's API and console nor
+/// the readiness listener and the admin cluster it routes to. Without access requests
+/// and discovery, the chart has neither the routes to authz-server's API and console nor
 /// `kubegate_api`.
 #[test]
 fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result<()> {
     let chart = chart();
-    let rendered = render_with(&chart, "remote-cluster", "accessRequests: {enabled: true}\n");
+    let rendered =
+        render_with(&chart, "remote-cluster", "accessRequests: {enabled: true}\ndiscovery: {enabled: true}\n");
     let mut ours = rendered.envoy_config()?;
     let sds = rendered.config_map(&format!("{RELEASE}-envoy"))?;
     inline_sds_certificates(&mut ours, &sds)?;
@@ -615,7 +617,8 @@ fn the_charts_envoy_config_is_the_template_for_every_cluster() -> anyhow::Result
         assert_eq!(envoy_cluster(&ours, &name), envoy_cluster(&template, &name), "Envoy cluster {name} differs");
     }
 
-    // Without access requests: the template without its route and cluster of the API.
+    // Without access requests and discovery: the template without its routes and cluster
+    // of the API.
     let mut off = render(&chart, "remote-cluster").envoy_config()?;
     inline_sds_certificates(&mut off, &sds)?;
     let mut template_off = template.clone();
@@ -851,6 +854,12 @@ fn bad_values_are_refused_naming_the_field() {
         ("mode: mesh\n", "/mesh/grpcTls/secretName"),
         ("paths: {serviceAccount: relative/dir}\n", "/paths/serviceAccount"),
         ("host: https://kubegate.example.com\n", "/host"),
+        ("discovery: {enable: true}\n", "enable"),
+        ("discovery: {enabled: true, clusters: [staging]}\n", "discovery.clusters[0]"),
+        ("discovery: {enabled: true, clusters: [Default]}\n", "/discovery/clusters/0"),
+        ("discovery: {enabled: true, clusters: [default, default]}\n", "/discovery/clusters"),
+        ("discovery: {enabled: true, dropAfter: six hours}\n", "/discovery/dropAfter"),
+        ("discovery: {enabled: true, dropAfter: 0s}\n", "discovery.dropAfter"),
     ] {
         let (_dir, file) = values_file(values);
         let err = chart.template_refused(&[&base, &file]).unwrap_or_else(|e| panic!("{values}: {e}"));
@@ -902,6 +911,14 @@ fn notes_print_the_kubeconfig_add_line() -> anyhow::Result<()> {
         "{custom}"
     );
     assert!(custom.contains("WARNING: an image is pulled by tag"), "{custom}");
+    // Discovery: the clusters whose own RBAC must grant the read-only rules.
+    let discovery = notes(&chart.ci_values("discovery"), "{}\n");
+    assert!(discovery.contains("Resource discovery is on"), "{discovery}");
+    assert!(
+        discovery.contains("In cluster(s) prod, grant the identity of each cluster's credential get, list and watch"),
+        "{discovery}"
+    );
+    assert!(!default.contains("Resource discovery"), "{default}");
     let mesh = notes(&chart.ci_values("mesh"), "{}\n");
     assert!(mesh.contains("kubegate.kubegate.svc:9001") && !mesh.contains("kubeconfig add"), "{mesh}");
     Ok(())
@@ -1064,7 +1081,9 @@ fn has_envoy_cluster(envoy: &Value, name: &str) -> bool {
 #[test]
 fn access_requests_are_off_by_default() -> anyhow::Result<()> {
     let chart = chart();
-    for set in VALUES_SETS.into_iter().filter(|set| *set != ACCESS_VALUES) {
+    // The discovery set has the API (`discovery_is_off_by_default` and
+    // `the_discovery_settings_reach_authz_server_and_envoy` check what it adds).
+    for set in VALUES_SETS.into_iter().filter(|set| *set != ACCESS_VALUES && *set != DISCOVERY_VALUES) {
         let rendered = render(&chart, set);
         assert!(!rendered.text.contains("kubegate.dev/v1alpha1") && !rendered.text.contains("accessrequests"), "{set}");
         assert!(rendered
@@ -1955,4 +1974,183 @@ fn bad_access_request_values_are_refused_naming_the_field() {
         let err = chart.template_refused(&[&base, &file]).unwrap_or_else(|e| panic!("{values}: {e}"));
         assert!(err.contains(expected), "{values}: the refusal does not name {expected}: {err}");
     }
+}
+
+// Resource discovery (docs/discovery.md): authz-server's settings and API, Envoy's route
+// to it, the read-only ClusterRole, and the refusal in mesh mode.
+
+const DISCOVERY_VALUES: &str = "discovery";
+
+/// The six kinds discovery watches, each granted exactly get, list and watch.
+fn discovery_grants() -> BTreeMap<(String, String), Vec<String>> {
+    let read = vec!["get".to_string(), "list".to_string(), "watch".to_string()];
+    [
+        ("", "namespaces"),
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("rbac.authorization.k8s.io", "clusterroles"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ]
+    .into_iter()
+    .map(|(group, resource)| ((group.to_string(), resource.to_string()), read.clone()))
+    .collect()
+}
+
+/// `(apiGroup, resource)` pairs a role's rules grant, with their verbs; a rule with
+/// resourceNames or nonResourceURLs shows up as a resource of its own, so it fails the
+/// comparison.
+fn grants_of(rules: &[Value]) -> BTreeMap<(String, String), Vec<String>> {
+    let mut grants: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for rule in rules {
+        let keys: Vec<&str> = rule.as_mapping().into_iter().flatten().filter_map(|(k, _)| k.as_str()).collect();
+        assert!(keys.iter().all(|k| ["apiGroups", "resources", "verbs"].contains(k)), "{rule:?}");
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                grants.entry((group.clone(), resource)).or_default().extend(strings(&rule["verbs"]));
+            }
+        }
+    }
+    grants
+}
+
+/// Off by default: no `discovery` in authz-server's configuration, no route to the
+/// discovery API, and (but for `rbac.discovery`) no ClusterRole for it, in every values
+/// set but the discovery one.
+#[test]
+fn discovery_is_off_by_default() -> anyhow::Result<()> {
+    let chart = chart();
+    for set in VALUES_SETS.into_iter().filter(|set| *set != DISCOVERY_VALUES) {
+        let rendered = render(&chart, set);
+        assert!(authz_config(&rendered).get("discovery").is_none(), "{set}: authz.yaml has discovery");
+        if set != "mesh" {
+            let routes = gateway_routes(&rendered.envoy_config()?);
+            assert!(!names_of(&routes).iter().any(|r| r == "kubegate-discovery"), "{set}: {routes:?}");
+            assert!(
+                routes.iter().all(|r| !r["match"]["prefix"].as_str().unwrap_or_default().contains("discovery")),
+                "{set}: {routes:?}"
+            );
+        }
+        // The ha set grants the same read-only rules for `kubegate doctor` (rbac.discovery).
+        let role = rendered.object("ClusterRole", &format!("{RELEASE}-discovery"));
+        assert_eq!(role.is_ok(), set == "ha", "{set}: the discovery ClusterRole");
+    }
+    let ha = render(&chart, "ha");
+    assert_eq!(grants_of(&rules(&ha, "ClusterRole", &format!("{RELEASE}-discovery"))), discovery_grants());
+    Ok(())
+}
+
+/// With `discovery: {enabled: true}`: authz-server's `discovery` settings (dropAfter by
+/// default 6h, the clusters only when named) and its API on loopback; Envoy's route for
+/// `/kubegate/v1/discovery/` to `kubegate_api`, first, the template's route, around
+/// every filter; the chart's service account may get, list and watch the six kinds
+/// discovery reads, and nothing more. Access requests stay off; the console comes with
+/// them only. Turning discovery on or changing its settings restarts the pods.
+#[test]
+fn the_discovery_settings_reach_authz_server_and_envoy() -> anyhow::Result<()> {
+    let chart = chart();
+    let rendered = render_with(&chart, "pod-identity", "discovery: {enabled: true}\n");
+    let authz = authz_config(&rendered);
+    assert_eq!(authz["discovery"], serde_yaml::from_str::<Value>("{dropAfter: 6h}")?);
+    assert_eq!(authz["apiListen"].as_str(), Some("127.0.0.1:9004"));
+    for key in ["accessRequests", "workflows"] {
+        assert!(authz.get(key).is_none(), "authz.yaml has {key}");
+    }
+    let ports =
+        names_of(rendered.container("authz-server")?["ports"].as_sequence().map(Vec::as_slice).unwrap_or_default());
+    assert_eq!(ports, ["metrics", "health"], "the API is no container port in gateway mode");
+
+    let envoy = rendered.envoy_config()?;
+    let routes = gateway_routes(&envoy);
+    assert_eq!(names_of(&routes), ["kubegate-discovery", "cluster-default", "no-decision"]);
+    let route = &routes[0];
+    assert_eq!(route["match"], serde_yaml::from_str::<Value>("{prefix: /kubegate/v1/discovery/}")?);
+    assert_eq!(route["route"]["cluster"].as_str(), Some("kubegate_api"));
+    // envoy/kubegate.yaml, every placeholder filled with a stand-in (the route has none).
+    let placeholders: BTreeMap<&str, String> = envoy_config::GATEWAY_TEMPLATE
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| (name, "0".to_string())))
+        .collect();
+    let template: Value = serde_yaml::from_str(&envoy_config::render(envoy_config::GATEWAY_TEMPLATE, &placeholders)?)?;
+    let template_route =
+        gateway_routes(&template).into_iter().find(|r| r["name"].as_str() == Some("kubegate-discovery"));
+    assert_eq!(Some(route.clone()), template_route, "the route is envoy/kubegate.yaml's");
+    assert!(has_envoy_cluster(&envoy, "kubegate_api"));
+    let api = envoy_cluster(&envoy, "kubegate_api");
+    let socket = &api["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+    assert_eq!((socket["address"].as_str(), socket["port_value"].as_u64()), (Some("127.0.0.1"), Some(9004)));
+
+    let name = format!("{RELEASE}-discovery");
+    assert_eq!(grants_of(&rules(&rendered, "ClusterRole", &name)), discovery_grants());
+    let binding = rendered.object("ClusterRoleBinding", &name)?;
+    assert_eq!(binding["roleRef"]["name"].as_str(), Some(name.as_str()));
+    assert_eq!(
+        binding["subjects"],
+        serde_yaml::from_str::<Value>("[{kind: ServiceAccount, name: kubegate, namespace: kubegate}]")?
+    );
+    assert!(rendered.object("Role", &format!("{RELEASE}-access-requests")).is_err());
+
+    // The discovery set names its clusters and keeps data 2h; the console's discovery
+    // pages come with access requests' console.
+    let set = render(&chart, DISCOVERY_VALUES);
+    assert_eq!(
+        authz_config(&set)["discovery"],
+        serde_yaml::from_str::<Value>("{dropAfter: 2h, clusters: [dev, prod]}")?
+    );
+    assert_eq!(grants_of(&rules(&set, "ClusterRole", &name)), discovery_grants());
+    let both = render_with(&chart, DISCOVERY_VALUES, "accessRequests: {enabled: true}\n");
+    assert_eq!(
+        names_of(&gateway_routes(&both.envoy_config()?)),
+        ["kubegate-api", "kubegate-console", "kubegate-discovery", "cluster-dev", "cluster-prod", "no-decision"]
+    );
+    // Only a remote cluster discovered: nothing to read in this one.
+    let remote_only = render_with(&chart, DISCOVERY_VALUES, "discovery: {clusters: [prod]}\n");
+    assert!(remote_only.object("ClusterRole", &name).is_err(), "the in-cluster cluster is not discovered");
+
+    let annotation = |values: &str| {
+        let rendered = render_with(&chart, "pod-identity", values);
+        rendered.object("Deployment", RELEASE).map(|d| d["spec"]["template"]["metadata"]["annotations"].clone())
+    };
+    let (off, on) = (annotation("{}\n")?, annotation("discovery: {enabled: true}\n")?);
+    assert_ne!(on["checksum/authz-restart"], off["checksum/authz-restart"], "the API listener needs a restart");
+    for change in [
+        "discovery: {enabled: true, dropAfter: 1h}\n",
+        "discovery: {enabled: true, clusters: [default]}\n",
+        "discovery: {enabled: true}\nauthz: {apiPort: 9010}\n",
+    ] {
+        assert_ne!(
+            annotation(change)?["checksum/authz-restart"],
+            on["checksum/authz-restart"],
+            "{change}: read at start only"
+        );
+    }
+    assert_eq!(annotation("discovery: {dropAfter: 1h}\n")?, off, "settings of discovery while off change nothing");
+    Ok(())
+}
+
+/// Discovery with access requests (the API and console routes, and the discovery one,
+/// to one listener) loads: authz-server `check` and `envoy --mode validate`. (The
+/// discovery set alone is in every values set's check and validation.)
+#[test]
+fn discovery_with_access_requests_passes_check_and_envoy_validate() -> anyhow::Result<()> {
+    let (chart, tools) = (chart(), Tools::locate()?);
+    let (root, _) = render_relocated(&chart, &tools, ACCESS_VALUES, "discovery: {enabled: true, dropAfter: 90m}\n");
+    let out = authz_check(&tools, root.path());
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let config = PathBuf::from(relocation_values(root.path())["paths"]["envoyConfig"].as_str().unwrap_or_default())
+        .join("envoy.yaml");
+    let out = envoy_validate(&tools, &config);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// Not in mesh mode: authz-server there has no upstream to watch a cluster through, and
+/// would serve the API on loopback, where no Envoy of the mesh reaches it.
+#[test]
+fn discovery_is_refused_in_mesh_mode() {
+    let chart = chart();
+    let (_dir, file) = values_file("discovery: {enabled: true}\n");
+    let err = chart.template_refused(&[&chart.ci_values("mesh"), &file]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(err.contains("discovery.enabled: not in mesh mode"), "{err}");
 }

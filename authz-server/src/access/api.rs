@@ -41,11 +41,24 @@ pub struct AccessApi {
     pub notifier: Notifier,
     /// The web console under `/kubegate/console/`, when `accessRequests.console` is set.
     pub console: Option<Arc<super::console::Console>>,
+    /// Resource discovery, for the console's discovery pages, when `discovery` is set.
+    pub discovery: Option<Arc<crate::discovery::Discovery>>,
 }
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, api: AccessApi) {
-    let app = router(api);
+/// Serves kubegate's HTTP APIs on `listener` until the process ends: access requests
+/// (with the console) and discovery, each when configured.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    access: Option<AccessApi>,
+    discovery: Option<crate::discovery::api::DiscoveryApi>,
+) {
+    let mut app = match access {
+        Some(api) => router(api),
+        None => Router::new().fallback(|| async { ApiError::new(404, "no such kubegate API path") }),
+    };
+    if let Some(discovery) = discovery {
+        app = app.merge(crate::discovery::api::router(discovery));
+    }
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "access-request API listener failed");
     }
@@ -64,36 +77,7 @@ pub fn router(api: AccessApi) -> Router {
         .merge(super::console::router(api))
 }
 
-/// A refusal, as a Kubernetes `Status`.
-#[derive(Debug)]
-pub struct ApiError {
-    code: u16,
-    message: String,
-}
-
-impl ApiError {
-    fn new(code: u16, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-
-    /// The HTTP status code.
-    pub(super) fn code(&self) -> u16 {
-        self.code
-    }
-
-    /// What the caller reads.
-    pub(super) fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = kubegate_decision::Status::failure(self.code, &self.message).to_json();
-        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, [("content-type", "application/json")], body).into_response()
-    }
-}
+pub use crate::http_api::{client_address, ApiError};
 
 impl From<RequestRefused> for ApiError {
     fn from(refused: RequestRefused) -> Self {
@@ -134,30 +118,9 @@ impl From<Decision<ApiError>> for ApiError {
     }
 }
 
-/// The client's address: Envoy, the only client of this loopback listener, appends
-/// the address it saw to `X-Forwarded-For` (`use_remote_address`), so the last entry is
-/// the one no client can choose.
-pub(super) fn client_address(headers: &HeaderMap) -> String {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .last()
-        .map(|a| a.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// The caller, from their bearer token.
 async fn caller(api: &AccessApi, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or_else(|| ApiError::new(401, crate::oidc::TokenError::Missing.to_string()))?;
-    api.validator.validate(token).await.map_err(|e| ApiError::new(401, e.to_string()))
+    crate::http_api::caller(&api.validator, headers).await
 }
 
 #[derive(Serialize)]

@@ -61,8 +61,7 @@ pub struct AccessStore {
 impl AccessStore {
     /// A client for `upstream` (no request is made yet).
     pub fn connect(upstream: &UpstreamConfig, namespace: &str, grants: Arc<GrantIndex>) -> Result<Self, StoreError> {
-        let config = client_config(upstream)?;
-        let client = kube::Client::try_from(config).map_err(|e| StoreError::Config(crate::error_text::causes(&e)))?;
+        let client = crate::kube_client::client(upstream).map_err(StoreError::Config)?;
         Ok(Self { api: Api::namespaced(client, namespace), grants })
     }
 
@@ -199,17 +198,4 @@ pub enum Decision<E> {
     /// The rules refused it.
     Refused(E),
     Store(StoreError),
-}
-
-/// A kube client configuration from kubegate's upstream settings.
-fn client_config(upstream: &UpstreamConfig) -> Result<kube::Config, StoreError> {
-    let server = upstream.server().ok_or_else(|| StoreError::Config("the cluster has no upstream server".into()))?;
-    let uri = server.parse().map_err(|e| StoreError::Config(format!("{server}: {e}")))?;
-    let mut config = kube::Config::new(uri);
-    config.root_cert_file = upstream.ca_file();
-    config.auth_info.token_file = upstream.token_file().map(|p| p.display().to_string());
-    config.auth_info.client_certificate = upstream.client_cert_file.as_ref().map(|p| p.display().to_string());
-    config.auth_info.client_key = upstream.client_key_file.as_ref().map(|p| p.display().to_string());
-    config.connect_timeout = Some(Duration::from_secs(5));
-    Ok(config)
 }

@@ -260,6 +260,10 @@ impl Workflows {
         Self(workflows)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Workflow> {
+        self.0.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

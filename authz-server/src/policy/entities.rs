@@ -294,3 +294,18 @@ pub(super) fn approval(
     ])?;
     finish(schema, user, action, cluster, context, entities)
 }
+
+/// The request and entities of a `discover` question.
+pub(super) fn discovery(
+    schema: &Schema,
+    question: &super::DiscoveryQuestion<'_>,
+) -> Result<(Request, Entities), String> {
+    let (user, cluster, entities) = principal_entities(question.principal, question.cluster)?;
+    let action = action(super::discovery::ACTION)?;
+    let context = context(vec![
+        ("view", string(question.view)),
+        ("sourceIp", ip(question.source_ip)),
+        ("time", RestrictedExpression::new_long(question.now)),
+    ])?;
+    finish(schema, user, action, cluster, context, entities)
+}

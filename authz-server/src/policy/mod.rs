@@ -1,5 +1,5 @@
 //! Cedar policy: loading and validating policy files against kubegate's schema
-//! (`authz-server/policy/kubegate.cedarschema`), and answering the four questions
+//! (`authz-server/policy/kubegate.cedarschema`), and answering the five questions
 //! kubegate asks of them:
 //!
 //! * [`PolicyEngine::fetch_privileges`]: which privilege levels do `permit` policies on
@@ -9,18 +9,22 @@
 //! * [`PolicyEngine::authorize_request`]: does a `forbid` refuse this Kubernetes request?
 //! * [`PolicyEngine::approval`]: does a `permit` on `approve` approve this access
 //!   request (by this approver, or automatically), with no `forbid` against it?
+//! * [`PolicyEngine::discovery`]: does a `permit` on `discover` let this user read what
+//!   resource discovery learned of a cluster's RBAC?
 //!
 //! kubegate adds two built-in `permit` policies (every request, every impersonation),
 //! so policies only need to say what to forbid; Kubernetes RBAC still decides what the
-//! impersonated identity may do. There is none for `approve`: approving grants
-//! privilege, so it needs a policy that says so. A policy that fails to evaluate counts
+//! impersonated identity may do. There is none for `approve` or `discover`: approving grants
+//! privilege and discovery maps it, so each needs a policy that says so. A policy that fails to evaluate counts
 //! as a refusal.
 
 mod approval;
+mod discovery;
 mod entities;
 mod source;
 
 pub use approval::ApprovalQuestion;
+pub use discovery::DiscoveryQuestion;
 pub use entities::{ClusterFacts, Principal, RequestMeta};
 pub use source::PolicyError;
 
@@ -110,6 +114,18 @@ impl PolicyEngine {
             .filter_map(|p| p.annotation(LEVELS_ANNOTATION))
             .flat_map(|list| list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned))
             .collect()
+    }
+
+    /// [`Self::levels_policies_may_add`], each with the policies (`file:line`) that add it.
+    pub fn levels_policies_may_add_by_origin(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut levels: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for policy in self.policies.policies() {
+            let Some(list) = policy.annotation(LEVELS_ANNOTATION) else { continue };
+            for level in list.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+                levels.entry(level.to_owned()).or_default().push(self.describe(policy.id()));
+            }
+        }
+        levels
     }
 
     /// True when no file policy is loaded.
@@ -220,6 +236,9 @@ impl PolicyEngine {
     }
 }
 
+/// Actions with no built-in permit, that an unscoped `permit` does not open.
+const GUARDED_ACTIONS: [&str; 2] = [approval::ACTION, discovery::ACTION];
+
 /// Splits the set by the actions each policy's scope can match (`action`,
 /// `action == A`, `action in [A, B]`, `action in k8s::Action::"request"`).
 ///
@@ -229,17 +248,22 @@ impl PolicyEngine {
 /// turn `permit (principal, action, resource);` into "everyone approves everything,
 /// their own requests included, automatically". A permit that approves must name
 /// `k8s::Action::"approve"` in its scope. Unscoped forbids do apply to `approve`.
+/// `discover` is read the same way: such a permit must not show everyone the
+/// cluster's RBAC.
 fn partition_by_action(policies: &PolicySet) -> std::collections::HashMap<&'static str, PolicySet> {
     use cedar_policy::ActionConstraint;
-    let all: Vec<&'static str> =
-        entities::REQUEST_ACTIONS.iter().copied().chain(["fetchPrivileges", "impersonate", approval::ACTION]).collect();
+    let all: Vec<&'static str> = entities::REQUEST_ACTIONS
+        .iter()
+        .copied()
+        .chain(["fetchPrivileges", "impersonate", approval::ACTION, discovery::ACTION])
+        .collect();
     let mut sets: std::collections::HashMap<&'static str, PolicySet> =
         all.iter().map(|a| (*a, PolicySet::new())).collect();
     for policy in policies.policies() {
         let named: Vec<String> = match policy.action_constraint() {
             ActionConstraint::Any => all
                 .iter()
-                .filter(|a| !(**a == approval::ACTION && policy.effect() == Effect::Permit))
+                .filter(|a| !(GUARDED_ACTIONS.contains(*a) && policy.effect() == Effect::Permit))
                 .map(|a| a.to_string())
                 .collect(),
             ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_string()],

@@ -107,8 +107,15 @@ impl<'a> Person<'a> {
 
     /// `kubegate access ARGS`: (success, stdout, stderr); a panic in it fails the test.
     pub async fn run(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let mut all = vec!["access"];
+        all.extend(args);
+        self.kubegate(&all).await
+    }
+
+    /// `kubegate ARGS` with this person's kubeconfig: (success, stdout, stderr); a panic
+    /// in it fails the test.
+    pub async fn kubegate(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
         let output = tokio::process::Command::new(&self.stack.tools.kubegate)
-            .arg("access")
             .args(args)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)

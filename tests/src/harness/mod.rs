@@ -23,6 +23,7 @@ mod login;
 mod operator;
 
 pub mod access;
+pub mod discovery;
 mod process;
 mod replica;
 pub mod stand_in_objects;
@@ -126,6 +127,9 @@ pub struct StackOptions {
     /// Access requests: authz-server stores them in the (one) stand-in and serves its
     /// API, which Envoy routes. Off by default.
     pub access_requests: Option<access::AccessRequestOptions>,
+    /// Resource discovery of the cluster(s) with an upstream (needs `access_requests`,
+    /// which gives authz-server its API listener and upstream). Off by default.
+    pub discovery: Option<discovery::DiscoveryOptions>,
 }
 
 /// The demo's standing role: IdP group `engineering` holds privilege level `engineering`.
@@ -154,6 +158,7 @@ impl Default for StackOptions {
             authz_settings: ENGINEERING_ROLE.into(),
             policies: Vec::new(),
             access_requests: None,
+            discovery: None,
         }
     }
 }
@@ -227,6 +232,13 @@ impl GatewayStack {
         let tools = Tools::locate()?;
         if options.access_requests.is_some() {
             options.rbac.push(access::gateway_rule());
+        }
+        if options.discovery.is_some() {
+            anyhow::ensure!(
+                options.access_requests.is_some(),
+                "StackOptions::discovery needs access_requests (authz-server's API listener and upstream)"
+            );
+            options.rbac.extend(discovery::gateway_rules());
         }
         let (dir, tmp) = match &options.dir {
             Some(dir) => {
@@ -338,6 +350,10 @@ impl GatewayStack {
                 access::authz_yaml(access, &options.authz_settings, api_port, cluster, legacy_upstream, &dir)?
             }
             _ => String::new(),
+        };
+        let access_yaml = match &options.discovery {
+            Some(settings) => format!("{access_yaml}{}", discovery::authz_yaml(settings)),
+            None => access_yaml,
         };
         let authz_yaml = format!(
             "listen: 127.0.0.1:{authz_port}\nmetricsListen: 127.0.0.1:{metrics_port}\npolicyFiles: [policies]\n{}{}issuers:\n- url: {issuer}\n  audiences: [{GATEWAY_CLIENT_ID}]\n  caFile: {}\n{}",

@@ -7,7 +7,8 @@
 //! The map: [`config`] is `accessRequests.console` and the redirect-URI rules;
 //! [`login`] the OpenID Connect login (authorization code, PKCE, `state`, `nonce`);
 //! [`session`] the signed session and login-state cookies; [`csrf`] the form tokens
-//! and same-origin checks; [`pages`] the HTML. What a page shows and what a form does
+//! and same-origin checks; [`pages`] the HTML; [`discovery_pages`] the read-only pages of
+//! resource discovery. What a page shows and what a form does
 //! is the HTTP API's own logic (`api::requests`, `api::perform`), so the console
 //! refuses what the API refuses, with the API's message.
 //!
@@ -18,6 +19,7 @@
 
 mod config;
 mod csrf;
+mod discovery_pages;
 mod login;
 mod pages;
 mod session;
@@ -82,6 +84,10 @@ pub fn router(api: AccessApi) -> Router {
         .route(&format!("{PATH}callback"), get(callback))
         .route(&format!("{PATH}logout"), post(logout))
         .route(&format!("{PATH}requests/{{name}}/{{action}}"), post(act))
+        .route(discovery_pages::DISCOVERY_PATH, get(discovery_pages::subjects))
+        .route(&format!("{}/roles", discovery_pages::DISCOVERY_PATH), get(discovery_pages::roles))
+        .route(&format!("{}/rules", discovery_pages::DISCOVERY_PATH), get(discovery_pages::rules))
+        .route(&format!("{}/levels", discovery_pages::DISCOVERY_PATH), get(discovery_pages::levels))
         .route(&format!("{PATH}{{*rest}}"), any(not_found))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(secure_headers))
@@ -232,7 +238,13 @@ async fn home(State(api): State<AccessApi>, headers: HeaderMap, uri: Uri) -> Res
         (Ok(to_approve), Ok(mut mine)) => {
             mine.sort_by(|a, b| b.created_at.cmp(&a.created_at));
             let csrf = csrf::token(&console.key, &session.id);
-            let home = pages::Home { user: &session.user, csrf: &csrf, to_approve: &to_approve, mine: &mine };
+            let home = pages::Home {
+                user: &session.user,
+                csrf: &csrf,
+                to_approve: &to_approve,
+                mine: &mine,
+                discovery: api.discovery.is_some(),
+            };
             html(StatusCode::OK, pages::home(&home))
         }
         (Err(e), _) | (_, Err(e)) => refusal(e.code(), e.message()),

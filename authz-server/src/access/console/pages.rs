@@ -40,7 +40,7 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str, head_extra: &str) -> String {
+pub(super) fn page(title: &str, body: &str, head_extra: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · kubegate</title>\
 <meta name=\"viewport\" content=\"width=device-width\">{head_extra}<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n",
@@ -96,6 +96,8 @@ pub struct Home<'a> {
     pub to_approve: &'a [View],
     /// The user's own requests, grants among them.
     pub mine: &'a [View],
+    /// Resource discovery is on: link its pages.
+    pub discovery: bool,
 }
 
 fn form(name: &str, action: &str, csrf_token: &str, reason: Option<(&str, bool)>, button: &str) -> String {
@@ -151,6 +153,9 @@ pub fn home(home: &Home<'_>) -> String {
         csrf::FIELD,
         escape(home.csrf)
     );
+    if home.discovery {
+        body.push_str("<p><a id=\"discovery\" href=\"/kubegate/console/discovery\">Cluster RBAC: subjects, roles and privilege levels</a></p>\n");
+    }
 
     body.push_str("<h2>Waiting for your approval</h2>\n");
     if home.to_approve.is_empty() {
@@ -284,6 +289,7 @@ mod tests {
             csrf: "t\"oken",
             to_approve: &[view("ar-1", reason, Phase::Pending)],
             mine: &[view("ar-2", "it's <b>mine</b>", Phase::Pending)],
+            discovery: false,
         });
         assert!(!html.contains("<script>") && !html.contains("<img") && !html.contains("https://evil.example\""));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -296,7 +302,13 @@ mod tests {
 
     #[test]
     fn every_form_posts_to_the_console_with_the_token_and_deny_needs_a_reason() {
-        let html = home(&Home { user: "bob", csrf: "tok", to_approve: &[view("ar-1", "", Phase::Pending)], mine: &[] });
+        let html = home(&Home {
+            user: "bob",
+            csrf: "tok",
+            to_approve: &[view("ar-1", "", Phase::Pending)],
+            mine: &[],
+            discovery: false,
+        });
         for action in ["approve", "deny"] {
             assert!(html.contains(&format!("method=\"post\" action=\"/kubegate/console/requests/ar-1/{action}\"")));
         }

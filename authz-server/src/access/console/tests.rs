@@ -42,6 +42,7 @@ fn fixture(console: &str) -> Fixture {
         namespace: "kubegate".into(),
         notifier: crate::access::notify::Notifier::new(rules),
         console: Console::from_config(&access, &config.issuers).unwrap_or_else(|e| panic!("{e}")),
+        discovery: None,
     };
     Fixture { app: crate::access::api::router(api), key: session::ConsoleKey::derive(KEY), _dir: dir }
 }

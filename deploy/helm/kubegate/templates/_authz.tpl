@@ -2,8 +2,9 @@
 authz-server's configuration file (docs/configuration.md), from values: the listen
 addresses the pod's layout needs, the issuers (a `caFrom` becomes the file its
 Secret or ConfigMap is mounted as), the clusters without the chart's own keys (how
-Envoy reaches each is Envoy's side), roles, the policy directory, and with
-accessRequests.enabled the access-request API, store and workflows.
+Envoy reaches each is Envoy's side), roles, the policy directory, with
+accessRequests.enabled the access-request API, store and workflows, and with
+discovery.enabled the resource-discovery settings (and the API they are served on).
 */}}
 {{- define "kubegate.authzConfig" -}}
 {{- $p := .Values.paths -}}
@@ -21,10 +22,15 @@ listen: 127.0.0.1:{{ $a.port }}
 {{- end }}
 metricsListen: 0.0.0.0:{{ $a.metricsPort }}
 healthListen: 0.0.0.0:{{ $a.healthPort }}
+{{- if or .Values.accessRequests.enabled .Values.discovery.enabled }}
+# kubegate's HTTP API, on loopback: Envoy in this pod routes to it
 {{- if .Values.accessRequests.enabled }}
-# The access-request API (docs/access-requests.md), on loopback: Envoy in this pod
-# routes /kubegate/v1/access/ and /kubegate/console/ to it. (Gateway mode only:
-# validate.yaml refuses access requests in mesh mode.)
+# /kubegate/v1/access/ and /kubegate/console/ (access requests, docs/access-requests.md)
+{{- end }}
+{{- if .Values.discovery.enabled }}
+# /kubegate/v1/discovery/ (resource discovery, docs/discovery.md)
+{{- end }}
+# (Gateway mode only: validate.yaml refuses both in mesh mode.)
 apiListen: 127.0.0.1:{{ $a.apiPort }}
 {{- end }}
 {{- with $a.settings }}
@@ -52,7 +58,8 @@ clusters:
   {{- end }}
   {{- if eq $.Values.mode "gateway" }}
   # authz-server's own way to this API server, with the credential Envoy uses: for the
-  # upstream health check (kubegate_upstream_up) and `kubegate doctor`.
+  # upstream health check (kubegate_upstream_up), `kubegate doctor` and resource
+  # discovery.
   upstream:
     {{- if .inCluster }}
     inCluster: true
@@ -104,6 +111,17 @@ workflows:
 {{ toYaml . }}
 {{- else }}
 workflows: []
+{{- end }}
+{{- end }}
+{{- with .Values.discovery }}
+{{- if .enabled }}
+# Resource discovery (docs/discovery.md): each discovered cluster's RBAC, read through
+# its `upstream` (the credential Envoy uses there). Read at start only.
+discovery:
+  dropAfter: {{ default "6h" .dropAfter | quote }}
+  {{- with .clusters }}
+  clusters: {{ toJson . }}
+  {{- end }}
 {{- end }}
 {{- end }}
 issuers:

@@ -4,8 +4,9 @@ one route and one upstream cluster per configured cluster (as
 kubegate_tests::envoy_config::add_cluster builds them), plus what a pod needs beyond
 the template: a readiness listener on the pod IP answering kubelet from Envoy's
 admin (which stays on loopback), and the serving certificate and client certificates
-as SDS secrets re-read when their Secret changes, and with accessRequests.enabled the
-routes to authz-server's access-request API. tests/tests/helm_chart.rs checks that
+as SDS secrets re-read when their Secret changes, and with accessRequests.enabled or
+discovery.enabled the routes to authz-server's HTTP API (access requests and their
+console, resource discovery). tests/tests/helm_chart.rs checks that
 the gateway listener and the clusters are exactly the template's.
 */}}
 {{- define "kubegate.envoyConfig" -}}
@@ -121,13 +122,23 @@ static_resources:
               # x-kubegate-cluster to the decided cluster. One route per cluster, then
               # the refusal: without a decision, no upstream.
               routes:
+              {{- $apiRoutes := list }}
               {{- if .Values.accessRequests.enabled }}
-              # First, kubegate's own API (access requests) and its web console: to
-              # authz-server's HTTP listener (apiListen), with no filter of the chain on
-              # them (no ext_authz: a request body never goes through it; no
+              {{- $apiRoutes = append $apiRoutes (list "kubegate-api" "/kubegate/v1/access/") }}
+              {{- $apiRoutes = append $apiRoutes (list "kubegate-console" "/kubegate/console/") }}
+              {{- end }}
+              {{- if .Values.discovery.enabled }}
+              {{- $apiRoutes = append $apiRoutes (list "kubegate-discovery" "/kubegate/v1/discovery/") }}
+              {{- end }}
+              {{- if $apiRoutes }}
+              # First, kubegate's own APIs (access requests, discovery) and its web
+              # console: to authz-server's HTTP listener (apiListen), with no filter of
+              # the chain on them (no ext_authz: a request body never goes through it; no
               # impersonation, no gateway credential: that listener authenticates every
-              # call by the user's own token). The API route is envoy/kubegate.yaml's.
-              {{- range list (list "kubegate-api" "/kubegate/v1/access/") (list "kubegate-console" "/kubegate/console/") }}
+              # call by the user's own token). The routes are envoy/kubegate.yaml's. The
+              # console (with its discovery pages, /kubegate/console/discovery) comes
+              # with access requests only.
+              {{- range $apiRoutes }}
               - name: {{ index . 0 }}
                 match: { prefix: {{ index . 1 | quote }} }
                 route:
@@ -277,10 +288,10 @@ static_resources:
         - endpoint:
             address:
               socket_address: { address: 127.0.0.1, port_value: {{ $e.adminPort }} }
-{{- if .Values.accessRequests.enabled }}
+{{- if or .Values.accessRequests.enabled .Values.discovery.enabled }}
 
-  # authz-server's HTTP API (access requests): plain HTTP/1.1 on loopback, no
-  # credential of any cluster. The inject stage's grant checks use it too.
+  # authz-server's HTTP API (access requests, discovery): plain HTTP/1.1 on loopback,
+  # no credential of any cluster. The inject stage's grant checks use it too.
   - name: kubegate_api
     type: STRICT_DNS
     connect_timeout: 1s
