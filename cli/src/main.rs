@@ -13,6 +13,8 @@
 
 mod access;
 mod access_print;
+mod discovery;
+mod discovery_print;
 mod exec_credential;
 mod gateway_api;
 mod kubeconfig;
@@ -59,6 +61,10 @@ enum Command {
     /// Ask for privilege levels for a while (`access request`), see what you may ask for
     /// (`catalog`), and approve, deny or revoke requests.
     Access(access::AccessArgs),
+    /// See what the cluster's RBAC grants, from the gateway's copy of it: the subjects
+    /// bindings name, a subject's roles, a role's rules, candidate privilege levels, and
+    /// how fresh the copy is.
+    Discovery(discovery::DiscoveryArgs),
     /// Set up kubectl to use a kubegate gateway.
     #[command(subcommand)]
     Kubeconfig(KubeconfigCommand),
@@ -136,6 +142,7 @@ async fn main() {
         Command::Logout(args) => logout(&args).await,
         Command::Whoami(args) => whoami(&args),
         Command::Access(args) => access(&args),
+        Command::Discovery(args) => discovery::run(&args),
         Command::Kubeconfig(KubeconfigCommand::Add(args)) => setup::add(&args),
         Command::Doctor(args) => doctor(&args).await,
         Command::Completions { shell } => {
