@@ -18,7 +18,9 @@
 use kubegate_tests::apiserver::rbac::Rule;
 use kubegate_tests::harness::access::{self, AccessRequestOptions, Person, CONSOLE_HOST};
 use kubegate_tests::harness::browser::{Browser, BrowserOptions};
-use kubegate_tests::harness::{free_port, DemoUser, GatewayStack, StackOptions, ALICE, BOB, GATEWAY_CLIENT_ID};
+use kubegate_tests::harness::discovery::{DiscoveryOptions, LEADS_DISCOVER};
+use kubegate_tests::harness::stand_in_objects::ROLE_BINDINGS;
+use kubegate_tests::harness::{free_port, DemoUser, GatewayStack, StackOptions, ALICE, BOB, CAROL, GATEWAY_CLIENT_ID};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -41,7 +43,7 @@ fn oncall_reads_configmaps() -> Rule {
 }
 
 /// A stack whose provider lets the console's redirect URI in (the gateway's port is
-/// chosen first, for it).
+/// chosen first, for it), with resource discovery on for carol (IdP group `leads`).
 struct Console {
     stack: GatewayStack,
     /// `https://console.kubegate.test:PORT`.
@@ -55,6 +57,8 @@ impl Console {
             gateway_port: port,
             provider_args: access::console_provider_args(port),
             access_requests: Some(AccessRequestOptions { workflows: WORKFLOWS.into() }),
+            discovery: Some(DiscoveryOptions::default()),
+            policies: vec![("discover.cedar".into(), LEADS_DISCOVER.into())],
             ..StackOptions::default()
         };
         options.rbac.push(oncall_reads_configmaps());
@@ -664,5 +668,80 @@ async fn no_token_appears_in_any_page() -> anyhow::Result<()> {
         }
     }
     browser.close().await?;
+    Ok(())
+}
+
+/// The discovery pages in a real browser: carol finds group `engineering`, follows it to
+/// its roles and a role's rules; a RoleBinding created while she looks shows on a
+/// reload within 5 seconds; the levels page lists `oncall`, the workflow's level, as a
+/// bound group kubegate grants. Attack: bob, whom no policy lets discover, reading the
+/// cluster's RBAC map through the console: refused with the policy's message.
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_pages_follow_the_cluster_in_a_real_browser() -> anyhow::Result<()> {
+    let console = Console::start().await?;
+    let browser = console.browser().await?;
+    console.log_in(&browser, &CAROL).await?;
+    browser.click("#discovery").await?;
+    browser.wait_for("#subjects", WAIT).await?;
+    browser.type_into("input[name=search]", "engin").await?;
+    browser.click("#search button").await?;
+    arrive(&browser, "search=engin", "#subjects").await?;
+    let found = browser.source().await?;
+    assert!(found.contains(">engineering</a>") && !found.contains(">system:"), "{found}");
+    browser.click("#subjects a").await?;
+    arrive(&browser, "/discovery/roles", "#roles").await?;
+    browser.click("#roles a").await?;
+    arrive(&browser, "/discovery/rules", "#rules").await?;
+    let rules = browser.source().await?;
+    assert!(rules.contains("pods"), "engineering's role reads pods: {rules}");
+
+    let objects = console.stack.stand_in_objects()?;
+    let binding = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "engineering-edit", "namespace": "default"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "engineering"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"}});
+    let created = std::time::Instant::now();
+    objects.put(ROLE_BINDINGS, Some("default"), "engineering-edit", &binding).await?;
+    let roles = console.url("/kubegate/console/discovery/roles?subject=group%3Aengineering");
+    loop {
+        browser.goto(&roles).await?;
+        browser.wait_for("#roles", WAIT).await?;
+        if browser.source().await?.contains("engineering-edit") {
+            break;
+        }
+        anyhow::ensure!(created.elapsed() < Duration::from_secs(5), "the new binding is not shown after 5 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("binding shown in the console after {:?}", created.elapsed());
+
+    browser.goto(&console.url("/kubegate/console/discovery/levels")).await?;
+    browser.wait_for("#candidates", WAIT).await?;
+    let levels = browser.source().await?;
+    assert!(levels.contains("id=\"no-unbacked\""), "oncall and engineering are both bound: {levels}");
+    assert!(
+        levels.contains(">oncall</a></td><td>yes</td>"),
+        "the workflow's level is a bound, configured group: {levels}"
+    );
+    assert!(!browser.source().await?.contains("eyJ"), "no token in the page");
+    browser.close().await?;
+
+    let bob = console.browser().await?;
+    console.log_in(&bob, &BOB).await?;
+    assert!(!bob.source().await?.contains("id=\"discovery\""), "no discovery link for whom no policy lets in");
+    bob.goto(&console.url("/kubegate/console/discovery")).await?;
+    bob.wait_for("#refusal", WAIT).await?;
+    assert!(bob.source().await?.contains("Cedar action"), "the policy's refusal");
+    bob.close().await?;
+    Ok(())
+}
+
+/// Waits until the browser is at a URL containing `url_part` showing `selector`.
+async fn arrive(browser: &Browser, url_part: &str, selector: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !browser.current_url().await?.contains(url_part) {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "never reached {url_part}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.wait_for(selector, WAIT).await?;
     Ok(())
 }

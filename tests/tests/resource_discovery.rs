@@ -173,7 +173,13 @@ async fn changes_show_within_seconds_and_drift_is_reported() -> anyhow::Result<(
         get(&carol, path).await.is_ok_and(|v| v["roles"].to_string().contains("engineering-admin"))
     })
     .await?;
-    eprintln!("binding visible after {:?}", created.elapsed());
+    eprintln!("binding visible in the API after {:?}", created.elapsed());
+    let (ok, table, stderr) =
+        carol.kubegate(&["discovery", "roles", "group:engineering", "--namespace", "default"]).await?;
+    assert!(ok, "{stderr}");
+    assert!(table.contains("engineering-admin") && table.contains("ClusterRole admin"), "the CLI shows it: {table}");
+    eprintln!("and in the CLI after {:?}", created.elapsed());
+    assert!(created.elapsed() < Duration::from_secs(5), "API and CLI within 5 s: {:?}", created.elapsed());
     wait_until("the drift event for the binding", Duration::from_secs(5), || async {
         audit_events(&stack, "level_drift").iter().any(|e| e["cause"] == "binding_added")
     })
@@ -239,6 +245,8 @@ async fn discovery_is_refused_to_those_no_policy_permits() -> anyhow::Result<()>
         assert!(out.stderr.contains("Forbidden") || out.stderr.contains("forbidden"), "{path}: {}", out.stderr);
         assert!(out.stderr.contains("discover"), "the Status message names the Cedar action: {}", out.stderr);
     }
+    let (ok, _, stderr) = alice.kubegate(&["discovery", "subjects"]).await?;
+    assert!(!ok && stderr.contains("discover"), "the CLI shows the refusal: {stderr}");
     let refused = audit_events(&stack, "discovery_refused");
     assert!(refused.iter().any(|e| e["user"] == "alice@example.com"), "{refused:?}");
     Ok(())
@@ -261,6 +269,8 @@ async fn an_unreachable_cluster_is_stale_then_dropped_then_recovered() -> anyhow
     .await?;
     let stale = get(&carol, "/kubegate/v1/discovery/subjects").await?;
     assert!(stale["subjects"].as_array().is_some_and(|s| !s.is_empty()), "the last data is kept: {stale}");
+    let (ok, _, warning) = carol.kubegate(&["discovery", "subjects"]).await?;
+    assert!(ok && warning.contains("stale"), "the CLI warns: {warning}");
     let clusters = get(&carol, "/kubegate/v1/discovery/clusters").await?;
     assert_eq!(clusters["clusters"][0]["state"], "stale", "{clusters}");
 

@@ -243,12 +243,22 @@ async fn home(State(api): State<AccessApi>, headers: HeaderMap, uri: Uri) -> Res
                 csrf: &csrf,
                 to_approve: &to_approve,
                 mine: &mine,
-                discovery: api.discovery.is_some(),
+                discovery: may_discover(&api, &identity, &source_ip),
             };
             html(StatusCode::OK, pages::home(&home))
         }
         (Err(e), _) | (_, Err(e)) => refusal(e.code(), e.message()),
     }
+}
+
+/// Whether the home page links the discovery pages: discovery is on and policy lets
+/// the user read some cluster's.
+fn may_discover(api: &AccessApi, identity: &crate::oidc::Identity, source_ip: &str) -> bool {
+    let Some(discovery) = &api.discovery else { return false };
+    discovery.clusters().any(|c| {
+        crate::discovery::api::permits(&api.rules, identity, c.name(), "clusters", source_ip)
+            == crate::policy::Verdict::Allow
+    })
 }
 
 /// Starts a login: the login state in a cookie, the browser to the identity provider.
