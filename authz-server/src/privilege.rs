@@ -181,6 +181,11 @@ impl PrivilegeResolver {
         &self.cluster.name
     }
 
+    /// The cluster's configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
     /// The cluster's identity mode, as the decision contract names it.
     pub fn mode(&self) -> DecisionMode {
         match self.cluster.identity_mode {

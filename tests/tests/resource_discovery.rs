@@ -245,6 +245,11 @@ async fn discovery_is_refused_to_those_no_policy_permits() -> anyhow::Result<()>
         assert!(out.stderr.contains("Forbidden") || out.stderr.contains("forbidden"), "{path}: {}", out.stderr);
         assert!(out.stderr.contains("discover"), "the Status message names the Cedar action: {}", out.stderr);
     }
+    // Nor does a refusal tell which clusters kubegate discovers.
+    let known = alice.kubectl(&["get", "--raw", "/kubegate/v1/discovery/subjects?cluster=default"]).await?;
+    let unknown = alice.kubectl(&["get", "--raw", "/kubegate/v1/discovery/subjects?cluster=secret-project"]).await?;
+    assert!(!known.success && !unknown.success);
+    assert_eq!(known.stderr, unknown.stderr, "the same refusal for a discovered and an unknown cluster");
     let (ok, _, stderr) = alice.kubegate(&["discovery", "subjects"]).await?;
     assert!(!ok && stderr.contains("discover"), "the CLI shows the refusal: {stderr}");
     let refused = audit_events(&stack, "discovery_refused");

@@ -9,7 +9,7 @@ use super::state::Freshness;
 use super::{ClusterDiscovery, Discovery};
 use crate::http_api::{caller, client_address, ApiError};
 use crate::oidc::{Identity, TokenValidator};
-use crate::policy::{DiscoveryQuestion, Verdict};
+use crate::policy::{DiscoveryQuestion, Verdict, DISCOVERY_NOT_PERMITTED};
 use crate::rules::SharedRules;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -78,7 +78,10 @@ pub async fn authorise<'a>(
     Ok(Authorised { cluster, identity })
 }
 
-/// [`authorise`] for an identity already known (the console's session).
+/// [`authorise`] for an identity already known (the console's session). Policy is
+/// asked before anything about the cluster is said: a name kubegate does not discover
+/// is refused like one the caller may not read, and the choices offered when no
+/// cluster is named are those the caller may read, so no cluster's name leaks.
 pub fn authorise_identity<'a>(
     discovery: &'a Discovery,
     rules: &SharedRules,
@@ -87,15 +90,45 @@ pub fn authorise_identity<'a>(
     view: &str,
     source_ip: &str,
 ) -> Result<&'a Arc<ClusterDiscovery>, ApiError> {
-    let cluster = pick_cluster(discovery, cluster)?;
-    if let Verdict::Deny { message, .. } = permits(rules, identity, cluster.name(), view, source_ip) {
+    let refuse = |cluster: &str, message: String| {
         tracing::info!(target: "kubegate::audit", event = "discovery_refused", user = %identity.username,
-            cluster = cluster.name(), view, reason = %message);
-        return Err(ApiError::new(403, message));
-    }
+            cluster = ?cluster, view, source = %source_ip, reason = %message);
+        ApiError::new(403, message)
+    };
+    let verdict = |c: &ClusterDiscovery| permits(rules, identity, c.name(), view, source_ip);
+    let chosen = match cluster.filter(|n| !n.is_empty()) {
+        Some(name) => match discovery.cluster(name) {
+            None => return Err(refuse(name, DISCOVERY_NOT_PERMITTED.to_owned())),
+            Some(c) => match verdict(c) {
+                Verdict::Allow => c,
+                Verdict::Deny { message, .. } => return Err(refuse(name, message)),
+            },
+        },
+        None => {
+            let all: Vec<&Arc<ClusterDiscovery>> = discovery.clusters().collect();
+            if let [only] = all.as_slice() {
+                if let Verdict::Deny { message, .. } = verdict(only) {
+                    return Err(refuse(only.name(), message));
+                }
+            }
+            let allowed: Vec<&Arc<ClusterDiscovery>> =
+                all.into_iter().filter(|c| verdict(c) == Verdict::Allow).collect();
+            match allowed.as_slice() {
+                [one] => *one,
+                [] => return Err(refuse("", DISCOVERY_NOT_PERMITTED.to_owned())),
+                several => {
+                    let names: Vec<&str> = several.iter().map(|c| c.name()).collect();
+                    return Err(ApiError::new(
+                        422,
+                        format!("name a cluster with ?cluster= (one of: {})", names.join(", ")),
+                    ));
+                }
+            }
+        }
+    };
     tracing::info!(target: "kubegate::audit", event = "discovery_read", user = %identity.username,
-        cluster = cluster.name(), view);
-    Ok(cluster)
+        cluster = chosen.name(), view, source = %source_ip);
+    Ok(chosen)
 }
 
 /// Whether policy lets `identity` read `view` of `cluster`.
@@ -108,23 +141,6 @@ pub fn permits(rules: &SharedRules, identity: &Identity, cluster: &str, view: &s
     let question =
         DiscoveryQuestion { cluster: resolver.cluster(), principal: &principal, view, source_ip, now: super::now() };
     rules.policy.discovery(&question)
-}
-
-fn pick_cluster<'a>(discovery: &'a Discovery, name: Option<&str>) -> Result<&'a Arc<ClusterDiscovery>, ApiError> {
-    let names = || discovery.clusters().map(|c| c.name().to_owned()).collect::<Vec<_>>().join(", ");
-    match name.filter(|n| !n.is_empty()) {
-        Some(name) => discovery.cluster(name).ok_or_else(|| {
-            ApiError::new(404, format!("kubegate does not discover a cluster {name:?} (it discovers: {})", names()))
-        }),
-        None => {
-            let mut all = discovery.clusters();
-            match (all.next(), all.next()) {
-                (Some(only), None) => Ok(only),
-                (None, _) => Err(ApiError::new(404, "kubegate discovers no cluster")),
-                _ => Err(ApiError::new(422, format!("name a cluster with ?cluster= (one of: {})", names()))),
-            }
-        }
-    }
 }
 
 /// The data's freshness, or a 503 when it is not served.
@@ -199,11 +215,13 @@ async fn clusters(State(api): State<DiscoveryApi>, headers: HeaderMap) -> Result
         })
         .collect();
     if views.is_empty() {
-        return Err(ApiError::new(
-            403,
-            "no kubegate policy permits you to read any cluster's discovered RBAC (Cedar action \"discover\")",
-        ));
+        tracing::info!(target: "kubegate::audit", event = "discovery_refused", user = %identity.username,
+            view = "clusters", source = %source_ip, reason = DISCOVERY_NOT_PERMITTED);
+        return Err(ApiError::new(403, DISCOVERY_NOT_PERMITTED));
     }
+    let names: Vec<&str> = views.iter().map(|v| v.cluster.as_str()).collect();
+    tracing::info!(target: "kubegate::audit", event = "discovery_read", user = %identity.username,
+        view = "clusters", source = %source_ip, clusters = ?names);
     Ok(Json(serde_json::json!({ "clusters": views })).into_response())
 }
 
@@ -385,24 +403,27 @@ pub struct Levels {
 }
 
 /// The bound groups as privilege-level suggestions, and the configured levels that
-/// nothing backs.
+/// nothing backs. One pass over the bindings (a cluster may have tens of thousands).
 pub fn level_report(inventory: &Inventory, configured: &BTreeMap<String, super::levels::ConfiguredLevel>) -> Levels {
-    let candidates = inventory
-        .level_candidates()
+    let mut by_group: BTreeMap<&str, Vec<LevelGrant>> = BTreeMap::new();
+    for (at, binding) in &inventory.bindings {
+        let groups: std::collections::BTreeSet<&str> =
+            binding.groups().filter(|g| !crate::config::is_reserved_name(g)).collect();
+        for group in groups {
+            by_group.entry(group).or_default().push(LevelGrant {
+                role: binding.role.clone(),
+                binding: at.clone(),
+                scope: at.namespace.clone(),
+                rules: inventory.roles.get(&binding.role).map(|r| r.rules.clone()).unwrap_or_default(),
+            });
+        }
+    }
+    let candidates = by_group
         .into_iter()
-        .map(|group| Candidate {
+        .map(|(group, grants)| Candidate {
             group: group.to_owned(),
             configured: configured.contains_key(group),
-            grants: inventory
-                .grants_of(&Subject::group(group), None)
-                .into_iter()
-                .map(|g| LevelGrant {
-                    rules: inventory.roles.get(&g.role).map(|r| r.rules.clone()).unwrap_or_default(),
-                    role: g.role,
-                    binding: g.binding,
-                    scope: g.scope,
-                })
-                .collect(),
+            grants,
         })
         .collect();
     let unbacked = configured

@@ -5,13 +5,15 @@
 //! whoever configured it planned. This finds such changes; [`super::watch`] reports
 //! them. No I/O here.
 
-use super::inventory::{BindingInfo, Inventory, ObjectRef, RoleInfo, Rule};
+use super::inventory::{BindingInfo, Inventory, ObjectRef, RoleInfo, Rule, Subject};
 use std::collections::BTreeSet;
 
 /// One level that gained power.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drift {
-    pub level: String,
+    /// The identity kubegate hands out that gained it: a level's group, or another
+    /// subject kubegate impersonates (see [`super::levels::watched`]).
+    pub level: Subject,
     /// The binding that gives the level the role.
     pub binding: ObjectRef,
     pub role: ObjectRef,
@@ -36,26 +38,27 @@ impl Cause {
     }
 }
 
-/// A binding at `at` changed from `old` (none: created) to `new`: the levels it now
-/// names that it did not before.
+/// A binding at `at` changed from `old` (none: created) to `new`: the watched
+/// subjects it now names that it did not before.
 pub fn binding_changed(
     at: &ObjectRef,
     old: Option<&BindingInfo>,
     new: &BindingInfo,
-    levels: &BTreeSet<String>,
+    watched: &BTreeSet<Subject>,
 ) -> Vec<Drift> {
-    let before: BTreeSet<&str> = match old {
+    let before: BTreeSet<&Subject> = match old {
         // A binding's roleRef cannot change in Kubernetes; if a stand-in or a future
-        // version let it, every group it names gained a role.
-        Some(old) if old.role == new.role => old.groups().collect(),
+        // version let it, every subject it names gained a role.
+        Some(old) if old.role == new.role => old.subjects.iter().collect(),
         _ => BTreeSet::new(),
     };
-    new.groups()
-        .filter(|g| levels.contains(*g) && !before.contains(g))
+    new.subjects
+        .iter()
+        .filter(|s| watched.contains(*s) && !before.contains(s))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .map(|level| Drift {
-            level: level.to_owned(),
+            level: level.clone(),
             binding: at.clone(),
             role: new.role.clone(),
             cause: Cause::BindingAdded,
@@ -64,25 +67,27 @@ pub fn binding_changed(
 }
 
 /// A role at `at` changed from `old` (none: created) to `new`: for each binding of it
-/// that names a level, the rules the role gained. `inventory` holds the bindings.
+/// that names a watched subject, the rules the role gained. `inventory` holds the
+/// bindings. Rules are compared with their lists sorted, so reordering `verbs` or
+/// repeating an entry is no gain.
 pub fn role_changed(
     inventory: &Inventory,
     at: &ObjectRef,
     old: Option<&RoleInfo>,
     new: &RoleInfo,
-    levels: &BTreeSet<String>,
+    watched: &BTreeSet<Subject>,
 ) -> Vec<Drift> {
-    let before: BTreeSet<&Rule> = old.map(|o| o.rules.iter().collect()).unwrap_or_default();
-    let added: Vec<Rule> = new.rules.iter().filter(|r| !before.contains(r)).cloned().collect();
+    let before: BTreeSet<Rule> = old.map(|o| o.rules.iter().map(Rule::normalised).collect()).unwrap_or_default();
+    let added: Vec<Rule> = new.rules.iter().filter(|r| !before.contains(&r.normalised())).cloned().collect();
     if added.is_empty() {
         return Vec::new();
     }
     let mut drifts = Vec::new();
     for (binding, info) in inventory.bound_to(at) {
-        let named: BTreeSet<&str> = info.groups().filter(|g| levels.contains(*g)).collect();
+        let named: BTreeSet<&Subject> = info.subjects.iter().filter(|s| watched.contains(*s)).collect();
         for level in named {
             drifts.push(Drift {
-                level: level.to_owned(),
+                level: level.clone(),
                 binding: binding.clone(),
                 role: at.clone(),
                 cause: Cause::RoleGainedRules(added.clone()),
@@ -98,8 +103,8 @@ mod tests {
     use crate::discovery::inventory::tests::{binding, crb, role_info, rule, sample};
     use crate::discovery::inventory::Subject;
 
-    fn levels(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|n| n.to_string()).collect()
+    fn levels(names: &[&str]) -> BTreeSet<Subject> {
+        names.iter().map(|n| Subject::group(n)).collect()
     }
 
     #[test]
@@ -107,7 +112,7 @@ mod tests {
         let new = binding(ObjectRef::cluster_role("admin"), vec![Subject::group("viewers"), Subject::group("other")]);
         let drifts = binding_changed(&crb("more"), None, &new, &levels(&["viewers"]));
         assert_eq!(drifts.len(), 1);
-        assert_eq!((drifts[0].level.as_str(), &drifts[0].cause), ("viewers", &Cause::BindingAdded));
+        assert_eq!((drifts[0].level.name.as_str(), &drifts[0].cause), ("viewers", &Cause::BindingAdded));
         assert!(binding_changed(&crb("more"), None, &new, &levels(&["auditors"])).is_empty());
     }
 
@@ -141,6 +146,29 @@ mod tests {
         assert!(role_changed(&inventory, &view, old.as_ref(), &fewer, &levels(&["viewers"])).is_empty());
         let same = old.clone().unwrap_or_else(|| role_info(vec![]));
         assert!(role_changed(&inventory, &view, old.as_ref(), &same, &levels(&["viewers"])).is_empty());
+    }
+
+    #[test]
+    fn reordered_or_repeated_rule_entries_are_not_drift() {
+        let inventory = sample();
+        let view = ObjectRef::cluster_role("view");
+        let old = inventory.roles.get(&view).cloned();
+        let reordered = role_info(vec![rule(&["list", "get", "get"], &["pods"])]);
+        assert!(role_changed(&inventory, &view, old.as_ref(), &reordered, &levels(&["viewers"])).is_empty());
+    }
+
+    /// Attack: escalating everyone in `leasedWithLevels` mode by binding the one user
+    /// kubegate impersonates there, instead of a level's group.
+    #[test]
+    fn a_watched_user_gaining_a_binding_is_drift() {
+        let gateway = Subject {
+            kind: crate::discovery::inventory::SubjectKind::User,
+            name: "kubegate".into(),
+            namespace: String::new(),
+        };
+        let new = binding(ObjectRef::cluster_role("cluster-admin"), vec![gateway.clone()]);
+        let watched = BTreeSet::from([gateway]);
+        assert_eq!(binding_changed(&crb("x"), None, &new, &watched).len(), 1);
     }
 
     #[test]

@@ -61,6 +61,16 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// How logs, metrics and audit events name it: a group by its name (a privilege
+    /// level), others as `user:NAME` or `serviceaccount:NAMESPACE:NAME`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            SubjectKind::Group => self.name.clone(),
+            SubjectKind::User => format!("user:{}", self.name),
+            SubjectKind::ServiceAccount => format!("serviceaccount:{}:{}", self.namespace, self.name),
+        }
+    }
+
     pub fn group(name: &str) -> Self {
         Self { kind: SubjectKind::Group, name: name.to_owned(), namespace: String::new() }
     }
@@ -95,6 +105,26 @@ pub struct Rule {
     pub resource_names: Vec<String>,
     #[serde(rename = "nonResourceURLs")]
     pub non_resource_urls: Vec<String>,
+}
+
+impl Rule {
+    /// The same rule with each list sorted and deduplicated: what it allows, not how it
+    /// is written.
+    pub fn normalised(&self) -> Rule {
+        let tidy = |list: &[String]| {
+            let mut list = list.to_vec();
+            list.sort();
+            list.dedup();
+            list
+        };
+        Rule {
+            verbs: tidy(&self.verbs),
+            api_groups: tidy(&self.api_groups),
+            resources: tidy(&self.resources),
+            resource_names: tidy(&self.resource_names),
+            non_resource_urls: tidy(&self.non_resource_urls),
+        }
+    }
 }
 
 /// A Role or ClusterRole.

@@ -186,40 +186,38 @@ impl ClusterDiscovery {
         levels::configured(&self.reporter.rules.current(), &self.name)
     }
 
-    fn relisted(&self, kind: Kind, objects: Vec<Object>) {
-        let configured = self.configured_levels();
-        let names: BTreeSet<String> = configured.keys().cloned().collect();
-        let drifts = self.write().relisted(kind, objects, &names);
-        tracing::info!(cluster = %self.name, kind = kind.plural(), "discovery listed");
-        self.report(&drifts, &configured);
-        self.log_unbacked(&configured);
+    /// Every identity kubegate hands out here, whose power drift watches.
+    fn watched(&self) -> BTreeMap<inventory::Subject, levels::ConfiguredLevel> {
+        levels::watched(&self.reporter.rules.current(), &self.name)
     }
 
-    /// Once the data is served (at start, and again after it was dropped): a warning
-    /// for each configured level nothing backs, the documents' "nothing happens" case.
-    fn log_unbacked(&self, configured: &BTreeMap<String, levels::ConfiguredLevel>) {
-        use std::sync::atomic::Ordering;
-        let state = self.read();
-        if matches!(state.freshness(now(), self.drop_after), Freshness::Unavailable(_)) {
-            self.unbacked_logged.store(false, Ordering::Relaxed);
-            return;
+    fn relisted(&self, kind: Kind, objects: Vec<Object>) {
+        let watched = self.watched();
+        let names: BTreeSet<inventory::Subject> = watched.keys().cloned().collect();
+        let (drifts, baseline_now) = {
+            let mut state = self.write();
+            let had = state.has_baseline();
+            let drifts = state.relisted(kind, objects, &names, now());
+            (drifts, !had && state.has_baseline())
+        };
+        tracing::info!(cluster = %self.name, kind = kind.plural(), "discovery listed");
+        self.report(&drifts, &watched);
+        if baseline_now {
+            self.log_baseline(&watched);
         }
-        if self.unbacked_logged.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        for (level, config) in configured {
-            if let inventory::Backing::Unbacked(reason) = state.inventory().backing(level) {
-                tracing::warn!(cluster = %self.name, level = %level, named_by = ?config.named_by,
-                    "privilege level {level} grants nothing in cluster {}: {reason}", self.name);
-            }
-        }
+        self.log_unbacked(&self.configured_levels());
     }
 
     fn applied(&self, kind: Kind, object: Object) {
-        let configured = self.configured_levels();
-        let names: BTreeSet<String> = configured.keys().cloned().collect();
+        // Only roles and bindings can give an identity power.
+        if matches!(object, Object::Namespace(_) | Object::ServiceAccount(..)) {
+            self.write().applied(kind, object, &BTreeSet::new());
+            return;
+        }
+        let watched = self.watched();
+        let names: BTreeSet<inventory::Subject> = watched.keys().cloned().collect();
         let drifts = self.write().applied(kind, object, &names);
-        self.report(&drifts, &configured);
+        self.report(&drifts, &watched);
     }
 
     fn deleted(&self, kind: Kind, object: &Object) {
@@ -235,27 +233,69 @@ impl ClusterDiscovery {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An audit event, a warning and a count for each level that gained power.
-    fn report(&self, drifts: &[Drift], configured: &BTreeMap<String, levels::ConfiguredLevel>) {
+    /// Once every kind is listed: what each watched identity is bound to, as an audit
+    /// event, so what the cluster held at the baseline (after a restart too) is on
+    /// record.
+    fn log_baseline(&self, watched: &BTreeMap<inventory::Subject, levels::ConfiguredLevel>) {
+        let state = self.read();
+        for subject in watched.keys() {
+            let grants: Vec<String> = state
+                .inventory()
+                .grants_of(subject, None)
+                .iter()
+                .map(|g| format!("{} by {}", g.role.describe(), g.binding.describe()))
+                .collect();
+            tracing::info!(target: "kubegate::audit", event = "level_baseline", cluster = %self.name,
+                level = ?subject.label(), bound = ?grants);
+        }
+    }
+
+    /// Once the data is served (at start, and again after it was dropped): a warning
+    /// for each configured level nothing backs, the documents' "nothing happens" case.
+    fn log_unbacked(&self, configured: &BTreeMap<String, levels::ConfiguredLevel>) {
+        use std::sync::atomic::Ordering;
+        let state = self.read();
+        if matches!(state.freshness(now(), self.drop_after), Freshness::Unavailable(_)) {
+            return;
+        }
+        if self.unbacked_logged.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        for (level, config) in configured {
+            if let inventory::Backing::Unbacked(reason) = state.inventory().backing(level) {
+                tracing::warn!(cluster = %self.name, level = ?level, named_by = ?config.named_by,
+                    "a privilege level grants nothing in this cluster: {reason}");
+            }
+        }
+    }
+
+    /// An audit event, a warning and a count for each identity that gained power.
+    /// Names from the cluster are logged with `?` (quoted, escaped): a binding's name
+    /// may hold a newline.
+    fn report(&self, drifts: &[Drift], watched: &BTreeMap<inventory::Subject, levels::ConfiguredLevel>) {
+        /// Holders named in one event; the rest are counted.
+        const NAMED_HOLDERS: usize = 20;
         if drifts.is_empty() {
             return;
         }
         let grants = self.reporter.grants.as_ref().map(|g| g.all()).unwrap_or_default();
         for drift in drifts {
-            let level = configured.get(&drift.level).cloned().unwrap_or_default();
+            let level = watched.get(&drift.level).cloned().unwrap_or_default();
             let holders = levels::holders(&drift.level, &level, &self.name, &grants, now());
+            let named: Vec<&String> = holders.iter().take(NAMED_HOLDERS).collect();
             let added = match &drift.cause {
                 drift::Cause::RoleGainedRules(rules) => serde_json::to_string(rules).unwrap_or_default(),
                 drift::Cause::BindingAdded => String::new(),
             };
+            let label = drift.level.label();
             tracing::info!(target: "kubegate::audit", event = "level_drift", cluster = %self.name,
-                level = %drift.level, cause = drift.cause.name(), binding = %drift.binding.describe(),
-                role = %drift.role.describe(), added_rules = %added, named_by = ?level.named_by, holders = ?holders);
-            tracing::warn!(cluster = %self.name, level = %drift.level, binding = %drift.binding.describe(),
-                role = %drift.role.describe(), holders = ?holders,
-                "privilege level {} gained power: {} ({}); everyone who holds it through kubegate can now do more",
-                drift.level, drift.binding.describe(), drift.cause.name());
-            self.reporter.metrics.record_drift(&self.name, &drift.level, drift.cause.name());
+                level = %label, cause = drift.cause.name(), binding = %drift.binding.describe(),
+                role = %drift.role.describe(), added_rules = %added, named_by = ?level.named_by,
+                holders = ?named, holder_count = holders.len());
+            tracing::warn!(cluster = %self.name, level = ?label, binding = ?drift.binding.describe(),
+                role = ?drift.role.describe(), cause = drift.cause.name(), holder_count = holders.len(),
+                "a privilege level kubegate grants gained power; everyone who holds it through kubegate can now do more");
+            self.reporter.metrics.record_drift(&self.name, &label, drift.cause.name());
         }
     }
 
@@ -276,7 +316,11 @@ impl ClusterDiscovery {
         let stale_seconds = match freshness {
             Freshness::Stale { since } => Some(now() - since),
             Freshness::Fresh => Some(0),
-            Freshness::Unavailable(_) => None,
+            Freshness::Unavailable(_) => {
+                // Served again later: say again which levels nothing backs.
+                self.unbacked_logged.store(false, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
         };
         drop(state);
         self.reporter.metrics.record_discovery(&self.name, stale_seconds, unbacked);

@@ -8,7 +8,7 @@
 //! it is back. No I/O here: the caller passes the time.
 
 use super::drift::{self, Drift};
-use super::inventory::{BindingInfo, Inventory, ObjectRef, RoleInfo};
+use super::inventory::{BindingInfo, Inventory, ObjectRef, RoleInfo, Subject};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The kinds discovery watches.
@@ -75,13 +75,23 @@ struct KindHealth {
     /// The watch has failed since then, with the last error.
     failing_since: Option<i64>,
     last_error: Option<String>,
+    /// Listed again at `.1` after failing since `.0`, and no watch event since: if
+    /// the watch fails again within [`SETTLE_SECONDS`], it was never back (a
+    /// credential that may list but not watch), and it has been failing since `.0`.
+    recovered_from: Option<(i64, i64)>,
 }
+
+/// How long a kind's watch must hold after a re-list to count as recovered.
+pub const SETTLE_SECONDS: i64 = 60;
 
 /// One cluster's inventory and the health of each of its watches.
 #[derive(Debug, Default)]
 pub struct ClusterState {
     inventory: Inventory,
     kinds: BTreeMap<Kind, KindHealth>,
+    /// Every kind has been listed once: what the cluster held then is the baseline
+    /// drift is measured against (nothing is drift before it).
+    baseline: bool,
 }
 
 impl ClusterState {
@@ -118,34 +128,52 @@ impl ClusterState {
     /// A watch of `kind` failed at `now` (it will list again).
     pub fn failed(&mut self, kind: Kind, error: String, now: i64) {
         let health = self.kinds.entry(kind).or_default();
-        health.failing_since.get_or_insert(now);
+        let since = match health.recovered_from.take() {
+            Some((since, listed_at)) if now - listed_at < SETTLE_SECONDS => since,
+            _ => now,
+        };
+        health.failing_since.get_or_insert(since);
         health.last_error = Some(error);
+    }
+
+    /// Whether every kind has been listed once (drift is measured from then on).
+    pub fn has_baseline(&self) -> bool {
+        self.baseline
     }
 
     /// A complete list of `kind` arrived: it replaces what was known of that kind. The
     /// drift against what was known before, unless this is the first list (nothing to
     /// compare with: what a cluster had when kubegate started is not drift).
-    pub fn relisted(&mut self, kind: Kind, objects: Vec<Object>, levels: &BTreeSet<String>) -> Vec<Drift> {
+    pub fn relisted(&mut self, kind: Kind, objects: Vec<Object>, watched: &BTreeSet<Subject>, now: i64) -> Vec<Drift> {
+        let had_baseline = self.baseline;
         let health = self.kinds.entry(kind).or_default();
-        let had_baseline = health.listed;
-        *health = KindHealth { listed: true, failing_since: None, last_error: None };
+        let recovered_from = health.failing_since.map(|since| (since, now));
+        *health = KindHealth { listed: true, failing_since: None, last_error: None, recovered_from };
         let (old_roles, old_bindings) = self.take_kind(kind);
         let mut drifts = Vec::new();
         for object in objects {
             if had_baseline {
-                drifts.extend(self.drift_of(&object, &old_roles, &old_bindings, levels));
+                drifts.extend(self.drift_of(&object, &old_roles, &old_bindings, watched));
             }
             self.insert(object);
         }
+        self.baseline = Kind::ALL.iter().all(|k| self.kinds.get(k).is_some_and(|h| h.listed));
         drifts
     }
 
-    /// An object of `kind` was created or changed: the drift it causes.
-    pub fn applied(&mut self, kind: Kind, object: Object, levels: &BTreeSet<String>) -> Vec<Drift> {
+    /// An object of `kind` was created or changed: the drift it causes (none before
+    /// the baseline).
+    pub fn applied(&mut self, kind: Kind, object: Object, watched: &BTreeSet<Subject>) -> Vec<Drift> {
         let health = self.kinds.entry(kind).or_default();
         health.failing_since = None;
         health.last_error = None;
-        self.store(object, levels)
+        health.recovered_from = None;
+        let drifts = self.store(object, watched);
+        if self.baseline {
+            drifts
+        } else {
+            Vec::new()
+        }
     }
 
     /// An object of `kind` was deleted.
@@ -153,6 +181,7 @@ impl ClusterState {
         let health = self.kinds.entry(kind).or_default();
         health.failing_since = None;
         health.last_error = None;
+        health.recovered_from = None;
         match object {
             Object::Namespace(name) => {
                 self.inventory.namespaces.remove(name);
@@ -170,8 +199,8 @@ impl ClusterState {
     }
 
     /// Stores `object`, answering the drift from what was stored under its key.
-    fn store(&mut self, object: Object, levels: &BTreeSet<String>) -> Vec<Drift> {
-        let drifts = self.drift_of(&object, &self.inventory.roles, &self.inventory.bindings, levels);
+    fn store(&mut self, object: Object, watched: &BTreeSet<Subject>) -> Vec<Drift> {
+        let drifts = self.drift_of(&object, &self.inventory.roles, &self.inventory.bindings, watched);
         self.insert(object);
         drifts
     }
@@ -182,11 +211,11 @@ impl ClusterState {
         object: &Object,
         roles: &BTreeMap<ObjectRef, RoleInfo>,
         bindings: &BTreeMap<ObjectRef, BindingInfo>,
-        levels: &BTreeSet<String>,
+        watched: &BTreeSet<Subject>,
     ) -> Vec<Drift> {
         match object {
-            Object::Role(at, info) => drift::role_changed(&self.inventory, at, roles.get(at), info, levels),
-            Object::Binding(at, info) => drift::binding_changed(at, bindings.get(at), info, levels),
+            Object::Role(at, info) => drift::role_changed(&self.inventory, at, roles.get(at), info, watched),
+            Object::Binding(at, info) => drift::binding_changed(at, bindings.get(at), info, watched),
             Object::Namespace(_) | Object::ServiceAccount(..) => Vec::new(),
         }
     }
@@ -250,8 +279,8 @@ mod tests {
 
     const DAY: i64 = 86_400;
 
-    fn levels() -> BTreeSet<String> {
-        ["viewers".to_string()].into()
+    fn levels() -> BTreeSet<Subject> {
+        [Subject::group("viewers")].into()
     }
 
     fn listed_cluster() -> ClusterState {
@@ -267,7 +296,7 @@ mod tests {
                 )],
                 _ => vec![],
             };
-            assert!(state.relisted(kind, objects, &levels()).is_empty(), "a first list is no drift");
+            assert!(state.relisted(kind, objects, &levels(), 0).is_empty(), "a first list is no drift");
         }
         state
     }
@@ -275,7 +304,7 @@ mod tests {
     #[test]
     fn unavailable_until_every_kind_is_listed() {
         let mut state = ClusterState::default();
-        state.relisted(Kind::Namespaces, vec![Object::Namespace("default".into())], &levels());
+        state.relisted(Kind::Namespaces, vec![Object::Namespace("default".into())], &levels(), 0);
         assert!(matches!(state.freshness(0, DAY), Freshness::Unavailable(why) if why.contains("clusterroles")));
         assert_eq!(listed_cluster().freshness(0, DAY), Freshness::Fresh);
     }
@@ -289,8 +318,35 @@ mod tests {
         let dropped = state.freshness(161, 60);
         assert!(matches!(&dropped, Freshness::Unavailable(why) if why.contains("connection refused")), "{dropped:?}");
         let objects = state.inventory().bindings.iter().map(|(a, b)| Object::Binding(a.clone(), b.clone())).collect();
-        state.relisted(Kind::ClusterRoleBindings, objects, &levels());
+        state.relisted(Kind::ClusterRoleBindings, objects, &levels(), 200);
         assert_eq!(state.freshness(200, 60), Freshness::Fresh);
+        // A watch that fails again right after the list was never back: still failing
+        // since 100, so past dropAfter.
+        state.failed(Kind::ClusterRoleBindings, "watch forbidden".into(), 201);
+        assert!(matches!(state.freshness(202, 60), Freshness::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_watch_that_held_after_relisting_fails_afresh() {
+        let mut state = listed_cluster();
+        state.failed(Kind::Roles, "connection refused".into(), 100);
+        state.relisted(Kind::Roles, vec![], &levels(), 110);
+        state.failed(Kind::Roles, "connection refused".into(), 110 + SETTLE_SECONDS + 1);
+        assert_eq!(state.freshness(180, 600), Freshness::Stale { since: 110 + SETTLE_SECONDS + 1 });
+    }
+
+    /// Attack: a binding made while kubegate had listed only some kinds must not be
+    /// missed as drift later, nor may events before the baseline count as drift.
+    #[test]
+    fn nothing_is_drift_until_every_kind_was_listed() {
+        let mut state = ClusterState::default();
+        state.relisted(Kind::ClusterRoleBindings, vec![], &levels(), 0);
+        let added =
+            Object::Binding(crb("admins"), binding(ObjectRef::cluster_role("admin"), vec![Subject::group("viewers")]));
+        assert!(state.applied(Kind::ClusterRoleBindings, added, &levels()).is_empty());
+        assert!(!state.has_baseline());
+        let state = listed_cluster();
+        assert!(state.has_baseline());
     }
 
     #[test]
@@ -300,11 +356,15 @@ mod tests {
             Object::Binding(crb("view-all"), binding(ObjectRef::cluster_role("view"), vec![Subject::group("viewers")]));
         let added =
             Object::Binding(crb("admins"), binding(ObjectRef::cluster_role("admin"), vec![Subject::group("viewers")]));
-        let drifts = state.relisted(Kind::ClusterRoleBindings, vec![view_all, added], &levels());
+        let drifts = state.relisted(Kind::ClusterRoleBindings, vec![view_all, added], &levels(), 0);
         assert_eq!(drifts.iter().map(|d| d.binding.describe()).collect::<Vec<_>>(), ["ClusterRoleBinding admins"]);
         let gained = role_info(vec![rule(&["get"], &["pods"]), rule(&["get"], &["secrets"])]);
-        let drifts =
-            state.relisted(Kind::ClusterRoles, vec![Object::Role(ObjectRef::cluster_role("view"), gained)], &levels());
+        let drifts = state.relisted(
+            Kind::ClusterRoles,
+            vec![Object::Role(ObjectRef::cluster_role("view"), gained)],
+            &levels(),
+            0,
+        );
         assert_eq!(drifts.len(), 1);
         assert_eq!(drifts[0].binding, crb("view-all"));
     }

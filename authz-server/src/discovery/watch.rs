@@ -19,6 +19,8 @@ use std::time::Duration;
 /// The first wait before listing a failed kind again; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a watch must hold after its list to reset the backoff.
+const SETTLED: Duration = Duration::from_secs(super::state::SETTLE_SECONDS as u64);
 
 /// Starts the six watches of `cluster` on `client`.
 pub fn spawn(client: kube::Client, cluster: Arc<ClusterDiscovery>) {
@@ -47,13 +49,20 @@ where
     });
 }
 
-/// Lists and watches `kind` until the watch fails; true when it had listed.
+/// Lists and watches `kind` until the watch fails; true when the watch had settled
+/// after its list (delivered an event, or held for [`SETTLED`]), so the next attempt
+/// need not wait: a watch that fails right after every list (a credential that may
+/// list but not watch) backs off instead of listing the cluster twice a second.
 async fn follow<K>(api: &Api<K>, kind: Kind, cluster: &ClusterDiscovery, convert: fn(&K) -> Option<Object>) -> bool
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
 {
-    let mut listed = false;
+    let mut listed_at: Option<std::time::Instant> = None;
+    let mut evented = false;
+    let settled = |listed_at: Option<std::time::Instant>, evented: bool| {
+        evented || listed_at.is_some_and(|at| at.elapsed() >= SETTLED)
+    };
     let mut buffer = Vec::new();
     let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
     while let Some(event) = events.next().await {
@@ -62,25 +71,27 @@ where
             Ok(Event::InitApply(object)) => buffer.extend(convert(&object)),
             Ok(Event::InitDone) => {
                 cluster.relisted(kind, std::mem::take(&mut buffer));
-                listed = true;
+                listed_at = Some(std::time::Instant::now());
             }
             Ok(Event::Apply(object)) => {
+                evented = true;
                 if let Some(object) = convert(&object) {
                     cluster.applied(kind, object);
                 }
             }
             Ok(Event::Delete(object)) => {
+                evented = true;
                 if let Some(object) = convert(&object) {
                     cluster.deleted(kind, &object);
                 }
             }
             Err(error) => {
                 cluster.failed(kind, crate::error_text::causes(&error));
-                return listed;
+                return settled(listed_at, evented);
             }
         }
     }
-    listed
+    settled(listed_at, evented)
 }
 
 fn namespace(object: &Namespace) -> Option<Object> {

@@ -12,7 +12,7 @@ use super::{entities, ClusterFacts, PolicyEngine, Principal, Verdict};
 pub(super) const ACTION: &str = "discover";
 
 /// What a refusal says when no policy permits and no forbid with an `@error` decided.
-const NOT_PERMITTED: &str =
+pub const NOT_PERMITTED: &str =
     "no kubegate policy permits you to read this cluster's discovered RBAC (Cedar action \"discover\")";
 
 /// One discovery read to decide.

@@ -24,7 +24,7 @@ mod entities;
 mod source;
 
 pub use approval::ApprovalQuestion;
-pub use discovery::DiscoveryQuestion;
+pub use discovery::{DiscoveryQuestion, NOT_PERMITTED as DISCOVERY_NOT_PERMITTED};
 pub use entities::{ClusterFacts, Principal, RequestMeta};
 pub use source::PolicyError;
 
