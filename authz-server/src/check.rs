@@ -17,7 +17,7 @@ use crate::whoami::{ClusterList, WhoAmI, CLUSTERS_PATH, WHOAMI_PATH};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpStatusCode};
 use envoy_types::ext_authz::v3::{CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use kubegate_decision::{Decision, Status, CLIENT_IMPERSONATION_HEADER, CONTRACT_VERSION, METADATA_KEY};
+use kubegate_decision::{Decision, Status, CONTRACT_VERSION, METADATA_KEY};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -254,8 +254,12 @@ impl Gatekeeper {
         if request.asks(&selection.target, WHOAMI_PATH) {
             return whoami(&rules, cluster, &identity, request, &selection.target, &grants).map(Answer::WhoAmI);
         }
-        // Only the filter sets this header (it strips any client copy first).
-        let requested = request.header(CLIENT_IMPERSONATION_HEADER);
+        // Reported by the strip stage, or (with no strip stage: a mesh) the client's own.
+        let requested = crate::client_impersonation::requested(request.headers).map_err(|e| {
+            tracing::debug!(reason = %e, "client impersonation unreadable");
+            Refusal::ClientImpersonation
+        })?;
+        let requested = requested.as_deref();
         let key = DecisionKey {
             rules_generation: rules.generation,
             cluster: &cluster.cluster().name,
@@ -373,7 +377,9 @@ fn whoami(
     target: &str,
     grants: &[Arc<Grant>],
 ) -> Result<WhoAmI, Refusal> {
-    let narrowing = narrowing(request.header(CLIENT_IMPERSONATION_HEADER))?;
+    let requested =
+        crate::client_impersonation::requested(request.headers).map_err(|_| Refusal::ClientImpersonation)?;
+    let narrowing = narrowing(requested.as_deref())?;
     let principal = cluster.principal(identity);
     let meta = request.meta(target, None);
     let privileges = cluster.resolve(&principal, &rules.policy, &meta, narrowing.as_ref(), grants)?;

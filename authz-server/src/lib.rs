@@ -3,7 +3,8 @@
 //! gateway impersonates.
 //!
 //! The map: [`config`] reads the YAML file; [`oidc`] verifies tokens and maps claims to
-//! an identity; [`cluster_selection`] picks the cluster a request is for;
+//! an identity; [`client_impersonation`] reads what the client asked to impersonate;
+//! [`cluster_selection`] picks the cluster a request is for;
 //! [`request_info`] parses what a request asks to do, as kube-apiserver does;
 //! [`policy`] evaluates Cedar policies; [`privilege`] resolves privilege levels; [`rules`]
 //! holds and reloads both; [`check`] answers Envoy's `Check` calls; [`whoami`] answers
@@ -21,6 +22,7 @@
 
 pub mod access;
 pub mod check;
+pub mod client_impersonation;
 pub mod cluster_selection;
 pub mod config;
 pub mod decision_cache;

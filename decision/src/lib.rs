@@ -394,6 +394,22 @@ pub struct RequestedImpersonation {
 }
 
 impl RequestedImpersonation {
+    /// Records the header line `name: value` when it asks for impersonation
+    /// (`Impersonate-User`, `-Group`, `-Uid`, `-Extra-*`, any case); whether it did.
+    /// The one reading of these headers, for the filter's strip stage and for
+    /// authz-server when no strip stage runs before it (a mesh's filter chain).
+    pub fn record(&mut self, name: &str, value: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "impersonate-user" => self.users.push(value.to_owned()),
+            "impersonate-group" => self.groups.push(value.to_owned()),
+            "impersonate-uid" => self.uids.push(value.to_owned()),
+            n if n.starts_with("impersonate-") => self.extra_headers.push(lower),
+            _ => return false,
+        }
+        true
+    }
+
     /// True when the client sent no impersonation header at all.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.groups.is_empty() && self.uids.is_empty() && self.extra_headers.is_empty()

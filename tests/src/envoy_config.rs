@@ -208,6 +208,12 @@ fn is_dns_label(name: &str) -> bool {
 #[error("editing the Envoy config: {0}")]
 pub struct ConfigEditError(String);
 
+impl ConfigEditError {
+    pub fn new(what: impl Into<String>) -> Self {
+        Self(what.into())
+    }
+}
+
 /// Switches a rendered gateway config to mutual TLS towards authz-server (for an
 /// authz-server reached over a network): Envoy verifies authz-server's certificate
 /// against `ca` and presents its own client certificate.
@@ -240,11 +246,11 @@ pub fn use_authz_mtls(rendered: &str, cert: &str, key: &str, ca: &str) -> Result
 }
 
 #[cfg(test)]
-mod cluster_tests {
+pub(crate) mod tests_support {
     use super::*;
 
     /// The shipped template with every placeholder filled (`X_<NAME>`), cluster `dev`.
-    fn rendered() -> String {
+    pub(crate) fn rendered() -> String {
         let mut values = BTreeMap::new();
         let mut rest = GATEWAY_TEMPLATE;
         while let Some(start) = rest.find("${") {
@@ -257,6 +263,13 @@ mod cluster_tests {
         }
         render(GATEWAY_TEMPLATE, &values).unwrap_or_else(|e| panic!("{e}"))
     }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    use super::tests_support::rendered;
 
     fn prod() -> AddedCluster {
         AddedCluster {

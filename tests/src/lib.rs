@@ -6,4 +6,5 @@ pub mod apiserver;
 pub mod envoy_config;
 pub mod go_oracle;
 pub mod harness;
+pub mod mesh_chain;
 pub mod tls;

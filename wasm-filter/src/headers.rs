@@ -56,14 +56,7 @@ fn strip_reserved_lines(headers: &mut impl HeaderMap, lines: &[(String, String)]
         if !is_reserved(name) {
             continue;
         }
-        let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            "impersonate-user" => requested.users.push(value.clone()),
-            "impersonate-group" => requested.groups.push(value.clone()),
-            "impersonate-uid" => requested.uids.push(value.clone()),
-            n if n.starts_with(IMPERSONATE_PREFIX) => requested.extra_headers.push(lower.clone()),
-            _ => {}
-        }
+        requested.record(name, value);
         if !names.contains(&name.as_str()) {
             names.push(name);
         }

@@ -130,6 +130,9 @@ pub struct StackOptions {
     /// Resource discovery of the cluster(s) with an upstream (needs `access_requests`,
     /// which gives authz-server its API listener and upstream). Off by default.
     pub discovery: Option<discovery::DiscoveryOptions>,
+    /// Envoy's filter chain and connection-manager settings as a service mesh builds
+    /// them around kubegate ([`crate::mesh_chain`]); kubegate's own when `None`.
+    pub mesh_chain: Option<crate::mesh_chain::MeshChain>,
 }
 
 /// The demo's standing role: IdP group `engineering` holds privilege level `engineering`.
@@ -159,6 +162,7 @@ impl Default for StackOptions {
             policies: Vec::new(),
             access_requests: None,
             discovery: None,
+            mesh_chain: None,
         }
     }
 }
@@ -821,6 +825,9 @@ fn start_envoy(
     if let Some(tls) = authz_tls {
         let (cert, key) = (tls.envoy.cert.display().to_string(), tls.envoy.key.display().to_string());
         rendered = envoy_config::use_authz_mtls(&rendered, &cert, &key, &pki.ca_cert.display().to_string())?;
+    }
+    if let Some(chain) = options.mesh_chain {
+        rendered = crate::mesh_chain::apply(&rendered, chain)?;
     }
     let config = dir.join("envoy.yaml");
     std::fs::write(&config, rendered)?;
