@@ -241,6 +241,12 @@ async fn alice_logs_in_without_a_browser_execs_and_forwards_and_stays_logged_in_
     kubegate_ok(&dir, &["access", "approve", "--context", "bob", &name]).await?;
     let granted = kubectl_ok(&dir, &["--context", "alice-prod", "exec", "web-1", "--", "whoami"]).await?;
     assert!(granted.contains("user=alice@example.com") && granted.contains("oncall"), "{granted}");
+    // As the usage prints it: bob, the sandbox's admin, reads the discovered RBAC.
+    assert!(sandbox.printed.contains("discovery levels --context bob"), "{}", sandbox.printed);
+    let levels = kubegate_ok(&dir, &["discovery", "levels", "--context", "bob"]).await?;
+    assert!(levels.contains("engineering"), "{levels}");
+    let refused = kubegate_ok(&dir, &["discovery", "subjects", "--context", "alice"]).await;
+    assert!(refused.is_err(), "alice is no admin");
 
     // exec -i, and cp in and back out.
     let mut cat =

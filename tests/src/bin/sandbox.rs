@@ -131,7 +131,10 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     // `oncall` on prod, which the sandbox policy lets exec; bob approves.
     let access_requests =
         args.upstream_kubeconfig.is_none().then(|| AccessRequestOptions { workflows: SANDBOX_WORKFLOWS.into() });
+    // Resource discovery of the first cluster, for bob (the sandbox policy lets him).
+    let discovery = access_requests.as_ref().map(|_| kubegate_tests::harness::discovery::DiscoveryOptions::default());
     let options = StackOptions {
+        discovery,
         access_requests,
         dir: Some(dir.to_owned()),
         ports,
@@ -419,6 +422,10 @@ Just-in-time access: alice asks for `oncall` on prod (which may exec there), bob
   {kubegate} access list --context bob --pending
   {kubegate} access approve --context bob ar-XXXXX
   kubectl --context alice-prod exec web-1 -- whoami   # now allowed, until the grant ends
+
+Resource discovery: bob (the sandbox policy lets him `discover`) sees who can do what:
+  {kubegate} discovery levels --context bob              # level suggestions, unbacked levels
+  {kubegate} discovery roles group:engineering --context bob
 
 alice holds privilege level `engineering` from a standing role and `viewers` from a
 policy. Policies: {dir}/policies/sandbox.cedar (edit it: authz-server reloads it, and
