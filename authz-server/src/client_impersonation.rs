@@ -16,9 +16,12 @@
 //!
 //! Envoy's check request joins repeated headers with commas (`headers` of
 //! `AttributeContext.HttpRequest`), so several `Impersonate-Group` lines arrive as one
-//! value, split here at the commas: a level whose name has a comma cannot be asked for
-//! with `--as-group` through such a chain (a narrowing must name levels the user holds,
-//! so a wrong split never adds one).
+//! value, split at the commas (`RequestedImpersonation::record_joined`): a level whose
+//! name has a comma cannot be asked for with `--as-group` through such a chain (a
+//! narrowing must name levels the user holds, so a wrong split never adds one).
+//!
+//! Either way the answer is the request in one canonical form, which the decision
+//! cache keys on: the same request is one entry, however it was written.
 
 use kubegate_decision::{RequestedImpersonation, CLIENT_IMPERSONATION_HEADER};
 use std::borrow::Cow;
@@ -40,24 +43,17 @@ pub fn requested(headers: Option<&HashMap<String, String>>) -> Result<Option<Cow
     let reported = headers.get(CLIENT_IMPERSONATION_HEADER).map(String::as_str);
     let mut direct = RequestedImpersonation::default();
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case("impersonate-group") || name.eq_ignore_ascii_case("impersonate-user") {
-            for part in value.split(',') {
-                direct.record(name, part.trim());
-            }
-        } else {
-            direct.record(name, value);
-        }
+        direct.record_joined(name, value);
     }
-    match (reported, direct.is_empty()) {
-        (Some(_), false) => Err(Unreadable::Ambiguous),
-        (Some(report), true) => Ok(Some(Cow::Borrowed(report))),
-        (None, false) => {
-            // Sorted, so the same request is one cache entry whatever the map's order.
-            direct.extra_headers.sort();
-            serde_json::to_string(&direct).map(|json| Some(Cow::Owned(json))).map_err(|_| Unreadable::Malformed)
-        }
-        (None, true) => Ok(None),
-    }
+    let asked = match (reported, direct.is_empty()) {
+        (Some(_), false) => return Err(Unreadable::Ambiguous),
+        (Some(report), true) => serde_json::from_str(report).map_err(|_| Unreadable::Malformed)?,
+        (None, false) => direct,
+        (None, true) => return Ok(None),
+    };
+    let canonical =
+        serde_json::to_string(&RequestedImpersonation::canonical(asked)).map_err(|_| Unreadable::Malformed)?;
+    Ok(Some(Cow::Owned(canonical)))
 }
 
 #[cfg(test)]
@@ -85,16 +81,28 @@ mod tests {
     fn the_clients_own_headers_are_read_when_no_strip_stage_ran() {
         let asked = read(&[("impersonate-group", "viewers,auditors"), ("impersonate-extra-scopes", "x")]);
         let asked = asked.ok().flatten().unwrap_or_default();
-        assert_eq!(asked.groups, ["viewers", "auditors"]);
+        assert_eq!(asked.groups, ["auditors", "viewers"]);
         assert_eq!(asked.extra_headers, ["impersonate-extra-scopes"]);
         let user = read(&[("impersonate-user", "bob")]).ok().flatten().unwrap_or_default();
         assert_eq!(user.users, ["bob"]);
     }
 
     #[test]
-    fn the_filters_report_is_passed_on() {
-        let h = headers(&[(CLIENT_IMPERSONATION_HEADER, r#"{"groups":["viewers"]}"#)]);
-        assert_eq!(requested(Some(&h)).ok().flatten().as_deref(), Some(r#"{"groups":["viewers"]}"#));
+    fn the_filters_report_is_read_in_canonical_form() {
+        let h = headers(&[(CLIENT_IMPERSONATION_HEADER, r#"{ "groups" : ["viewers", "a", "viewers"] }"#)]);
+        let canonical = requested(Some(&h)).ok().flatten().unwrap_or_default();
+        let direct = headers(&[("impersonate-group", "a, viewers")]);
+        assert_eq!(requested(Some(&direct)).ok().flatten().unwrap_or_default(), canonical, "one cache entry");
+        let bad = headers(&[(CLIENT_IMPERSONATION_HEADER, "not json")]);
+        assert_eq!(requested(Some(&bad)), Err(Unreadable::Malformed));
+    }
+
+    /// Only spaces and tabs around a joined part go: kube-apiserver keeps other white
+    /// space, so `viewers` followed by a no-break space is not `viewers`.
+    #[test]
+    fn only_the_joiners_white_space_is_removed() {
+        let asked = read(&[("impersonate-group", "viewers\u{a0}, auditors")]).ok().flatten().unwrap_or_default();
+        assert_eq!(asked.groups, ["auditors", "viewers\u{a0}"]);
     }
 
     /// Attack: a report beside real headers, to make authz-server read one request while

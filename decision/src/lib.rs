@@ -363,9 +363,12 @@ mod tests {
     }
 }
 
-/// The request header, set only by the filter's strip stage, through which authz-server
-/// learns what impersonation the client asked for (`kubectl --as`, `--as-group`, ...).
-/// The strip stage removes any client-sent copy first, so its presence is trustworthy.
+/// The request header through which the filter's strip stage tells authz-server what
+/// impersonation the client asked for (`kubectl --as`, `--as-group`, ...). In kubegate's
+/// own chain the strip stage removes any client-sent copy first. In a chain with no
+/// strip stage (a mesh: docs/mesh.md) a copy can only be the client's own: authz-server
+/// reads it like the client's headers, as a narrowing of the user's own levels, which
+/// can never add one.
 pub const CLIENT_IMPERSONATION_HEADER: &str = "x-kubegate-client-impersonation";
 
 /// Every header name in this namespace is kubegate's; clients may not send any.
@@ -408,6 +411,31 @@ impl RequestedImpersonation {
             _ => return false,
         }
         true
+    }
+
+    /// [`Self::record`] for a value in which a proxy joined repeated lines with commas
+    /// (Envoy's check request): each comma-separated part of `Impersonate-User` and
+    /// `Impersonate-Group` is one line, with spaces and tabs around it removed (not other
+    /// white space: kube-apiserver keeps it).
+    pub fn record_joined(&mut self, name: &str, value: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        if lower == "impersonate-user" || lower == "impersonate-group" {
+            for part in value.split(',') {
+                self.record(name, part.trim_matches([' ', '\t']));
+            }
+            return true;
+        }
+        self.record(name, value)
+    }
+
+    /// The same request in one form: groups sorted and deduplicated (a set to kubegate),
+    /// extras sorted; users and uids as sent (more than one is itself a refusal).
+    pub fn canonical(mut self) -> Self {
+        self.groups.sort();
+        self.groups.dedup();
+        self.extra_headers.sort();
+        self.extra_headers.dedup();
+        self
     }
 
     /// True when the client sent no impersonation header at all.

@@ -44,6 +44,12 @@ const SPOOFS: &[&[(&str, &str)]] = &[
     &[("impersonate-extra-kubegate.dev%2Frequest-id", "forged")],
     // kubegate's own report, forged beside a real header: refused as ambiguous.
     &[("x-kubegate-client-impersonation", "{}"), ("Impersonate-Group", "system:masters")],
+    // The report forged alone (no strip stage removes it in a mesh): it is read like the
+    // client's headers, so it can only narrow, never widen or carry a uid or an extra.
+    &[("x-kubegate-client-impersonation", r#"{"users":["alice@example.com"],"groups":["cluster-admins"]}"#)],
+    &[("x-kubegate-client-impersonation", r#"{"uids":["0"]}"#)],
+    &[("x-kubegate-client-impersonation", r#"{"extra_headers":["impersonate-extra-scopes"]}"#)],
+    &[("x-kubegate-client-impersonation", "not json")],
 ];
 
 fn assert_refused_as_impersonation(response: &RawResponse, what: &str) {
