@@ -200,6 +200,8 @@ pub struct Allowed {
     pub identity: Arc<Identity>,
     pub decided: Decided,
     pub decision: Decision,
+    /// What was read as the client's impersonation request, canonical (`ASKED_KEY`).
+    pub asked: String,
 }
 
 impl Gatekeeper {
@@ -295,7 +297,9 @@ impl Gatekeeper {
             target: decided.target.clone(),
             grants: decided.privileges.grants.clone(),
         };
-        Ok(Answer::Forward(Allowed { identity, decided, decision }))
+        let asked = requested
+            .map_or_else(|| kubegate_decision::RequestedImpersonation::default().canonical_json(), str::to_owned);
+        Ok(Answer::Forward(Allowed { identity, decided, decision, asked }))
     }
 }
 
@@ -453,7 +457,7 @@ impl Authorization for CheckService {
                 answered(&list.to_json())
             }
             Ok(Answer::Forward(allowed_request)) => {
-                let Allowed { identity, decided, decision } = allowed_request;
+                let Allowed { identity, decided, decision, asked } = allowed_request;
                 let (privileges, stream) = (&decided.privileges, &decided.stream);
                 // `path` is the canonical target: what the API server executes.
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
@@ -464,7 +468,7 @@ impl Authorization for CheckService {
                     upgrade = request.header("upgrade"), command = stream.as_ref().map(|s| s.command.as_str()),
                     container = stream.as_ref().map(|s| s.container.as_str()), decision = "allow");
                 self.metrics.record_allowed(cluster);
-                allowed(&decision)
+                allowed(&decision, &asked)
             }
             Err(refusal) => {
                 tracing::info!(target: "kubegate::audit", request_id = request.id, method = request.method,
@@ -488,12 +492,13 @@ fn answered(body: &str) -> CheckResponse {
     response
 }
 
-fn allowed(decision: &Decision) -> CheckResponse {
+fn allowed(decision: &Decision, asked: &str) -> CheckResponse {
+    let text = |s: String| Value { kind: Some(Kind::StringValue(s)) };
     let metadata = Struct {
-        fields: HashMap::from([(
-            METADATA_KEY.to_string(),
-            Value { kind: Some(Kind::StringValue(decision.to_json())) },
-        )]),
+        fields: HashMap::from([
+            (METADATA_KEY.to_string(), text(decision.to_json())),
+            (kubegate_decision::ASKED_KEY.to_string(), text(asked.to_owned())),
+        ]),
     };
     let mut response = CheckResponse::with_status(tonic::Status::ok(""));
     response.set_dynamic_metadata(Some(metadata)).set_http_response(OkHttpResponseBuilder::new());
@@ -560,7 +565,7 @@ mod tests {
                 extra: BTreeMap::new(),
             },
         );
-        let response = allowed(&decision);
+        let response = allowed(&decision, "{}");
         let field = response.dynamic_metadata.and_then(|m| m.fields.get(METADATA_KEY).cloned());
         let Some(Value { kind: Some(Kind::StringValue(json)) }) = field else { panic!("no decision field") };
         assert_eq!(Decision::from_json(json.as_bytes()), Ok(decision));

@@ -59,7 +59,7 @@ fn filter(c: &mut Criterion) {
         c.bench_function(&format!("inject stage, {groups} groups"), |b| {
             b.iter(|| {
                 let mut headers = request.clone();
-                inject_stage(&mut headers, black_box(&parsed));
+                let _ = inject_stage(&mut headers, black_box(&parsed), None);
                 black_box(headers)
             })
         });

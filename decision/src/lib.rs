@@ -26,6 +26,15 @@ pub use status::Status;
 /// The ext_authz dynamic-metadata field that carries the decision.
 pub const METADATA_KEY: &str = "kubegate.decision";
 
+/// The ext_authz dynamic-metadata field beside the decision that carries what
+/// authz-server read as the client's impersonation request: the canonical JSON of a
+/// [`RequestedImpersonation`] (`{}` for none). The inject stage compares it with what
+/// it removes from the request and refuses a difference: a chain whose ext_authz was
+/// not sent the client's `Impersonate-*` (a mesh with an allow-list of headers) would
+/// otherwise lose a narrowing silently. A separate field, not part of [`Decision`], so
+/// a filter older than it ignores it.
+pub const ASKED_KEY: &str = "kubegate.asked";
+
 /// The Envoy filter namespace under which ext_authz stores its dynamic metadata.
 pub const EXT_AUTHZ_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 
@@ -436,6 +445,11 @@ impl RequestedImpersonation {
         self.extra_headers.sort();
         self.extra_headers.dedup();
         self
+    }
+
+    /// This request's canonical JSON (what [`ASKED_KEY`] carries).
+    pub fn canonical_json(self) -> String {
+        serde_json::to_string(&self.canonical()).unwrap_or_else(|_| "{}".to_owned())
     }
 
     /// True when the client sent no impersonation header at all.

@@ -34,6 +34,10 @@ pub enum MeshChain {
     IstioIngress,
     EnvoyGateway,
     IstioStripAfterInject,
+    /// Envoy Gateway with `headersToExtAuth` set to an allow-list without the client's
+    /// `Impersonate-*`: authz-server cannot see a narrowing, and the inject stage must
+    /// refuse rather than run it with every level.
+    EnvoyGatewayHeaderAllowList,
 }
 
 const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
@@ -58,7 +62,9 @@ pub fn apply(rendered: &str, chain: MeshChain) -> Result<String, ConfigEditError
         |name: &str| filters.iter().find(|f| f["name"].as_str() == Some(name)).cloned().ok_or_else(|| edit_error(name));
     let (strip, ext_authz, inject, router) = (by_name(STRIP)?, by_name(EXT_AUTHZ)?, by_name(INJECT)?, by_name(ROUTER)?);
     let order = match chain {
-        MeshChain::IstioIngress | MeshChain::EnvoyGateway => vec![ext_authz, inject, router],
+        MeshChain::IstioIngress | MeshChain::EnvoyGateway | MeshChain::EnvoyGatewayHeaderAllowList => {
+            vec![ext_authz, inject, router]
+        }
         MeshChain::IstioStripAfterInject => vec![ext_authz, inject, strip, router],
     };
     hcm["http_filters"] = Value::Sequence(order);
@@ -68,6 +74,15 @@ pub fn apply(rendered: &str, chain: MeshChain) -> Result<String, ConfigEditError
     match chain {
         MeshChain::IstioIngress | MeshChain::IstioStripAfterInject => istio_gateway(&mut hcm),
         MeshChain::EnvoyGateway => envoy_gateway(&mut hcm),
+        MeshChain::EnvoyGatewayHeaderAllowList => {
+            envoy_gateway(&mut hcm);
+            if let Some(filters) = hcm["http_filters"].as_sequence_mut() {
+                for filter in filters.iter_mut().filter(|f| f["name"].as_str() == Some(EXT_AUTHZ)) {
+                    filter["typed_config"]["allowed_headers"] =
+                        yaml("{patterns: [{exact: authorization}, {exact: content-type}]}");
+                }
+            }
+        }
     }
     doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"] = hcm;
     serde_yaml::to_string(&doc).map_err(|e| ConfigEditError::new(e.to_string()))

@@ -179,3 +179,20 @@ async fn a_strip_stage_after_inject_is_caught() -> anyhow::Result<()> {
     assert!(error.contains("IstioStripAfterInject"), "the wrong chain must fail the checks: {error:?}");
     Ok(())
 }
+
+/// Attack (through a mesh whose ext_authz is sent an allow-list of headers, a common
+/// hardening): `--as-group viewers` reaches the filter but not authz-server, which
+/// decides with every level. The inject stage sees the difference and refuses, so a
+/// narrowed context never runs with more than it asked; requests that ask for no
+/// impersonation are unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_narrowing_authz_server_did_not_see_is_refused_not_lost() -> anyhow::Result<()> {
+    let stack = stack(MeshChain::EnvoyGatewayHeaderAllowList).await?;
+    let alice = stack.login(&ALICE).await?;
+    let plain = stack.kubectl(&alice, &["get", "--raw", PODS]).await?;
+    assert!(plain.success, "{plain:?}");
+    let narrowed = stack.kubectl(&alice, &["--as", ALICE.email, "--as-group", "viewers", "get", "--raw", PODS]).await?;
+    assert!(!narrowed.success, "a lost narrowing ran: {narrowed:?}");
+    assert!(narrowed.stderr.contains("every header to ext_authz"), "{narrowed:?}");
+    Ok(())
+}

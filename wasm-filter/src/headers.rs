@@ -81,8 +81,16 @@ pub fn strip_stage(headers: &mut impl HeaderMap) {
 /// (the cluster's credential injector sets the gateway's own after this filter), keep
 /// only the `upgrade` token of `Connection`, route to the decided cluster, forward the
 /// canonical target that was decided on, then add the impersonation headers.
-pub fn inject_stage(headers: &mut impl HeaderMap, decision: &Decision) {
+///
+/// With `asked` (what authz-server read as the client's impersonation request,
+/// `ASKED_KEY`), the request must ask exactly that, or it is refused before anything
+/// changes: a chain whose ext_authz did not see the client's `Impersonate-*` would
+/// otherwise lose a narrowing silently (docs/mesh.md).
+pub fn inject_stage(headers: &mut impl HeaderMap, decision: &Decision, asked: Option<&str>) -> Result<(), String> {
     let lines = headers.lines();
+    if let Some(asked) = asked {
+        confirm_asked(&lines, asked)?;
+    }
     strip_reserved_lines(headers, &lines);
     headers.remove_all("authorization");
     // Envoy re-selects the route when a filter changes request headers; its routes
@@ -96,6 +104,37 @@ pub fn inject_stage(headers: &mut impl HeaderMap, decision: &Decision) {
     }
     if let Some(identity) = &decision.impersonate {
         add_impersonation(headers, identity);
+    }
+    Ok(())
+}
+
+/// The client's impersonation request as this request carries it (the strip stage's
+/// report, or the client's own lines, read as authz-server reads a check request)
+/// must be `asked`, canonically.
+fn confirm_asked(lines: &[(String, String)], asked: &str) -> Result<(), String> {
+    let mut direct = RequestedImpersonation::default();
+    let mut report = None;
+    for (name, value) in lines {
+        if name.eq_ignore_ascii_case(CLIENT_IMPERSONATION_HEADER) {
+            report = Some(value);
+        } else {
+            direct.record_joined(name, value);
+        }
+    }
+    let seen = match (report, direct.is_empty()) {
+        (Some(_), false) => {
+            return Err("the request carries both a report of its impersonation headers and the headers".into())
+        }
+        (Some(report), true) => serde_json::from_str::<RequestedImpersonation>(report)
+            .map_err(|_| "the request's impersonation report is unreadable".to_owned())?,
+        (None, _) => direct,
+    };
+    let decided: RequestedImpersonation = serde_json::from_str(asked)
+        .map_err(|_| "the authorization decision's impersonation record is unreadable".to_owned())?;
+    if seen.canonical() == decided.canonical() {
+        Ok(())
+    } else {
+        Err("the authorization server decided on other Impersonate-* headers than this request carries (does the proxy send every header to ext_authz?)".into())
     }
 }
 
@@ -223,7 +262,7 @@ mod tests {
             ("Impersonate-Group", "system:masters"),
             ("x-kubegate-client-impersonation", "{}"),
         ]);
-        inject_stage(&mut h, &alice());
+        assert_eq!(inject_stage(&mut h, &alice(), None), Ok(()));
         assert!(h.values("authorization").is_empty());
         assert_eq!(h.values("impersonate-user"), ["alice@example.com"]);
         assert_eq!(h.values("impersonate-group"), ["engineering", "system:authenticated"]);
@@ -243,7 +282,7 @@ mod tests {
         let mut h =
             Lines::of(&[(":path", "/api/v1/namespaces/kube%2Dsystem/configmaps/victim"), (":method", "DELETE")]);
         let decision = Decision { target: "/api/v1/namespaces/kube-system/configmaps/victim".into(), ..alice() };
-        inject_stage(&mut h, &decision);
+        assert_eq!(inject_stage(&mut h, &decision, None), Ok(()));
         assert_eq!(h.values(":path"), ["/api/v1/namespaces/kube-system/configmaps/victim"]);
         assert_eq!(h.values(":method"), ["DELETE"]);
     }
@@ -254,11 +293,11 @@ mod tests {
     #[test]
     fn inject_keeps_only_the_upgrade_token_of_connection() {
         let mut h = Lines::of(&[("connection", "Upgrade, Impersonate-User"), ("Connection", "impersonate-group")]);
-        inject_stage(&mut h, &alice());
+        assert_eq!(inject_stage(&mut h, &alice(), None), Ok(()));
         assert_eq!(h.values("connection"), ["upgrade"]);
         assert!(h.values("Connection").is_empty());
         let mut h = Lines::of(&[("connection", "impersonate-user, keep-alive")]);
-        inject_stage(&mut h, &alice());
+        assert_eq!(inject_stage(&mut h, &alice(), None), Ok(()));
         assert!(h.values("connection").is_empty());
         assert_eq!(h.values("impersonate-user"), ["alice@example.com"]);
     }
@@ -276,7 +315,7 @@ mod tests {
         strip_stage(&mut h);
         assert_eq!(h.0, [("x-remotely".to_string(), "kept".to_string())]);
         let mut h = Lines::of(&[("x-remote-user", "system:admin")]);
-        inject_stage(&mut h, &alice());
+        assert_eq!(inject_stage(&mut h, &alice(), None), Ok(()));
         assert!(h.values("x-remote-user").is_empty());
     }
 
@@ -285,7 +324,7 @@ mod tests {
     #[test]
     fn inject_routes_to_the_decided_cluster_whatever_the_client_sent() {
         let mut h = Lines::of(&[("X-Kubegate-Cluster", "dev"), ("x-kubegate-cluster", "staging")]);
-        inject_stage(&mut h, &alice());
+        assert_eq!(inject_stage(&mut h, &alice(), None), Ok(()));
         assert_eq!(h.values(CLUSTER_HEADER), ["prod"]);
         assert!(h.values("X-Kubegate-Cluster").is_empty());
     }
@@ -294,7 +333,7 @@ mod tests {
     fn inject_without_impersonation_only_strips() {
         let mut h = Lines::of(&[("impersonate-user", "mallory"), ("authorization", "Bearer t")]);
         let leased = Decision { mode: kubegate_decision::IdentityMode::Leased, impersonate: None, ..alice() };
-        inject_stage(&mut h, &leased);
+        assert_eq!(inject_stage(&mut h, &leased, None), Ok(()));
         let path = (":path".to_string(), "/api/v1/namespaces/default/pods".to_string());
         assert_eq!(h.0, [(CLUSTER_HEADER.to_string(), "prod".to_string()), path]);
     }
@@ -314,5 +353,22 @@ mod tests {
         for name in ["impersonate", "x-impersonate-user", "authorization", "x-kube", "audit-ids"] {
             assert!(!is_reserved(name), "{name}");
         }
+    }
+
+    /// Attack (through a chain whose ext_authz gets an allow-list of headers): a
+    /// `--as-group viewers` narrowing authz-server never saw, so it decided every level.
+    #[test]
+    fn inject_refuses_impersonation_headers_authz_server_did_not_decide_on() {
+        let mut h = Lines::of(&[("impersonate-group", "viewers"), ("impersonate-user", "alice@example.com")]);
+        let refused = inject_stage(&mut h, &alice(), Some("{}"));
+        assert!(refused.is_err_and(|e| e.contains("every header")));
+        assert_eq!(h.values("impersonate-group"), ["viewers"], "nothing changed before the refusal");
+        let asked = r#"{"users":["alice@example.com"],"groups":["viewers"]}"#;
+        let mut h = Lines::of(&[("impersonate-group", "viewers"), ("impersonate-user", "alice@example.com")]);
+        assert_eq!(inject_stage(&mut h, &alice(), Some(asked)), Ok(()));
+        let mut h = Lines::of(&[(CLIENT_IMPERSONATION_HEADER, asked)]);
+        assert_eq!(inject_stage(&mut h, &alice(), Some(asked)), Ok(()), "the strip stage's report");
+        let mut h = Lines::of(&[]);
+        assert_eq!(inject_stage(&mut h, &alice(), Some("{}")), Ok(()), "nothing asked, nothing decided");
     }
 }

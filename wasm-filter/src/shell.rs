@@ -36,7 +36,7 @@ use crate::grant_watch::{
 };
 use crate::headers::{inject_stage, strip_stage, HeaderMap};
 use crate::host_bytes::{lines_for_rules, RawLine};
-use kubegate_decision::{Decision, Status, EXT_AUTHZ_NAMESPACE, METADATA_KEY};
+use kubegate_decision::{Decision, Status, ASKED_KEY, EXT_AUTHZ_NAMESPACE, METADATA_KEY};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
@@ -586,7 +586,9 @@ impl HttpContext for FilterRequest {
             }
             Stage::Inject => match decision() {
                 Ok(decision) => {
-                    inject_stage(&mut headers, &decision);
+                    if let Err(reason) = inject_stage(&mut headers, &decision, asked().as_deref()) {
+                        return refuse(403, &reason);
+                    }
                     Some(decision)
                 }
                 Err(reason) => return refuse(403, &reason),
@@ -714,6 +716,13 @@ fn decision() -> Result<Decision, String> {
         .map_err(|e| format!("the authorization decision could not be read: {e}"))?
         .ok_or("no authorization decision reached the gateway filter")?;
     Decision::from_json(&raw).map_err(|e| format!("the authorization decision is unusable: {e}"))
+}
+
+/// What authz-server read as the client's impersonation request (`ASKED_KEY`), when
+/// it says (an authz-server older than the field does not).
+fn asked() -> Option<String> {
+    let raw = host::property(&["metadata", "filter_metadata", EXT_AUTHZ_NAMESPACE, ASKED_KEY]).ok()??;
+    Some(String::from_utf8_lossy(&raw).into_owned())
 }
 
 /// Answers with a Kubernetes `Status` body and stops the request.

@@ -267,8 +267,11 @@ fn arbitrary_header_bytes_never_panic_and_no_reserved_header_survives() {
 
         // Inject: the reserved lines are exactly the decision's identity, the user's
         // bearer token is gone, and the lines no stage owns are untouched.
+        // Confirming what authz-server read never panics on any bytes either.
+        let mut confirming = HostModel { lines: host.lines.clone(), refused_read: Default::default() };
+        let _ = inject_stage(&mut confirming, &decision, Some("{}"));
         let mut host = HostModel { lines: host.lines, refused_read: Default::default() };
-        inject_stage(&mut host, &decision);
+        assert_eq!(inject_stage(&mut host, &decision, None), Ok(()), "{what}");
         assert!(!host.refused_read.get(), "{what}");
         assert_eq!(lowered_reserved(&host.lines), injected(&decision), "{what}");
         assert!(!host.lines.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"authorization")), "{what}");
