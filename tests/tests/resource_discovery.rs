@@ -5,7 +5,7 @@
 use kubegate_tests::harness::access::{AccessRequestOptions, Person};
 use kubegate_tests::harness::discovery::{DiscoveryOptions, LEADS_DISCOVER};
 use kubegate_tests::harness::stand_in_objects::{
-    StandInObjects, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, ROLE_BINDINGS, SERVICE_ACCOUNTS,
+    StandInObjects, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, ROLES, ROLE_BINDINGS, SERVICE_ACCOUNTS,
 };
 use kubegate_tests::harness::{wait_until, GatewayStack, StackOptions, ALICE, CAROL};
 use serde_json::{json, Value};
@@ -123,13 +123,29 @@ async fn discovery_answers_exactly_what_the_cluster_holds() -> anyhow::Result<()
     let engineering = get(&carol, "/kubegate/v1/discovery/subjects?kind=group&search=ENGIN").await?;
     assert_eq!(answered_subjects(&engineering).into_iter().map(|s| s.2).collect::<Vec<_>>(), ["engineering"]);
 
-    for name in ["view", "stand-in-rule-0"] {
-        let stored = objects.get(CLUSTER_ROLES, None, name).await?.ok_or_else(|| anyhow::anyhow!("no {name}"))?;
-        let answer = get(&carol, &format!("/kubegate/v1/discovery/rules?role=clusterrole/{name}")).await?;
-        assert_eq!(rules(&answer["rules"]), rules(&stored["rules"]), "{name}: {answer}");
-        assert!(!rules(&answer["rules"]).is_empty(), "{name} has rules");
-        assert_eq!(answer["role"]["aggregated"], name == "view", "{answer}");
+    // Every ClusterRole and Role the cluster holds, with exactly its rules, and the
+    // counts of every kind.
+    let stored_roles = objects.list(CLUSTER_ROLES).await?;
+    let role_list = objects.list(ROLES).await?;
+    for role in stored_roles.iter().chain(&role_list) {
+        let meta = &role["metadata"];
+        let param = match meta["namespace"].as_str() {
+            Some(ns) => format!("role/{ns}/{}", text(&meta["name"])),
+            None => format!("clusterrole/{}", text(&meta["name"])),
+        };
+        let answer = get(&carol, &format!("/kubegate/v1/discovery/rules?role={param}")).await?;
+        assert_eq!(rules(&answer["rules"]), rules(&role["rules"]), "{param}: {answer}");
+        assert_eq!(answer["role"]["aggregated"], role.get("aggregationRule").is_some(), "{param}: {answer}");
     }
+    let view = get(&carol, "/kubegate/v1/discovery/rules?role=clusterrole/view").await?;
+    assert!(view["role"]["aggregated"] == true && !rules(&view["rules"]).is_empty(), "aggregated, filled in: {view}");
+    let clusters = get(&carol, "/kubegate/v1/discovery/clusters").await?;
+    let counts = &clusters["clusters"][0]["objects"];
+    assert_eq!(counts["clusterRoles"], stored_roles.len(), "{clusters}");
+    assert_eq!(counts["roles"], role_list.len(), "{clusters}");
+    assert_eq!(counts["clusterRoleBindings"], objects.list(CLUSTER_ROLE_BINDINGS).await?.len(), "{clusters}");
+    assert_eq!(counts["roleBindings"], objects.list(ROLE_BINDINGS).await?.len(), "{clusters}");
+    assert_eq!(counts["serviceAccounts"], objects.list(SERVICE_ACCOUNTS).await?.len(), "{clusters}");
 
     let levels = get(&carol, "/kubegate/v1/discovery/levels").await?;
     let engineering = levels["candidates"].as_array().into_iter().flatten().find(|c| c["group"] == "engineering");
