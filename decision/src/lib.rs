@@ -389,6 +389,12 @@ pub const INTERNAL_HEADER_PREFIX: &str = "x-kubegate-";
 /// [`INTERNAL_HEADER_PREFIX`], so a client's copy is stripped before the decision.
 pub const CLUSTER_HEADER: &str = "x-kubegate-cluster";
 
+/// Whether `name` is an `Impersonate-*` header, in any case.
+fn is_impersonation_header(name: &str) -> bool {
+    const PREFIX: &str = "impersonate-";
+    name.as_bytes().get(..PREFIX.len()).is_some_and(|head| head.eq_ignore_ascii_case(PREFIX.as_bytes()))
+}
+
 /// What a client asked to impersonate, as the strip stage found it in its headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -411,6 +417,11 @@ impl RequestedImpersonation {
     /// The one reading of these headers, for the filter's strip stage and for
     /// authz-server when no strip stage runs before it (a mesh's filter chain).
     pub fn record(&mut self, name: &str, value: &str) -> bool {
+        // Every header line of every request passes here: only an impersonation header
+        // costs an allocation.
+        if !is_impersonation_header(name) {
+            return false;
+        }
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
             "impersonate-user" => self.users.push(value.to_owned()),
@@ -427,8 +438,7 @@ impl RequestedImpersonation {
     /// `Impersonate-Group` is one line, with spaces and tabs around it removed (not other
     /// white space: kube-apiserver keeps it).
     pub fn record_joined(&mut self, name: &str, value: &str) -> bool {
-        let lower = name.to_ascii_lowercase();
-        if lower == "impersonate-user" || lower == "impersonate-group" {
+        if name.eq_ignore_ascii_case("impersonate-user") || name.eq_ignore_ascii_case("impersonate-group") {
             for part in value.split(',') {
                 self.record(name, part.trim_matches([' ', '\t']));
             }

@@ -7,7 +7,7 @@
 //! answers; and a wrong placement (a strip stage after the inject stage) is caught.
 
 use kubegate_tests::harness::{
-    http2_get, raw_http1, GatewayStack, RawResponse, StackOptions, ALICE, BOB, GATEWAY_CLIENT_ID,
+    http2_get, raw_http1, GatewayStack, RawResponse, StackOptions, ALICE, BOB, GATEWAY_CLIENT_ID, IMPERSONATION_SPOOFS,
 };
 use kubegate_tests::mesh_chain::MeshChain;
 use serde_json::Value;
@@ -33,19 +33,13 @@ fn groups(whoami: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_str::<Value>(whoami)?["status"]["userInfo"]["groups"].clone())
 }
 
-/// The spoofing header sets: another user, system:masters, repeats in any case, a uid,
-/// an extra, a forged kubegate extra.
-const SPOOFS: &[&[(&str, &str)]] = &[
-    &[("Impersonate-User", "system:admin")],
-    &[("impersonate-user", "alice@example.com"), ("impersonate-group", "system:masters")],
-    &[("IMPERSONATE-GROUP", "system:masters"), ("Impersonate-Group", "cluster-admins")],
-    &[("Impersonate-Uid", "0")],
-    &[("Impersonate-Extra-Scopes", "cluster-admin")],
-    &[("impersonate-extra-kubegate.dev%2Frequest-id", "forged")],
-    // kubegate's own report, forged beside a real header: refused as ambiguous.
+/// Beyond the spoofs every chain refuses (`IMPERSONATION_SPOOFS`), kubegate's own
+/// report forged by the client, which no strip stage removes in a mesh.
+const FORGED_REPORTS: &[&[(&str, &str)]] = &[
+    // Beside a real header: refused as ambiguous.
     &[("x-kubegate-client-impersonation", "{}"), ("Impersonate-Group", "system:masters")],
-    // The report forged alone (no strip stage removes it in a mesh): it is read like the
-    // client's headers, so it can only narrow, never widen or carry a uid or an extra.
+    // Alone: read like the client's headers, so it can only narrow, never widen or carry
+    // a uid or an extra.
     &[("x-kubegate-client-impersonation", r#"{"users":["alice@example.com"],"groups":["cluster-admins"]}"#)],
     &[("x-kubegate-client-impersonation", r#"{"uids":["0"]}"#)],
     &[("x-kubegate-client-impersonation", r#"{"extra_headers":["impersonate-extra-scopes"]}"#)],
@@ -117,7 +111,7 @@ async fn security_properties_hold(chain: MeshChain) -> anyhow::Result<()> {
     // Spoofed impersonation never reaches the API server, over HTTP/1.1 and HTTP/2.
     let token = stack.id_token(&ALICE, GATEWAY_CLIENT_ID).await?;
     let before = stack.audit().len();
-    for spoof in SPOOFS {
+    for spoof in IMPERSONATION_SPOOFS.iter().chain(FORGED_REPORTS) {
         let mut head =
             format!("GET {PODS} HTTP/1.1\r\nHost: kubernetes\r\nAuthorization: Bearer {token}\r\nConnection: close");
         for (name, value) in spoof.iter() {

@@ -4,7 +4,7 @@
 
 use kubegate_tests::apiserver::identity::fingerprint;
 use kubegate_tests::harness::{
-    http2_get, raw_http1, GatewayStack, RawResponse, StackOptions, ALICE, GATEWAY_CLIENT_ID,
+    http2_get, raw_http1, GatewayStack, RawResponse, StackOptions, ALICE, GATEWAY_CLIENT_ID, IMPERSONATION_SPOOFS,
 };
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -33,16 +33,9 @@ async fn http2(stack: &GatewayStack, token: &str, extra: &[(&str, &str)]) -> any
     http2_get(&stack.gateway_url, &stack.ca_cert, PODS, &headers).await
 }
 
-/// The spoofing header sets each test sends: any case, repeated, `-Uid`, `-Extra-*`,
-/// including a forged copy of kubegate's own request-id extra.
-const SPOOFS: &[&[(&str, &str)]] = &[
-    &[("Impersonate-User", "system:admin")],
-    &[("impersonate-user", "alice@example.com"), ("impersonate-group", "system:masters")],
-    &[("IMPERSONATE-GROUP", "system:masters"), ("Impersonate-Group", "cluster-admins")],
-    &[("Impersonate-Uid", "0")],
-    &[("Impersonate-Extra-Scopes", "cluster-admin")],
-    &[("impersonate-extra-kubegate.dev%2Frequest-id", "forged")],
-];
+/// The spoofing header sets each test sends (any case, repeated, `-Uid`, `-Extra-*`,
+/// a forged copy of kubegate's own request-id extra).
+const SPOOFS: &[&[(&str, &str)]] = IMPERSONATION_SPOOFS;
 
 fn assert_refused_as_impersonation(response: &RawResponse, what: &str) {
     assert_eq!(response.status, 403, "{what}: {response:?}");

@@ -167,6 +167,19 @@ impl Default for StackOptions {
     }
 }
 
+/// The spoofed impersonation header sets every chain must refuse: another user,
+/// `system:masters`, repeats in any case, a uid, an extra, a forged copy of kubegate's
+/// own request-id extra (spoofing.rs, through kubegate's chain; mesh_chain.rs, through
+/// the meshes').
+pub const IMPERSONATION_SPOOFS: &[&[(&str, &str)]] = &[
+    &[("Impersonate-User", "system:admin")],
+    &[("impersonate-user", "alice@example.com"), ("impersonate-group", "system:masters")],
+    &[("IMPERSONATE-GROUP", "system:masters"), ("Impersonate-Group", "cluster-admins")],
+    &[("Impersonate-Uid", "0")],
+    &[("Impersonate-Extra-Scopes", "cluster-admin")],
+    &[("impersonate-extra-kubegate.dev%2Frequest-id", "forged")],
+];
+
 /// The user the gateway's service-account token authenticates as at the stand-in.
 pub const GATEWAY_USER: &str = "system:serviceaccount:kubegate:kubegate-gateway";
 
