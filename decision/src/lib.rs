@@ -28,7 +28,8 @@ pub const METADATA_KEY: &str = "kubegate.decision";
 
 /// The ext_authz dynamic-metadata field beside the decision that carries what
 /// authz-server read as the client's impersonation request: the canonical JSON of a
-/// [`RequestedImpersonation`] (`{}` for none). The inject stage compares it with what
+/// [`RequestedImpersonation`] (every list empty for none). The filter reads the fields
+/// it knows and ignores others. The inject stage compares it with what
 /// it removes from the request and refuses a difference: a chain whose ext_authz was
 /// not sent the client's `Impersonate-*` (a mesh with an allow-list of headers) would
 /// otherwise lose a narrowing silently. A separate field, not part of [`Decision`], so

@@ -108,6 +108,24 @@ pub fn inject_stage(headers: &mut impl HeaderMap, decision: &Decision, asked: Op
     Ok(())
 }
 
+/// The fields of `asked` this filter knows, others ignored: a newer authz-server may
+/// record more, and must not make this filter refuse every request.
+fn known_fields(asked: &str) -> Option<RequestedImpersonation> {
+    let record: serde_json::Map<String, serde_json::Value> = serde_json::from_str(asked).ok()?;
+    let list = |field: &str| -> Option<Vec<String>> {
+        match record.get(field) {
+            None => Some(Vec::new()),
+            Some(value) => value.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect(),
+        }
+    };
+    Some(RequestedImpersonation {
+        users: list("users")?,
+        groups: list("groups")?,
+        uids: list("uids")?,
+        extra_headers: list("extra_headers")?,
+    })
+}
+
 /// The client's impersonation request as this request carries it (the strip stage's
 /// report, or the client's own lines, read as authz-server reads a check request)
 /// must be `asked`, canonically.
@@ -129,8 +147,8 @@ fn confirm_asked(lines: &[(String, String)], asked: &str) -> Result<(), String> 
             .map_err(|_| "the request's impersonation report is unreadable".to_owned())?,
         (None, _) => direct,
     };
-    let decided: RequestedImpersonation = serde_json::from_str(asked)
-        .map_err(|_| "the authorization decision's impersonation record is unreadable".to_owned())?;
+    let decided = known_fields(asked)
+        .ok_or_else(|| "the authorization decision's impersonation record is unreadable".to_owned())?;
     if seen.canonical() == decided.canonical() {
         Ok(())
     } else {
@@ -370,5 +388,10 @@ mod tests {
         assert_eq!(inject_stage(&mut h, &alice(), Some(asked)), Ok(()), "the strip stage's report");
         let mut h = Lines::of(&[]);
         assert_eq!(inject_stage(&mut h, &alice(), Some("{}")), Ok(()), "nothing asked, nothing decided");
+        let newer = r#"{"users":[],"groups":[],"uids":[],"extra_headers":[],"somethingNew":[1]}"#;
+        let mut h = Lines::of(&[]);
+        assert_eq!(inject_stage(&mut h, &alice(), Some(newer)), Ok(()), "a newer authz-server's record");
+        let mut h = Lines::of(&[]);
+        assert!(inject_stage(&mut h, &alice(), Some(r#"{"groups":"viewers"}"#)).is_err(), "a malformed record");
     }
 }

@@ -586,7 +586,11 @@ impl HttpContext for FilterRequest {
             }
             Stage::Inject => match decision() {
                 Ok(decision) => {
-                    if let Err(reason) = inject_stage(&mut headers, &decision, asked().as_deref()) {
+                    let asked = match asked() {
+                        Ok(asked) => asked,
+                        Err(reason) => return refuse(403, &reason),
+                    };
+                    if let Err(reason) = inject_stage(&mut headers, &decision, asked.as_deref()) {
                         return refuse(403, &reason);
                     }
                     Some(decision)
@@ -719,10 +723,12 @@ fn decision() -> Result<Decision, String> {
 }
 
 /// What authz-server read as the client's impersonation request (`ASKED_KEY`), when
-/// it says (an authz-server older than the field does not).
-fn asked() -> Option<String> {
-    let raw = host::property(&["metadata", "filter_metadata", EXT_AUTHZ_NAMESPACE, ASKED_KEY]).ok()??;
-    Some(String::from_utf8_lossy(&raw).into_owned())
+/// it says (an authz-server older than the field does not: then nothing is compared).
+/// A host that cannot answer refuses, as for the decision itself.
+fn asked() -> Result<Option<String>, String> {
+    let raw = host::property(&["metadata", "filter_metadata", EXT_AUTHZ_NAMESPACE, ASKED_KEY])
+        .map_err(|e| format!("the authorization decision's impersonation record could not be read: {e}"))?;
+    Ok(raw.map(|raw| String::from_utf8_lossy(&raw).into_owned()))
 }
 
 /// Answers with a Kubernetes `Status` body and stops the request.
