@@ -76,8 +76,8 @@ impl PolicyEngine {
     /// so it is true for an automatic approval too: `automatic` tells them apart.
     pub fn approval(&self, question: &ApprovalQuestion<'_>) -> Verdict {
         let now = UtcTime::from_epoch(question.now);
-        match entities::approval(&self.schema, question, now) {
-            Ok((request, entities)) => self.verdict(ACTION, &request, &entities, NOT_PERMITTED),
+        match self.ask(question.cluster, question.principal, entities::approval(question, now)) {
+            Ok(asked) => self.verdict(ACTION, &asked, NOT_PERMITTED),
             Err(reason) => super::deny_unevaluable(reason),
         }
     }

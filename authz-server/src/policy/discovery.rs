@@ -32,8 +32,8 @@ impl PolicyEngine {
     /// Whether policy permits this read: only when a policy permits it and no `forbid`
     /// applies.
     pub fn discovery(&self, question: &DiscoveryQuestion<'_>) -> Verdict {
-        match entities::discovery(&self.schema, question) {
-            Ok((request, entities)) => self.verdict(ACTION, &request, &entities, NOT_PERMITTED),
+        match self.ask(question.cluster, question.principal, entities::discovery(question)) {
+            Ok(asked) => self.verdict(ACTION, &asked, NOT_PERMITTED),
             Err(reason) => super::deny_unevaluable(reason),
         }
     }

@@ -1,13 +1,16 @@
-//! The Cedar entities and requests for one question about one user.
+//! The Cedar entities and contexts of kubegate's questions: the user's entities, and for
+//! each question its action, resource and context (`entity_store` puts them together).
 
+use super::entity_store::{Question, Resource};
 use crate::request_info::{Query, RequestInfo, StreamRequest};
-use cedar_policy::{Context, Entities, Entity, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema};
+use cedar_policy::{Context, Entity, EntityTypeName, EntityUid, RestrictedExpression};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::LazyLock;
 
 /// Who is asking: the user, their IdP groups and the standing roles they hold.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Principal {
     pub user: String,
     pub groups: Vec<String>,
@@ -16,7 +19,7 @@ pub struct Principal {
 
 /// The cluster a question is about: its name, and the tags it and every resource in it
 /// carry (`resource.getTag("env")`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ClusterFacts {
     pub name: String,
     pub tags: BTreeMap<String, String>,
@@ -64,10 +67,30 @@ fn string(value: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(value.to_owned())
 }
 
-fn ip(value: &str) -> RestrictedExpression {
+/// Addresses whose `ip(...)` expression is kept, per thread.
+const IP_EXPRESSIONS_KEPT: usize = 4096;
+
+thread_local! {
+    static IP_EXPRESSIONS: RefCell<HashMap<String, RestrictedExpression>> = RefCell::new(HashMap::new());
+}
+
+/// `ip("<value>")`. `RestrictedExpression::new_ip` runs Cedar's parser on the name `ip`
+/// every time (its lexer builds a regex matcher per call: a tenth of a decision,
+/// profiled), so each thread keeps the expressions of the addresses it has seen.
+pub(super) fn ip(value: &str) -> RestrictedExpression {
     // An unparsable address becomes the unspecified one rather than an evaluation error.
     let value = if value.parse::<std::net::IpAddr>().is_ok() { value } else { "0.0.0.0" };
-    RestrictedExpression::new_ip(value)
+    IP_EXPRESSIONS.with_borrow_mut(|kept| {
+        if let Some(expression) = kept.get(value) {
+            return expression.clone();
+        }
+        if kept.len() >= IP_EXPRESSIONS_KEPT {
+            kept.clear();
+        }
+        let expression = RestrictedExpression::new_ip(value);
+        kept.insert(value.to_owned(), expression.clone());
+        expression
+    })
 }
 
 fn levels_record(levels: &BTreeSet<String>) -> RestrictedExpression {
@@ -77,7 +100,7 @@ fn levels_record(levels: &BTreeSet<String>) -> RestrictedExpression {
 }
 
 /// The user (in their groups and roles), those groups and roles, and the cluster.
-fn principal_entities(
+pub(super) fn principal_entities(
     principal: &Principal,
     cluster: &ClusterFacts,
 ) -> Result<(EntityUid, EntityUid, Vec<Entity>), String> {
@@ -102,7 +125,8 @@ fn principal_entities(
     Ok((user, cluster_uid, entities))
 }
 
-/// The context record; `Request::new` validates it against the schema for the action.
+/// The context record (checked against the schema for the action where `Request::new`
+/// is given the schema).
 fn context(pairs: Vec<(&str, RestrictedExpression)>) -> Result<Context, String> {
     Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v))).map_err(|e| e.to_string())
 }
@@ -111,44 +135,20 @@ fn base_context(meta: &RequestMeta) -> Vec<(&'static str, RestrictedExpression)>
     vec![("sourceIp", ip(&meta.source_ip)), ("time", RestrictedExpression::new_long(meta.time))]
 }
 
-fn finish(
-    schema: &Schema,
-    principal: EntityUid,
-    action: EntityUid,
-    resource: EntityUid,
-    context: Context,
-    entities: Vec<Entity>,
-) -> Result<(Request, Entities), String> {
-    let request = Request::new(principal, action, resource, context, Some(schema)).map_err(|e| e.to_string())?;
-    let entities = Entities::from_entities(entities, Some(schema)).map_err(|e| e.to_string())?;
-    Ok((request, entities))
+/// `fetchPrivileges` on the cluster.
+pub(super) fn fetch_privileges(meta: &RequestMeta) -> Result<Question, String> {
+    Ok(Question {
+        action: action("fetchPrivileges")?,
+        resource: Resource::Cluster,
+        context: context(base_context(meta))?,
+    })
 }
 
-pub(super) fn fetch_privileges(
-    schema: &Schema,
-    cluster: &ClusterFacts,
-    principal: &Principal,
-    meta: &RequestMeta,
-) -> Result<(Request, Entities), String> {
-    let (user, cluster, entities) = principal_entities(principal, cluster)?;
-    let action = action("fetchPrivileges")?;
-    let context = context(base_context(meta))?;
-    finish(schema, user, action, cluster, context, entities)
-}
-
-pub(super) fn impersonation(
-    schema: &Schema,
-    cluster: &ClusterFacts,
-    principal: &Principal,
-    levels: &BTreeSet<String>,
-    meta: &RequestMeta,
-) -> Result<(Request, Entities), String> {
-    let (user, cluster, entities) = principal_entities(principal, cluster)?;
-    let action = action("impersonate")?;
+/// `impersonate` the resolved `levels` on the cluster.
+pub(super) fn impersonation(levels: &BTreeSet<String>, meta: &RequestMeta) -> Result<Question, String> {
     let mut pairs = base_context(meta);
     pairs.push(("k8s", levels_record(levels)));
-    let context = context(pairs)?;
-    finish(schema, user, action, cluster, context, entities)
+    Ok(Question { action: action("impersonate")?, resource: Resource::Cluster, context: context(pairs)? })
 }
 
 /// Every action in group `request` (the schema's request verbs).
@@ -193,16 +193,14 @@ pub(super) fn request_action(info: &RequestInfo) -> &'static str {
     }
 }
 
+/// The request's verb on its resource (an object or a URL in the cluster).
 pub(super) fn request(
-    schema: &Schema,
     cluster: &ClusterFacts,
-    principal: &Principal,
     info: &RequestInfo,
     levels: &BTreeSet<String>,
     meta: &RequestMeta,
-) -> Result<(Request, Entities), String> {
-    let (user, cluster_uid, mut entities) = principal_entities(principal, cluster)?;
-    let parents = [cluster_uid];
+) -> Result<Question, String> {
+    let parents = [uid("Cluster", &cluster.name)?];
     let entity = |resource: &EntityUid, attrs| {
         Entity::new_with_tags(resource.clone(), attrs, parents.clone(), cluster.tags()).map_err(|e| e.to_string())
     };
@@ -219,14 +217,12 @@ pub(super) fn request(
                 ("namespace".to_string(), string(&r.namespace)),
                 ("name".to_string(), string(name)),
             ]);
-            entities.push(entity(&resource, attrs)?);
-            resource
+            entity(&resource, attrs)?
         }
         RequestInfo::NonResource { path, .. } => {
             let resource = uid("NonResourceURL", path)?;
             let attrs = HashMap::from([("path".to_string(), string(path))]);
-            entities.push(entity(&resource, attrs)?);
-            resource
+            entity(&resource, attrs)?
         }
     };
     let action = action(request_action(info))?;
@@ -252,19 +248,16 @@ pub(super) fn request(
     let mut pairs = base_context(meta);
     pairs.push(("k8s", levels_record(levels)));
     pairs.push(("request", request_record));
-    let context = context(pairs)?;
-    finish(schema, user, action, resource, context, entities)
+    Ok(Question { action, resource: Resource::Entity(Box::new(resource)), context: context(pairs)? })
 }
 
 /// The `approve` question: the approver (or, for an automatic approval, the requester)
 /// with their groups and roles, the cluster the levels are requested on, and the
 /// request and the time in the context.
 pub(super) fn approval(
-    schema: &Schema,
     question: &super::ApprovalQuestion<'_>,
     now: super::approval::UtcTime,
-) -> Result<(Request, Entities), String> {
-    let (user, cluster, entities) = principal_entities(question.principal, question.cluster)?;
+) -> Result<Question, String> {
     let action = action(super::approval::ACTION)?;
     let request = RestrictedExpression::new_record([
         ("requester".to_string(), string(question.requester)),
@@ -292,20 +285,16 @@ pub(super) fn approval(
         ("sourceIp", ip(question.source_ip)),
         ("time", RestrictedExpression::new_long(now.epoch)),
     ])?;
-    finish(schema, user, action, cluster, context, entities)
+    Ok(Question { action, resource: Resource::Cluster, context })
 }
 
 /// The request and entities of a `discover` question.
-pub(super) fn discovery(
-    schema: &Schema,
-    question: &super::DiscoveryQuestion<'_>,
-) -> Result<(Request, Entities), String> {
-    let (user, cluster, entities) = principal_entities(question.principal, question.cluster)?;
+pub(super) fn discovery(question: &super::DiscoveryQuestion<'_>) -> Result<Question, String> {
     let action = action(super::discovery::ACTION)?;
     let context = context(vec![
         ("view", string(question.view)),
         ("sourceIp", ip(question.source_ip)),
         ("time", RestrictedExpression::new_long(question.now)),
     ])?;
-    finish(schema, user, action, cluster, context, entities)
+    Ok(Question { action, resource: Resource::Cluster, context })
 }

@@ -21,6 +21,8 @@
 mod approval;
 mod discovery;
 mod entities;
+mod entity_store;
+mod scope_index;
 mod source;
 
 pub use approval::ApprovalQuestion;
@@ -30,6 +32,8 @@ pub use source::PolicyError;
 
 use crate::request_info::RequestInfo;
 use cedar_policy::{Authorizer, Decision, Effect, PolicyId, PolicySet, Schema};
+use entity_store::{Asked, Assembly, Checking, EntityStores, Question};
+use scope_index::{Applicable, ScopeIndex};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -48,6 +52,11 @@ permit (principal, action == k8s::Action::"impersonate", resource);
 const LEVELS_ANNOTATION: &str = "k8s_impersonate_groups";
 /// The annotation whose text is the message a refused user sees.
 const ERROR_ANNOTATION: &str = "error";
+/// The levels a `@k8s_impersonate_groups` annotation lists.
+fn level_list(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect()
+}
+
 /// A refusal's message when no policy permits (and no forbid decided).
 const NOT_PERMITTED: &str = "no kubegate policy permits this request";
 
@@ -68,10 +77,12 @@ pub struct PolicyEngine {
     policies: PolicySet,
     authorizer: Authorizer,
     /// Where each policy came from, for messages.
-    origins: std::collections::HashMap<PolicyId, String>,
+    origins: std::collections::HashMap<PolicyId, source::Origin>,
     /// For each action, the policies whose scope can match it: Cedar evaluates every
     /// policy it is given, so a `get` should not pay for `delete`-only guardrails.
-    by_action: std::collections::HashMap<&'static str, PolicySet>,
+    by_action: std::collections::HashMap<&'static str, ScopeIndex>,
+    /// The users' entity stores (one per user and cluster, shared by their questions).
+    stores: EntityStores,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -95,10 +106,26 @@ impl PolicyEngine {
 
     /// Validates policy texts, each named for messages.
     pub fn from_sources(sources: &[(String, String)]) -> Result<Self, PolicyError> {
+        Self::assembled(sources, Assembly::Shared(Checking::for_this_build()), entity_store::DEFAULT_CAPACITY)
+    }
+
+    fn assembled(sources: &[(String, String)], assembly: Assembly, capacity: usize) -> Result<Self, PolicyError> {
         let schema = source::schema()?;
         let (policies, origins) = source::policy_set(sources, BUILT_IN, &schema)?;
-        let by_action = partition_by_action(&policies);
-        Ok(Self { schema, policies, authorizer: Authorizer::new(), origins, by_action })
+        let by_action = partition_by_action(&policies).into_iter().map(|(a, set)| (a, ScopeIndex::new(set))).collect();
+        let stores = EntityStores::new(&schema, assembly, capacity).map_err(PolicyError::Schema)?;
+        Ok(Self { schema, policies, authorizer: Authorizer::new(), origins, by_action, stores })
+    }
+
+    /// `question` about `principal` on `cluster`, against their (shared) entity store.
+    fn ask(
+        &self,
+        cluster: &ClusterFacts,
+        principal: &Principal,
+        question: Result<Question, String>,
+    ) -> Result<Asked, String> {
+        let store = self.stores.principal(&self.schema, cluster, principal)?;
+        self.stores.ask(&self.schema, store, question?)
     }
 
     /// The number of policies loaded from files (the built-in ones not counted).
@@ -141,19 +168,20 @@ impl PolicyEngine {
         principal: &Principal,
         meta: &RequestMeta,
     ) -> (BTreeSet<String>, Vec<String>) {
-        let Ok((request, entities)) = entities::fetch_privileges(&self.schema, cluster, principal, meta) else {
+        let Ok(asked) = self.ask(cluster, principal, entities::fetch_privileges(meta)) else {
             return (BTreeSet::new(), Vec::new());
         };
-        let response = self.authorizer.is_authorized(&request, self.for_action("fetchPrivileges"), &entities);
+        let policies = self.for_action("fetchPrivileges", &asked);
+        let response = self.authorizer.is_authorized(&asked.request, &policies, asked.entities());
         if response.decision() != Decision::Allow {
             return (BTreeSet::new(), Vec::new());
         }
         let mut levels = BTreeSet::new();
         let mut by = Vec::new();
-        for id in response.diagnostics().reason() {
-            if let Some(list) = self.policies.annotation(id, LEVELS_ANNOTATION) {
-                levels.extend(list.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned));
-                by.push(self.describe(id));
+        for id in self.in_file_order(response.diagnostics().reason()) {
+            if let Some(origin) = self.origins.get(id).filter(|o| !o.levels.is_empty()) {
+                levels.extend(origin.levels.iter().cloned());
+                by.push(origin.label.clone());
             }
         }
         (levels, by)
@@ -167,8 +195,8 @@ impl PolicyEngine {
         levels: &BTreeSet<String>,
         meta: &RequestMeta,
     ) -> Verdict {
-        match entities::impersonation(&self.schema, cluster, principal, levels, meta) {
-            Ok((request, entities)) => self.verdict("impersonate", &request, &entities, NOT_PERMITTED),
+        match self.ask(cluster, principal, entities::impersonation(levels, meta)) {
+            Ok(asked) => self.verdict("impersonate", &asked, NOT_PERMITTED),
             Err(reason) => deny_unevaluable(reason),
         }
     }
@@ -182,29 +210,32 @@ impl PolicyEngine {
         levels: &BTreeSet<String>,
         meta: &RequestMeta,
     ) -> Verdict {
-        match entities::request(&self.schema, cluster, principal, info, levels, meta) {
-            Ok((request, entities)) => self.verdict(entities::request_action(info), &request, &entities, NOT_PERMITTED),
+        match self.ask(cluster, principal, entities::request(cluster, info, levels, meta)) {
+            Ok(asked) => self.verdict(entities::request_action(info), &asked, NOT_PERMITTED),
             Err(reason) => deny_unevaluable(reason),
         }
     }
 
-    fn for_action(&self, action: &str) -> &PolicySet {
-        self.by_action.get(action).unwrap_or(&self.policies)
+    /// The policies that can apply to `asked` (its action's, whose scopes can hold).
+    fn for_action(&self, action: &str, asked: &Asked) -> Applicable<'_> {
+        match self.by_action.get(action) {
+            // The reference the shortcuts are tested against asks every policy.
+            Some(index) if self.stores.assembly() == Assembly::Direct => Applicable::All(index.all()),
+            Some(index) => index.applicable(asked.principal_in(), asked.resource_in()),
+            None => Applicable::All(&self.policies),
+        }
     }
 
     /// Cedar's decision as a [`Verdict`]; `not_permitted` is the message when nothing
     /// permits and no forbid decided.
-    fn verdict(
-        &self,
-        action: &str,
-        request: &cedar_policy::Request,
-        entities: &cedar_policy::Entities,
-        not_permitted: &str,
-    ) -> Verdict {
-        let response = self.authorizer.is_authorized(request, self.for_action(action), entities);
+    fn verdict(&self, action: &str, asked: &Asked, not_permitted: &str) -> Verdict {
+        let policies = self.for_action(action, asked);
+        let response = self.authorizer.is_authorized(&asked.request, &policies, asked.entities());
         let diagnostics = response.diagnostics();
         // Cedar skips a policy that fails to evaluate; a skipped forbid must not open the door.
-        if let Some(error) = diagnostics.errors().next() {
+        let mut errors: Vec<_> = diagnostics.errors().collect();
+        errors.sort_by_key(|cedar_policy::AuthorizationError::PolicyEvaluationError(e)| self.order(e.policy_id()));
+        if let Some(error) = errors.first() {
             return Verdict::Deny {
                 message: format!("a kubegate policy could not be evaluated ({error}); refusing"),
                 policies: vec![match error {
@@ -215,24 +246,37 @@ impl PolicyEngine {
         if response.decision() == Decision::Allow {
             return Verdict::Allow;
         }
-        let forbids: Vec<&PolicyId> = diagnostics
-            .reason()
-            .filter(|id| self.policies.policy(id).is_some_and(|p| p.effect() == Effect::Forbid))
+        let forbids: Vec<&PolicyId> = self
+            .in_file_order(diagnostics.reason())
+            .into_iter()
+            .filter(|id| self.origins.get(*id).is_some_and(|o| o.forbid))
             .collect();
-        let message = forbids
-            .iter()
-            .find_map(|id| self.policies.annotation(id, ERROR_ANNOTATION))
-            .map(str::to_owned)
-            .unwrap_or_else(|| match forbids.first() {
-                Some(id) => format!("refused by kubegate policy {}", self.describe(id)),
-                None => not_permitted.to_owned(),
+        let message =
+            forbids.iter().find_map(|id| self.origins.get(*id).and_then(|o| o.error.clone())).unwrap_or_else(|| {
+                match forbids.first() {
+                    Some(id) => format!("refused by kubegate policy {}", self.describe(id)),
+                    None => not_permitted.to_owned(),
+                }
             });
         Verdict::Deny { message, policies: forbids.iter().map(|id| self.describe(id)).collect() }
     }
 
+    /// Policy ids in the order they were written: Cedar reports the policies that
+    /// decided as a set, and a refusal's message (the first forbid's `@error`) and the
+    /// levels' `granted_by` must not depend on a hash order.
+    fn in_file_order<'a>(&self, ids: impl Iterator<Item = &'a PolicyId>) -> Vec<&'a PolicyId> {
+        let mut ids: Vec<&PolicyId> = ids.collect();
+        ids.sort_by_key(|id| self.order(id));
+        ids
+    }
+
+    fn order(&self, id: &PolicyId) -> (usize, usize) {
+        self.origins.get(id).map_or((usize::MAX, 0), |origin| origin.order)
+    }
+
     /// `file:line` (and `@id` when the policy has one) of a policy.
     fn describe(&self, id: &PolicyId) -> String {
-        self.origins.get(id).cloned().unwrap_or_else(|| id.to_string())
+        self.origins.get(id).map_or_else(|| id.to_string(), |origin| origin.label.clone())
     }
 }
 
@@ -295,5 +339,7 @@ fn deny_unevaluable(reason: String) -> Verdict {
 
 #[cfg(test)]
 mod approval_tests;
+#[cfg(test)]
+mod store_equivalence_tests;
 #[cfg(test)]
 mod tests;

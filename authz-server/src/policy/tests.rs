@@ -96,6 +96,24 @@ fn per_request_forbids_name_their_rule() {
     assert_eq!(ask("GET", "/version", &[]), Verdict::Allow, "non-resource requests are allowed by default");
 }
 
+/// Cedar reports the deciding policies as a set: the message and the list must not
+/// change from one request to the next with its hash order.
+#[test]
+fn when_several_forbids_decide_the_first_written_names_the_refusal() {
+    let text: String = (0..12)
+        .map(|i| format!("@error(\"refusal {i}\")\nforbid (principal, action == k8s::Action::\"delete\", resource);\n"))
+        .collect();
+    let info = parse("DELETE", "/api/v1/namespaces/default/pods/web", "").unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..20 {
+        // A fresh engine each time: its policy set hashes anew.
+        let verdict = engine(&text).authorize_request(&prod(), &alice(&[]), &info, &levels(&[]), &meta());
+        let Verdict::Deny { message, policies } = verdict else { panic!("allowed") };
+        assert_eq!(message, "refusal 0");
+        let expected: Vec<String> = (0..12).map(|i| format!("policies.cedar:{}", 2 * i + 1)).collect();
+        assert_eq!(policies, expected);
+    }
+}
+
 #[test]
 fn context_carries_source_address_and_time() {
     let e = engine(
