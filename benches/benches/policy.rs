@@ -88,6 +88,7 @@ fn main() {
             b.iter(|| decide(&resolver, &engine, black_box(&identity), &meta))
         });
     }
+    first_decisions(&mut group, &meta);
     let engine = PolicyEngine::from_sources(&[("bench.cedar".into(), policies(10))]).unwrap_or_else(|e| panic!("{e}"));
     let config = config(100_000);
     let resolver = PrivilegeResolver::new(config.roles.clone(), config.clusters[0].clone());
@@ -97,6 +98,30 @@ fn main() {
     group.finish();
     whole_decision(&mut c);
     c.final_summary();
+}
+
+/// Every decision for a user never seen before (their entity store is built, not
+/// reused): "a new user's first request", against the repeats above.
+fn first_decisions(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, meta: &RequestMeta) {
+    for n in [10, 10_000] {
+        let engine =
+            PolicyEngine::from_sources(&[("bench.cedar".into(), policies(n))]).unwrap_or_else(|e| panic!("{e}"));
+        let config = config(100);
+        let resolver = PrivilegeResolver::new(config.roles.clone(), config.clusters[0].clone());
+        let mut next = 0u64;
+        group.bench_function(BenchmarkId::new("policies, a new user each time", n), |b| {
+            b.iter(|| {
+                next += 1;
+                let identity = Identity {
+                    username: format!("new-user-{next}@example.com"),
+                    groups: vec!["engineering".into()],
+                    uid: None,
+                    expires_at: u64::MAX,
+                };
+                decide(&resolver, &engine, black_box(&identity), meta)
+            })
+        });
+    }
 }
 
 /// The whole of authz-server's work for one request (token from the verified-token

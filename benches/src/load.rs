@@ -92,7 +92,15 @@ async fn finish(response: Result<hyper::Response<hyper::body::Incoming>, hyper::
     Ok(status)
 }
 
+/// Makes every target distinct across runs of this process (see [`run`]).
+static TARGETS_SENT: AtomicUsize = AtomicUsize::new(0);
+
 /// Runs `shape` against `address` (host:port of a TLS listener trusted by `ca`).
+///
+/// With more than one token every request's target is one never sent before
+/// (`?limit=N`, a list option the upstream ignores), so authz-server's decision cache
+/// never answers it: many-user runs measure the decision path, while the one-user runs
+/// (one target) measure the cached one.
 pub async fn run(
     address: &str,
     ca: &Path,
@@ -121,7 +129,11 @@ pub async fn run(
                     if i >= shape.requests {
                         return;
                     }
-                    let request = hyper::Request::get(&path)
+                    let target = match tokens.len() {
+                        1 => path.clone(),
+                        _ => format!("{path}?limit={}", TARGETS_SENT.fetch_add(1, Ordering::Relaxed) + 1),
+                    };
+                    let request = hyper::Request::get(&target)
                         .header("authorization", format!("Bearer {}", tokens[i % tokens.len()]))
                         .header("host", "kubernetes")
                         .body(Empty::<Bytes>::new());
