@@ -1,10 +1,10 @@
 //! The Cedar entities and contexts of kubegate's questions: the user's entities, and for
 //! each question its action, resource and context (`entity_store` puts them together).
 
+use super::context::{Fact, Record};
 use super::entity_store::{Question, Resource};
 use crate::request_info::{Query, RequestInfo, StreamRequest};
-use cedar_policy::{Context, Entity, EntityTypeName, EntityUid, RestrictedExpression};
-use std::cell::RefCell;
+use cedar_policy::{Entity, EntityTypeName, EntityUid, RestrictedExpression};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -67,36 +67,8 @@ fn string(value: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(value.to_owned())
 }
 
-/// Addresses whose `ip(...)` expression is kept, per thread.
-const IP_EXPRESSIONS_KEPT: usize = 4096;
-
-thread_local! {
-    static IP_EXPRESSIONS: RefCell<HashMap<String, RestrictedExpression>> = RefCell::new(HashMap::new());
-}
-
-/// `ip("<value>")`. `RestrictedExpression::new_ip` runs Cedar's parser on the name `ip`
-/// every time (its lexer builds a regex matcher per call: a tenth of a decision,
-/// profiled), so each thread keeps the expressions of the addresses it has seen.
-pub(super) fn ip(value: &str) -> RestrictedExpression {
-    // An unparsable address becomes the unspecified one rather than an evaluation error.
-    let value = if value.parse::<std::net::IpAddr>().is_ok() { value } else { "0.0.0.0" };
-    IP_EXPRESSIONS.with_borrow_mut(|kept| {
-        if let Some(expression) = kept.get(value) {
-            return expression.clone();
-        }
-        if kept.len() >= IP_EXPRESSIONS_KEPT {
-            kept.clear();
-        }
-        let expression = RestrictedExpression::new_ip(value);
-        kept.insert(value.to_owned(), expression.clone());
-        expression
-    })
-}
-
-fn levels_record(levels: &BTreeSet<String>) -> RestrictedExpression {
-    let set = RestrictedExpression::new_set(levels.iter().map(|l| string(l)));
-    RestrictedExpression::new_record([("groups".to_string(), set)])
-        .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+fn levels_record(levels: &BTreeSet<String>) -> Fact<'_> {
+    Fact::Record(vec![("groups", Fact::Set(levels.iter().map(|l| Fact::text(l)).collect()))])
 }
 
 /// The user (in their groups and roles), those groups and roles, and the cluster.
@@ -125,30 +97,20 @@ pub(super) fn principal_entities(
     Ok((user, cluster_uid, entities))
 }
 
-/// The context record (checked against the schema for the action where `Request::new`
-/// is given the schema).
-fn context(pairs: Vec<(&str, RestrictedExpression)>) -> Result<Context, String> {
-    Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v))).map_err(|e| e.to_string())
-}
-
-fn base_context(meta: &RequestMeta) -> Vec<(&'static str, RestrictedExpression)> {
-    vec![("sourceIp", ip(&meta.source_ip)), ("time", RestrictedExpression::new_long(meta.time))]
+fn base_context(meta: &RequestMeta) -> Record<'_> {
+    vec![("sourceIp", Fact::Address(&meta.source_ip)), ("time", Fact::Number(meta.time))]
 }
 
 /// `fetchPrivileges` on the cluster.
-pub(super) fn fetch_privileges(meta: &RequestMeta) -> Result<Question, String> {
-    Ok(Question {
-        action: action("fetchPrivileges")?,
-        resource: Resource::Cluster,
-        context: context(base_context(meta))?,
-    })
+pub(super) fn fetch_privileges(meta: &RequestMeta) -> Result<Question<'_>, String> {
+    Ok(Question { action: action("fetchPrivileges")?, resource: Resource::Cluster, context: base_context(meta) })
 }
 
 /// `impersonate` the resolved `levels` on the cluster.
-pub(super) fn impersonation(levels: &BTreeSet<String>, meta: &RequestMeta) -> Result<Question, String> {
-    let mut pairs = base_context(meta);
-    pairs.push(("k8s", levels_record(levels)));
-    Ok(Question { action: action("impersonate")?, resource: Resource::Cluster, context: context(pairs)? })
+pub(super) fn impersonation<'a>(levels: &'a BTreeSet<String>, meta: &'a RequestMeta) -> Result<Question<'a>, String> {
+    let mut context = base_context(meta);
+    context.push(("k8s", levels_record(levels)));
+    Ok(Question { action: action("impersonate")?, resource: Resource::Cluster, context })
 }
 
 /// Every action in group `request` (the schema's request verbs).
@@ -194,12 +156,12 @@ pub(super) fn request_action(info: &RequestInfo) -> &'static str {
 }
 
 /// The request's verb on its resource (an object or a URL in the cluster).
-pub(super) fn request(
+pub(super) fn request<'a>(
     cluster: &ClusterFacts,
-    info: &RequestInfo,
-    levels: &BTreeSet<String>,
-    meta: &RequestMeta,
-) -> Result<Question, String> {
+    info: &'a RequestInfo,
+    levels: &'a BTreeSet<String>,
+    meta: &'a RequestMeta,
+) -> Result<Question<'a>, String> {
     let parents = [uid("Cluster", &cluster.name)?];
     let entity = |resource: &EntityUid, attrs| {
         Entity::new_with_tags(resource.clone(), attrs, parents.clone(), cluster.tags()).map_err(|e| e.to_string())
@@ -227,8 +189,8 @@ pub(super) fn request(
     };
     let action = action(request_action(info))?;
     let verb = match info {
-        RequestInfo::Resource(r) => r.verb.clone(),
-        RequestInfo::NonResource { verb, .. } => verb.clone(),
+        RequestInfo::Resource(r) => &r.verb,
+        RequestInfo::NonResource { verb, .. } => verb,
     };
     // `meta.query` is canonical, so reading it again gives exactly what was decided on;
     // only exec, attach and port-forward need it.
@@ -237,64 +199,61 @@ pub(super) fn request(
     } else {
         StreamRequest::default()
     };
-    let request_record = RestrictedExpression::new_record([
-        ("verb".to_string(), string(&verb)),
-        ("path".to_string(), string(&meta.path)),
-        ("query".to_string(), string(&meta.query)),
-        ("command".to_string(), string(&stream.command)),
-        ("container".to_string(), string(&stream.container)),
-    ])
-    .map_err(|e| e.to_string())?;
-    let mut pairs = base_context(meta);
-    pairs.push(("k8s", levels_record(levels)));
-    pairs.push(("request", request_record));
-    Ok(Question { action, resource: Resource::Entity(Box::new(resource)), context: context(pairs)? })
+    let request = Fact::Record(vec![
+        ("verb", Fact::text(verb)),
+        ("path", Fact::text(&meta.path)),
+        ("query", Fact::text(&meta.query)),
+        ("command", Fact::Text(stream.command.into())),
+        ("container", Fact::Text(stream.container.into())),
+    ]);
+    let mut context = base_context(meta);
+    context.push(("k8s", levels_record(levels)));
+    context.push(("request", request));
+    Ok(Question { action, resource: Resource::Entity(Box::new(resource)), context })
 }
 
 /// The `approve` question: the approver (or, for an automatic approval, the requester)
 /// with their groups and roles, the cluster the levels are requested on, and the
 /// request and the time in the context.
-pub(super) fn approval(
-    question: &super::ApprovalQuestion<'_>,
+pub(super) fn approval<'a>(
+    question: &'a super::ApprovalQuestion<'_>,
     now: super::approval::UtcTime,
-) -> Result<Question, String> {
+) -> Result<Question<'a>, String> {
     let action = action(super::approval::ACTION)?;
-    let request = RestrictedExpression::new_record([
-        ("requester".to_string(), string(question.requester)),
-        ("levels".to_string(), RestrictedExpression::new_set(question.levels.iter().map(|l| string(l)))),
-        ("durationSeconds".to_string(), RestrictedExpression::new_long(question.duration_seconds)),
-        ("reason".to_string(), string(question.reason)),
-        ("workflow".to_string(), string(question.workflow)),
-    ])
-    .map_err(|e| e.to_string())?;
-    let now_record = RestrictedExpression::new_record([
-        ("epoch".to_string(), RestrictedExpression::new_long(now.epoch)),
-        ("hour".to_string(), RestrictedExpression::new_long(now.hour)),
-        ("minute".to_string(), RestrictedExpression::new_long(now.minute)),
-        ("weekday".to_string(), RestrictedExpression::new_long(now.weekday)),
-    ])
-    .map_err(|e| e.to_string())?;
-    let context = context(vec![
+    let request = Fact::Record(vec![
+        ("requester", Fact::text(question.requester)),
+        ("levels", Fact::Set(question.levels.iter().map(|l| Fact::text(l)).collect())),
+        ("durationSeconds", Fact::Number(question.duration_seconds)),
+        ("reason", Fact::text(question.reason)),
+        ("workflow", Fact::text(question.workflow)),
+    ]);
+    let now_record = Fact::Record(vec![
+        ("epoch", Fact::Number(now.epoch)),
+        ("hour", Fact::Number(now.hour)),
+        ("minute", Fact::Number(now.minute)),
+        ("weekday", Fact::Number(now.weekday)),
+    ]);
+    let context = vec![
         ("request", request),
-        ("automatic", RestrictedExpression::new_bool(question.automatic)),
-        ("selfApproval", RestrictedExpression::new_bool(question.principal.user == question.requester)),
+        ("automatic", Fact::Flag(question.automatic)),
+        ("selfApproval", Fact::Flag(question.principal.user == question.requester)),
         ("now", now_record),
         // The two attributes every other action's context has, so that an unscoped
         // policy reading them (`forbid (principal, action, resource) unless
         // { context.sourceIp.isInRange(...) }`) still validates, and covers approvals.
-        ("sourceIp", ip(question.source_ip)),
-        ("time", RestrictedExpression::new_long(now.epoch)),
-    ])?;
+        ("sourceIp", Fact::Address(question.source_ip)),
+        ("time", Fact::Number(now.epoch)),
+    ];
     Ok(Question { action, resource: Resource::Cluster, context })
 }
 
 /// The request and entities of a `discover` question.
-pub(super) fn discovery(question: &super::DiscoveryQuestion<'_>) -> Result<Question, String> {
+pub(super) fn discovery<'a>(question: &'a super::DiscoveryQuestion<'_>) -> Result<Question<'a>, String> {
     let action = action(super::discovery::ACTION)?;
-    let context = context(vec![
-        ("view", string(question.view)),
-        ("sourceIp", ip(question.source_ip)),
-        ("time", RestrictedExpression::new_long(question.now)),
-    ])?;
+    let context = vec![
+        ("view", Fact::text(question.view)),
+        ("sourceIp", Fact::Address(question.source_ip)),
+        ("time", Fact::Number(question.now)),
+    ];
     Ok(Question { action, resource: Resource::Cluster, context })
 }

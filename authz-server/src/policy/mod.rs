@@ -19,6 +19,7 @@
 //! as a refusal.
 
 mod approval;
+mod context;
 mod discovery;
 mod entities;
 mod entity_store;
@@ -122,7 +123,7 @@ impl PolicyEngine {
         &self,
         cluster: &ClusterFacts,
         principal: &Principal,
-        question: Result<Question, String>,
+        question: Result<Question<'_>, String>,
     ) -> Result<Asked, String> {
         let store = self.stores.principal(&self.schema, cluster, principal)?;
         self.stores.ask(&self.schema, store, question?)
