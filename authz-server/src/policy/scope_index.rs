@@ -21,6 +21,11 @@ use std::sync::{Arc, RwLock};
 const INDEXED_FROM: usize = 32;
 /// Distinct subsets kept per action.
 const SUBSETS_KEPT: usize = 1024;
+/// Policies held by an action's kept subsets, all together: each subset holds its own
+/// copy of every policy in it (source text included), and a client choosing the object
+/// chooses which per-object policies apply, so a count of subsets alone would let many
+/// large unscoped policies times 1,024 subsets fill memory.
+const POLICIES_HELD: usize = 100_000;
 
 /// One action's policies, indexed by the entities their scopes name.
 pub(super) struct ScopeIndex {
@@ -32,7 +37,16 @@ pub(super) struct ScopeIndex {
     any_principal: Vec<u32>,
     /// Policies by the entity their principal scope needs the principal to be or be in.
     by_principal: HashMap<EntityUid, Vec<u32>>,
-    subsets: RwLock<HashMap<Vec<u32>, Arc<PolicySet>>>,
+    subsets: RwLock<Subsets>,
+    /// [`POLICIES_HELD`] (smaller in tests).
+    policies_held: usize,
+}
+
+/// The subsets kept, and how many policies they hold.
+#[derive(Default)]
+struct Subsets {
+    sets: HashMap<Vec<u32>, Arc<PolicySet>>,
+    held: usize,
 }
 
 /// The policies a question is asked of.
@@ -53,6 +67,10 @@ impl std::ops::Deref for Applicable<'_> {
 
 impl ScopeIndex {
     pub(super) fn new(all: PolicySet) -> Self {
+        Self::holding_at_most(all, POLICIES_HELD)
+    }
+
+    fn holding_at_most(all: PolicySet, policies_held: usize) -> Self {
         let policies: Vec<Policy> = all.policies().cloned().collect();
         let mut any_principal = Vec::new();
         let mut by_principal: HashMap<EntityUid, Vec<u32>> = HashMap::new();
@@ -71,7 +89,7 @@ impl ScopeIndex {
                 ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
             });
         }
-        Self { all, policies, resource_in, any_principal, by_principal, subsets: RwLock::new(HashMap::new()) }
+        Self { all, policies, resource_in, any_principal, by_principal, subsets: RwLock::default(), policies_held }
     }
 
     /// Every policy of the action.
@@ -102,7 +120,7 @@ impl ScopeIndex {
         if chosen.len() == self.policies.len() {
             return Applicable::All(&self.all);
         }
-        if let Some(set) = self.subsets.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&chosen) {
+        if let Some(set) = self.subsets.read().unwrap_or_else(std::sync::PoisonError::into_inner).sets.get(&chosen) {
             return Applicable::Subset(set.clone());
         }
         let mut set = PolicySet::new();
@@ -114,16 +132,58 @@ impl ScopeIndex {
         }
         let set = Arc::new(set);
         let mut subsets = self.subsets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if subsets.len() >= SUBSETS_KEPT {
-            subsets.clear();
+        if subsets.sets.len() >= SUBSETS_KEPT || subsets.held + chosen.len() > self.policies_held {
+            *subsets = Subsets::default();
         }
-        subsets.insert(chosen, set.clone());
+        if chosen.len() <= self.policies_held {
+            subsets.held += chosen.len();
+            if let Some(replaced) = subsets.sets.insert(chosen, set.clone()) {
+                subsets.held -= replaced.policies().count();
+            }
+        }
         Applicable::Subset(set)
     }
 
     /// How many distinct subsets are kept.
     #[cfg(test)]
     pub(super) fn subsets_kept(&self) -> usize {
-        self.subsets.read().map(|s| s.len()).unwrap_or(0)
+        self.subsets.read().map(|s| s.sets.len()).unwrap_or(0)
+    }
+
+    /// How many policies the kept subsets hold.
+    #[cfg(test)]
+    pub(super) fn policies_held(&self) -> usize {
+        self.subsets.read().map(|s| s.held).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn uid(text: &str) -> EntityUid {
+        EntityUid::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Attack: a client names a different object with every request, each making its
+    /// own subset (the object's policy plus every unscoped one); the subsets kept must
+    /// stay within the bound on policies held however many objects are named.
+    #[test]
+    fn subsets_hold_at_most_the_bound_of_policies() {
+        let text: String = (0..40)
+            .map(|i| format!("forbid (principal, action, resource == k8s::Resource::\"obj-{i}\");\nforbid (principal, action, resource) when {{ context.time == {i} }};\n"))
+            .collect();
+        let all = PolicySet::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let index = ScopeIndex::holding_at_most(all, 200);
+        let principal = [uid("k8s::User::\"u\"")];
+        for i in 0..40 {
+            let resource = [uid(&format!("k8s::Resource::\"obj-{i}\"")), uid("k8s::Cluster::\"c\"")];
+            let Applicable::Subset(set) = index.applicable(&principal, &resource) else { panic!("a subset") };
+            // The object's own policy and the forty unscoped ones.
+            assert_eq!(set.policies().count(), 41);
+            assert!(index.policies_held() <= 200, "{} held", index.policies_held());
+        }
+        assert!(index.subsets_kept() >= 1);
     }
 }
