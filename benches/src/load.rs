@@ -19,6 +19,10 @@ pub struct LoadShape {
     /// Concurrent requests per connection (HTTP/2 only; HTTP/1.1 has one).
     pub streams: usize,
     pub requests: usize,
+    /// Every request's target one never sent before (`?limit=N`, a list option the
+    /// upstream ignores), so authz-server's decision cache never answers: the run
+    /// measures the decision path. Off, every request has the same target.
+    pub distinct_targets: bool,
 }
 
 /// What a run measured.
@@ -96,11 +100,6 @@ async fn finish(response: Result<hyper::Response<hyper::body::Incoming>, hyper::
 static TARGETS_SENT: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `shape` against `address` (host:port of a TLS listener trusted by `ca`).
-///
-/// With more than one token every request's target is one never sent before
-/// (`?limit=N`, a list option the upstream ignores), so authz-server's decision cache
-/// never answers it: many-user runs measure the decision path, while the one-user runs
-/// (one target) measure the cached one.
 pub async fn run(
     address: &str,
     ca: &Path,
@@ -129,9 +128,9 @@ pub async fn run(
                     if i >= shape.requests {
                         return;
                     }
-                    let target = match tokens.len() {
-                        1 => path.clone(),
-                        _ => format!("{path}?limit={}", TARGETS_SENT.fetch_add(1, Ordering::Relaxed) + 1),
+                    let target = match shape.distinct_targets {
+                        false => path.clone(),
+                        true => format!("{path}?limit={}", TARGETS_SENT.fetch_add(1, Ordering::Relaxed) + 1),
                     };
                     let request = hyper::Request::get(&target)
                         .header("authorization", format!("Bearer {}", tokens[i % tokens.len()]))

@@ -52,6 +52,11 @@ struct Args {
     /// upstream, authz-server) to the last, so the Envoy under test has a core to itself.
     #[arg(long)]
     pin: bool,
+    /// Send one target in every request, so the decision cache answers each user's
+    /// repeats: the cached path. By default every request's target is new, so every row,
+    /// one user's included, measures the decision path.
+    #[arg(long)]
+    repeat_target: bool,
     /// Start the targets, print their addresses, process ids and a token, and keep them up
     /// until interrupted, measuring nothing: for profiling with perf or h2load by hand.
     #[arg(long)]
@@ -132,7 +137,14 @@ struct Selection {
 
 impl Selection {
     fn from_args(args: &Args) -> anyhow::Result<Self> {
-        let h2 = |connections, streams| LoadShape { http2: true, connections, streams, requests: args.requests };
+        let distinct_targets = !args.repeat_target;
+        let h2 = |connections, streams| LoadShape {
+            http2: true,
+            connections,
+            streams,
+            requests: args.requests,
+            distinct_targets,
+        };
         let all = [
             ("HTTP/2, 1 stream", h2(1, 1)),
             ("HTTP/2, 16 streams", h2(4, 4)),
@@ -202,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
         }
         eprintln!("round {} of {} done", round + 1, args.rounds);
     }
-    print_table(&selection, &results, &users, args.requests, args.rounds);
+    print_table(&selection, &results, &users, args.requests, args.rounds, args.repeat_target);
     if !args.no_h2load {
         anyhow::ensure!(
             kubegate_benches::h2load::available(),
@@ -243,7 +255,8 @@ async fn print_breakdown(
         }
         envoys.push((envoy, format!("127.0.0.1:{port}")));
     }
-    let shape = LoadShape { http2: true, connections: 4, streams: 4, requests };
+    // h2load sends one target: the cached path.
+    let shape = LoadShape { http2: true, connections: 4, streams: 4, requests, distinct_targets: false };
     let authz_pid = targets.stack.authz.pid().unwrap_or(0);
     // Per cut: (req/s, Envoy CPU µs per request, authz-server CPU µs per request).
     let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); envoys.len()];
@@ -354,16 +367,16 @@ async fn measure(
 
 /// One pass of every token through each kubegate variant before anything is measured,
 /// so that every round finds the verified-token cache warm (its default 10,000 entries
-/// hold the 10,000 users): the many-user rows then measure the decision path, which
-/// their distinct targets keep out of the decision cache, and not signature checks.
+/// hold the 10,000 users): the rows then measure the decision path (or, with
+/// `--repeat-target`, the decision cache), not signature checks.
 async fn warm_token_caches(
     targets: &Targets,
     selection: &Selection,
     token_sets: &BTreeMap<usize, Arc<Vec<String>>>,
 ) -> anyhow::Result<()> {
-    let shape = LoadShape { http2: true, connections: 1, streams: 16, requests: 0 };
+    let shape = LoadShape { http2: true, connections: 1, streams: 16, requests: 0, distinct_targets: true };
     for variant in selection.variants.iter().copied().filter(|v| v.is_kubegate()) {
-        for tokens in token_sets.values().filter(|t| t.len() > 1) {
+        for tokens in token_sets.values() {
             let warm = LoadShape { requests: tokens.len(), ..shape };
             measure(targets, variant, warm, tokens.clone()).await?;
         }
@@ -668,9 +681,17 @@ fn print_table(
     users: &[usize],
     requests: usize,
     rounds: usize,
+    repeat_target: bool,
 ) {
     println!("\n{requests} requests per measurement, median of {rounds} interleaved round(s); CPU is seconds per 10,000 requests");
-    println!("Caches: 1 user: verified-token and decision caches warm (one target). More users: verified-token cache warm (a warm-up pass), decision cache cold (every request a new target).\n");
+    println!(
+        "Caches: the verified-token cache is warm in every row (a pass over every token first); {}\n",
+        match repeat_target {
+            true => "the decision cache answers (one target: --repeat-target), so these rows measure the cached path",
+            false =>
+                "the decision cache never answers (every request a new target), so every row measures the decision path",
+        }
+    );
     println!("| load | users | variant | req/s | vs plain | p50 ms | p90 ms | p99 ms | CPU gateway Envoy | CPU authz-server | CPU upstream |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &(shape_index, shape_name, _) in &selection.shapes {
