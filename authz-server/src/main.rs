@@ -6,6 +6,13 @@ use kubegate_authz_server::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: a decision allocates and frees many small
+/// objects across the runtime's threads (Cedar's values, entities, the response), and
+/// under load glibc's malloc and free were about a fifth of authz-server's CPU
+/// (profiled, docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// kubegate's Envoy ext_authz service. Without a subcommand it serves.
 #[derive(Debug, Parser)]
 #[command(version, about)]
