@@ -98,13 +98,21 @@ thread_local! {
     static IP_VALUES: RefCell<HashMap<String, Value>> = RefCell::new(HashMap::new());
 }
 
-/// An address Cedar's `ip` accepts: anything else is the unspecified address, rather
-/// than an evaluation error.
-fn usable(address: &str) -> &str {
-    if address.parse::<std::net::IpAddr>().is_ok() {
-        address
-    } else {
-        "0.0.0.0"
+/// The address as Cedar's `ip` should read it: an IPv4-mapped IPv6 address (what a
+/// dual-stack listener reports for an IPv4 peer) is that IPv4 address, since `ip`
+/// refuses IPv6 written with dots; anything unparsable is the unspecified address,
+/// rather than an evaluation error on every question.
+fn usable(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(parsed) => {
+            let text = parsed.to_canonical().to_string();
+            if text.contains(':') && text.contains('.') {
+                "0.0.0.0".to_owned()
+            } else {
+                text
+            }
+        }
+        Err(_) => "0.0.0.0".to_owned(),
     }
 }
 
@@ -112,9 +120,8 @@ fn usable(address: &str) -> &str {
 /// `ip` every time (its lexer builds a regex matcher per call: a tenth of a decision,
 /// profiled), so each thread keeps the expressions of the addresses it has seen.
 fn ip(address: &str) -> RestrictedExpression {
-    let address = usable(address);
     let made: Result<_, std::convert::Infallible> =
-        kept(&IP_EXPRESSIONS, address, || Ok(RestrictedExpression::new_ip(address)));
+        kept(&IP_EXPRESSIONS, address, || Ok(RestrictedExpression::new_ip(usable(address))));
     let Ok(expression) = made;
     expression
 }
@@ -122,14 +129,13 @@ fn ip(address: &str) -> RestrictedExpression {
 /// The value of `ip("<address>")`, evaluated by Cedar once per thread and address (an
 /// extension value has no public constructor).
 fn address_value(address: &str) -> Result<Value, String> {
-    let address = usable(address);
     kept(&IP_VALUES, address, || {
         let evaluated = Context::from_pairs([("ip".to_owned(), ip(address))]).map_err(|e| e.to_string())?;
         match evaluated.as_ref() {
             ast::Context::Value(attributes) => attributes.get("ip").cloned(),
             ast::Context::RestrictedResidual(_) => None,
         }
-        .ok_or_else(|| format!("ip(\"{address}\") has no value"))
+        .ok_or_else(|| format!("ip(\"{}\") has no value", usable(address)))
     })
 }
 
@@ -157,10 +163,25 @@ mod tests {
 
     const ADDRESSES: [&str; 7] = ["10.1.2.3", "192.168.0.1", "127.0.0.1", "::1", "2001:db8::1", "not an address", ""];
 
+    /// Each address as Cedar should read it.
+    const READ_AS: [(&str, &str); 11] = [
+        ("10.1.2.3", "10.1.2.3"),
+        ("::1", "::1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),
+        // A dual-stack listener's IPv4 peer: Cedar's `ip` refuses the dotted form.
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("::ffff:0a00:0001", "10.0.0.1"),
+        ("::1.2.3.4", "::102:304"),
+        ("not an address", "0.0.0.0"),
+        ("", "0.0.0.0"),
+        ("10.0.0.1:443", "0.0.0.0"),
+        ("010.0.0.1", "0.0.0.0"),
+    ];
+
     #[test]
     fn the_kept_ip_expressions_and_values_are_the_ones_cedar_builds() {
-        for address in ADDRESSES {
-            let fresh = if address.parse::<std::net::IpAddr>().is_ok() { address } else { "0.0.0.0" };
+        for (address, fresh) in READ_AS {
             for _ in 0..2 {
                 assert_eq!(ip(address), RestrictedExpression::new_ip(fresh), "{address}");
                 let cedars = Context::from_pairs([("a".to_owned(), RestrictedExpression::new_ip(fresh))])

@@ -21,11 +21,15 @@ use std::sync::{Arc, RwLock};
 const INDEXED_FROM: usize = 32;
 /// Distinct subsets kept per action.
 const SUBSETS_KEPT: usize = 1024;
-/// Policies held by an action's kept subsets, all together: each subset holds its own
-/// copy of every policy in it (source text included), and a client choosing the object
-/// chooses which per-object policies apply, so a count of subsets alone would let many
-/// large unscoped policies times 1,024 subsets fill memory.
-const POLICIES_HELD: usize = 100_000;
+/// Bytes an action's kept subsets hold, all together (about: each policy's source text
+/// plus [`POLICY_OVERHEAD`]). Each subset holds its own copy of every policy in it, text
+/// included, and a client choosing the object chooses which per-object policies apply,
+/// so a count of subsets alone would let large unscoped policies times 1,024 subsets
+/// fill memory.
+const BYTES_HELD: usize = 8 << 20;
+/// What a policy's copy costs besides its text (its id, annotations, the shared AST's
+/// handle), roughly.
+const POLICY_OVERHEAD: usize = 256;
 
 /// One action's policies, indexed by the entities their scopes name.
 pub(super) struct ScopeIndex {
@@ -38,15 +42,31 @@ pub(super) struct ScopeIndex {
     /// Policies by the entity their principal scope needs the principal to be or be in.
     by_principal: HashMap<EntityUid, Vec<u32>>,
     subsets: RwLock<Subsets>,
-    /// [`POLICIES_HELD`] (smaller in tests).
-    policies_held: usize,
+    /// Each policy's cost in a kept subset.
+    sizes: Vec<usize>,
+    /// [`BYTES_HELD`] (smaller in tests).
+    bytes_held: usize,
 }
 
-/// The subsets kept, and how many policies they hold.
+/// The subsets kept (each with its size), and the bytes they hold.
 #[derive(Default)]
 struct Subsets {
-    sets: HashMap<Vec<u32>, Arc<PolicySet>>,
+    sets: HashMap<Vec<u32>, (Arc<PolicySet>, usize)>,
     held: usize,
+}
+
+impl Subsets {
+    /// Makes room for a subset of `size` bytes within `budget`, evicting as few as it
+    /// can (whichever come first: a client cannot aim at one), so that a full cache
+    /// still answers the subsets it keeps rather than starting over.
+    fn make_room(&mut self, size: usize, budget: usize) {
+        while self.sets.len() >= SUBSETS_KEPT || self.held + size > budget {
+            let Some(evicted) = self.sets.keys().next().cloned() else { break };
+            if let Some((_, freed)) = self.sets.remove(&evicted) {
+                self.held -= freed;
+            }
+        }
+    }
 }
 
 /// The policies a question is asked of.
@@ -67,10 +87,10 @@ impl std::ops::Deref for Applicable<'_> {
 
 impl ScopeIndex {
     pub(super) fn new(all: PolicySet) -> Self {
-        Self::holding_at_most(all, POLICIES_HELD)
+        Self::holding_at_most(all, BYTES_HELD)
     }
 
-    fn holding_at_most(all: PolicySet, policies_held: usize) -> Self {
+    fn holding_at_most(all: PolicySet, bytes_held: usize) -> Self {
         let policies: Vec<Policy> = all.policies().cloned().collect();
         let mut any_principal = Vec::new();
         let mut by_principal: HashMap<EntityUid, Vec<u32>> = HashMap::new();
@@ -89,7 +109,9 @@ impl ScopeIndex {
                 ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
             });
         }
-        Self { all, policies, resource_in, any_principal, by_principal, subsets: RwLock::default(), policies_held }
+        let sizes = policies.iter().map(|p| p.to_string().len() + POLICY_OVERHEAD).collect();
+        let subsets = RwLock::default();
+        Self { all, policies, resource_in, any_principal, by_principal, subsets, sizes, bytes_held }
     }
 
     /// Every policy of the action.
@@ -121,7 +143,7 @@ impl ScopeIndex {
             return Applicable::All(&self.all);
         }
         if let Some(set) = self.subsets.read().unwrap_or_else(std::sync::PoisonError::into_inner).sets.get(&chosen) {
-            return Applicable::Subset(set.clone());
+            return Applicable::Subset(set.0.clone());
         }
         let mut set = PolicySet::new();
         for &i in &chosen {
@@ -131,14 +153,14 @@ impl ScopeIndex {
             }
         }
         let set = Arc::new(set);
-        let mut subsets = self.subsets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if subsets.sets.len() >= SUBSETS_KEPT || subsets.held + chosen.len() > self.policies_held {
-            *subsets = Subsets::default();
-        }
-        if chosen.len() <= self.policies_held {
-            subsets.held += chosen.len();
-            if let Some(replaced) = subsets.sets.insert(chosen, set.clone()) {
-                subsets.held -= replaced.policies().count();
+        let size = chosen.iter().filter_map(|&i| self.sizes.get(i as usize)).sum();
+        // A subset larger than the whole budget is asked without being kept.
+        if size <= self.bytes_held {
+            let mut subsets = self.subsets.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            subsets.make_room(size, self.bytes_held);
+            subsets.held += size;
+            if let Some((_, replaced)) = subsets.sets.insert(chosen, (set.clone(), size)) {
+                subsets.held -= replaced;
             }
         }
         Applicable::Subset(set)
@@ -150,9 +172,9 @@ impl ScopeIndex {
         self.subsets.read().map(|s| s.sets.len()).unwrap_or(0)
     }
 
-    /// How many policies the kept subsets hold.
+    /// How many bytes the kept subsets hold.
     #[cfg(test)]
-    pub(super) fn policies_held(&self) -> usize {
+    pub(super) fn bytes_held(&self) -> usize {
         self.subsets.read().map(|s| s.held).unwrap_or(0)
     }
 }
@@ -167,23 +189,34 @@ mod tests {
     }
 
     /// Attack: a client names a different object with every request, each making its
-    /// own subset (the object's policy plus every unscoped one); the subsets kept must
-    /// stay within the bound on policies held however many objects are named.
+    /// own subset (the object's policy plus every unscoped one, each with a long text);
+    /// the subsets kept must stay within the bound on bytes held however many objects
+    /// are named, and a full cache must keep answering what it holds, not start over.
     #[test]
-    fn subsets_hold_at_most_the_bound_of_policies() {
+    fn subsets_hold_at_most_the_bound_of_bytes() {
+        let long = "x".repeat(1000);
         let text: String = (0..40)
-            .map(|i| format!("forbid (principal, action, resource == k8s::Resource::\"obj-{i}\");\nforbid (principal, action, resource) when {{ context.time == {i} }};\n"))
+            .map(|i| format!("forbid (principal, action, resource == k8s::Resource::\"obj-{i}\");\nforbid (principal, action, resource) when {{ context.time == {i} && context.note == \"{long}\" }};\n"))
             .collect();
         let all = PolicySet::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-        let index = ScopeIndex::holding_at_most(all, 200);
+        let bound = 200_000;
+        let index = ScopeIndex::holding_at_most(all, bound);
         let principal = [uid("k8s::User::\"u\"")];
+        let resource = |i: usize| [uid(&format!("k8s::Resource::\"obj-{i}\"")), uid("k8s::Cluster::\"c\"")];
+        let subset = |i: usize| match index.applicable(&principal, &resource(i)) {
+            Applicable::Subset(set) => set,
+            Applicable::All(_) => panic!("a subset"),
+        };
         for i in 0..40 {
-            let resource = [uid(&format!("k8s::Resource::\"obj-{i}\"")), uid("k8s::Cluster::\"c\"")];
-            let Applicable::Subset(set) = index.applicable(&principal, &resource) else { panic!("a subset") };
             // The object's own policy and the forty unscoped ones.
-            assert_eq!(set.policies().count(), 41);
-            assert!(index.policies_held() <= 200, "{} held", index.policies_held());
+            assert_eq!(subset(i).policies().count(), 41);
+            assert!(index.bytes_held() <= bound, "{} bytes held", index.bytes_held());
+            // Each subset is ~50 KB, so about four fit; once full, a new one evicts
+            // one, rather than emptying the cache (which would leave one).
+            if i >= 4 {
+                assert!((2..=4).contains(&index.subsets_kept()), "{} kept after {i}", index.subsets_kept());
+            }
         }
-        assert!(index.subsets_kept() >= 1);
+        assert!(Arc::ptr_eq(&subset(39), &subset(39)), "the newest subset is answered from the cache");
     }
 }
