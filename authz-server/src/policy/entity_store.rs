@@ -137,6 +137,14 @@ impl EntityStores {
         self.assembly
     }
 
+    /// Whether what is built is checked against the schema (the reference always is).
+    fn checking(&self) -> Checking {
+        match self.assembly {
+            Assembly::Direct => Checking::Every,
+            Assembly::Shared(checking) => checking,
+        }
+    }
+
     /// The store for `principal` on `cluster`, from the cache when it is there.
     pub(super) fn principal(
         &self,
@@ -207,10 +215,8 @@ impl EntityStores {
             Resource::Entity(entity) => vec![entity.uid(), store.cluster_uid.clone()],
         };
         let resource_uid = resource_in[0].clone();
-        let checked = match self.assembly {
-            Assembly::Direct | Assembly::Shared(Checking::Every) => Some(schema),
-            Assembly::Shared(Checking::Trusted) => None,
-        };
+        let checking = self.checking();
+        let checked = (checking == Checking::Every).then_some(schema);
         let context = match self.assembly {
             Assembly::Direct => context::from_expressions(&context)?,
             Assembly::Shared(Checking::Every) => context::checked(&context)?,
@@ -228,7 +234,6 @@ impl EntityStores {
                 if checked.is_some() {
                     Entities::from_entities([(*entity).clone()], checked).map_err(|e| e.to_string())?;
                 }
-                let checking = if checked.is_some() { Checking::Every } else { Checking::Trusted };
                 Some(add_closed(&store.entities, [*entity], checking)?)
             }
         };
